@@ -1,0 +1,189 @@
+// Package guestproto is the contract between the host (daemon, VMM drivers,
+// initramfs builder) and banger-init, the guest's PID 1: kernel command line
+// keys, agent channel names and ports, and well-known paths inside the guest.
+//
+// Both sides import this package so that a key renamed on one side cannot
+// silently drift from the other.
+package guestproto
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// Kernel command line keys banger-init reads.
+const (
+	KeyIP       = "banger.ip"       // guest address with prefix, e.g. 172.16.0.2/24
+	KeyGateway  = "banger.gw"       // default gateway, e.g. 172.16.0.1
+	KeyDNS      = "banger.dns"      // comma-separated nameservers
+	KeyHostname = "banger.hostname" // DNS-label-safe hostname
+	KeyAgent    = "banger.agent"    // AgentVsock or AgentSerial
+	KeyInit     = "banger.init"     // optional: an image init to exec instead of staying PID 1
+)
+
+// Agent transports.
+const (
+	AgentVsock  = "vsock"
+	AgentSerial = "serial"
+)
+
+const (
+	// AgentVsockPort is the AF_VSOCK port banger-init listens on. Firecracker's
+	// hybrid vsock reaches it with "CONNECT 1024\n"; vhost-vsock with
+	// (guest CID, 1024).
+	AgentVsockPort = 1024
+
+	// AgentSerialName is the virtio-serial port name (virtserialport
+	// name=...) banger-init looks up in /sys/class/virtio-ports/*/name.
+	AgentSerialName = "banger.agent"
+
+	// PingRequest is an SSH global request banger-init answers with true: a
+	// readiness probe that runs nothing in the guest.
+	PingRequest = "banger-ping@banger"
+
+	// PoweroffRequest is an SSH global request that makes banger-init shut
+	// the guest down cleanly (kill processes, sync, unmount, power off).
+	// It is the portable "stop" for every VMM: QEMU microvm's ACPI power
+	// button reaches no init, and a serial or vsock channel always exists.
+	PoweroffRequest = "banger-poweroff@banger"
+
+	// SSHPort is the TCP port banger-init serves SSH on.
+	SSHPort = 22
+)
+
+// Block devices in attach order. The VMM must attach the drives in exactly
+// this order; banger-init also accepts them by virtio-blk serial
+// (SerialRootfs...) when the VMM sets one, which survives any reordering.
+const (
+	DevRootfs = "vda" // image rootfs, ext4, read-only
+	DevCow    = "vdb" // system.cow, ext4 (formatted by the host), overlay upper
+	DevWork   = "vdc" // root.ext4, the work disk mounted at /root
+
+	SerialRootfs = "banger-rootfs"
+	SerialCow    = "banger-cow"
+	SerialWork   = "banger-work"
+)
+
+// Paths inside the initramfs and the guest.
+const (
+	// ModulesListPath lists, one per line and in load order, the kernel
+	// modules banger-init loads (absolute paths inside the initramfs).
+	ModulesListPath = "/etc/banger/modules"
+	// ModulesDir is where the initramfs carries modules, under their path
+	// relative to the kernel directory.
+	ModulesDir = "/lib/modules"
+	// HostKeyPath is the guest's SSH host key, generated at first boot and
+	// kept in the overlay (system.cow), so it survives reboots.
+	HostKeyPath = "/etc/banger/ssh_host_ed25519_key"
+	// AuthorizedKeysPath is on the work disk, re-read for every connection.
+	AuthorizedKeysPath = "/root/.ssh/authorized_keys"
+)
+
+// Config is what banger-init learns from the kernel command line.
+type Config struct {
+	IP       netip.Prefix // invalid (zero) when no network is configured
+	Gateway  netip.Addr   // invalid when absent
+	DNS      []netip.Addr
+	Hostname string
+	Agent    string // AgentVsock, AgentSerial or "" (TCP :22 only)
+	Init     string // optional image init path
+}
+
+var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ParseCmdline reads banger.* keys from a kernel command line (the content
+// of /proc/cmdline). Unknown keys are ignored; a malformed banger.* value is
+// an error naming the key and value.
+func ParseCmdline(cmdline string) (Config, error) {
+	var c Config
+	for _, f := range strings.Fields(cmdline) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || !strings.HasPrefix(k, "banger.") {
+			continue
+		}
+		if err := c.set(k, v); err != nil {
+			return Config{}, err
+		}
+	}
+	if c.Gateway.IsValid() && !c.IP.IsValid() {
+		return Config{}, fmt.Errorf("%s=%s given without %s", KeyGateway, c.Gateway, KeyIP)
+	}
+	return c, nil
+}
+
+func (c *Config) set(k, v string) error {
+	switch k {
+	case KeyIP:
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("bad %s=%q: want an IPv4 address with prefix length, like 172.16.0.2/24", k, v)
+		}
+		c.IP = p
+	case KeyGateway:
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() {
+			return fmt.Errorf("bad %s=%q: want an IPv4 address", k, v)
+		}
+		c.Gateway = a
+	case KeyDNS:
+		c.DNS = nil
+		for _, s := range strings.Split(v, ",") {
+			if s == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("bad %s=%q: %q is not an IP address", k, v, s)
+			}
+			c.DNS = append(c.DNS, a)
+		}
+	case KeyHostname:
+		if !hostnameRE.MatchString(v) {
+			return fmt.Errorf("bad %s=%q: want a DNS label (lowercase letters, digits, '-')", k, v)
+		}
+		c.Hostname = v
+	case KeyAgent:
+		if v != AgentVsock && v != AgentSerial {
+			return fmt.Errorf("bad %s=%q: want %q or %q", k, v, AgentVsock, AgentSerial)
+		}
+		c.Agent = v
+	case KeyInit:
+		if !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("bad %s=%q: want an absolute path", k, v)
+		}
+		c.Init = v
+	}
+	return nil
+}
+
+// Args renders c as kernel command line arguments, the inverse of
+// ParseCmdline. The VMM driver appends them to its own console and clock
+// arguments.
+func (c Config) Args() []string {
+	var a []string
+	if c.IP.IsValid() {
+		a = append(a, KeyIP+"="+c.IP.String())
+	}
+	if c.Gateway.IsValid() {
+		a = append(a, KeyGateway+"="+c.Gateway.String())
+	}
+	if len(c.DNS) > 0 {
+		s := make([]string, len(c.DNS))
+		for i, d := range c.DNS {
+			s[i] = d.String()
+		}
+		a = append(a, KeyDNS+"="+strings.Join(s, ","))
+	}
+	if c.Hostname != "" {
+		a = append(a, KeyHostname+"="+c.Hostname)
+	}
+	if c.Agent != "" {
+		a = append(a, KeyAgent+"="+c.Agent)
+	}
+	if c.Init != "" {
+		a = append(a, KeyInit+"="+c.Init)
+	}
+	return a
+}
