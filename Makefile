@@ -1,0 +1,27 @@
+GO        ?= go
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X banger/internal/daemon.Version=$(VERSION)
+export CGO_ENABLED = 0
+
+.PHONY: build test bench smoke clean fmt vet
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
+	@if [ -d cmd/banger-init ]; then $(GO) build -trimpath -ldflags '-s -w' -o bin/banger-init ./cmd/banger-init; fi
+
+# The whole suite; tests that boot VMs need root, qemu and e2fsprogs (see .ci/run).
+test: build
+	$(GO) vet ./...
+	$(GO) test -timeout 60m ./...
+
+bench: build
+	./scripts/bench.sh
+
+smoke: build
+	./smoke/run.sh $(if $(JOBS),-j $(JOBS),)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

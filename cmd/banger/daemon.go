@@ -1,0 +1,72 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/daemon"
+)
+
+func newDaemonCmd() *cobra.Command {
+	var configPath string
+	cfg := daemon.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the banger daemon (as root)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			final := daemon.DefaultConfig()
+			path := configPath
+			if path == "" && fileExistsCLI(daemon.DefaultConfigPath) {
+				path = daemon.DefaultConfigPath
+			}
+			if path != "" {
+				if err := daemon.LoadConfigFile(&final, path); err != nil {
+					return err
+				}
+			}
+			// Flags the user set win over the file.
+			fl := cmd.Flags()
+			set := func(name string, dst *string, v string) {
+				if fl.Changed(name) {
+					*dst = v
+				}
+			}
+			set("state-dir", &final.StateDir, cfg.StateDir)
+			set("runtime-dir", &final.RuntimeDir, cfg.RuntimeDir)
+			set("socket", &final.Socket, socketFlag)
+			set("log-format", &final.LogFormat, cfg.LogFormat)
+			set("bridge-ip", &final.BridgeIP, cfg.BridgeIP)
+			set("bridge-name", &final.BridgeName, cfg.BridgeName)
+			set("default-image", &final.DefaultImage, cfg.DefaultImage)
+			set("vmm", &final.VMM, cfg.VMM)
+			set("kernel-catalog", &final.KernelCatalog, cfg.KernelCatalog)
+			set("image-catalog", &final.ImageCatalog, cfg.ImageCatalog)
+			set("apt-mirror", &final.AptMirror, cfg.AptMirror)
+			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
+				final.Socket = os.Getenv("BANGER_SOCKET")
+			}
+			d, err := daemon.New(cmd.Context(), final, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return d.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "config file (TOML; default "+daemon.DefaultConfigPath+" if present)")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state directory")
+	f.StringVar(&cfg.RuntimeDir, "runtime-dir", cfg.RuntimeDir, "runtime directory (sockets)")
+	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
+	f.StringVar(&cfg.BridgeIP, "bridge-ip", cfg.BridgeIP, "bridge address and guest prefix (CIDR)")
+	f.StringVar(&cfg.BridgeName, "bridge-name", cfg.BridgeName, "bridge interface name")
+	f.StringVar(&cfg.DefaultImage, "default-image", cfg.DefaultImage, "image used when --image is not given")
+	f.StringVar(&cfg.VMM, "vmm", cfg.VMM, "hypervisor: auto, firecracker or qemu")
+	f.StringVar(&cfg.KernelCatalog, "kernel-catalog", "", "extra kernel catalog file (JSON)")
+	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
+	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
+	return cmd
+}
+
+func fileExistsCLI(p string) bool { _, err := os.Stat(p); return err == nil }

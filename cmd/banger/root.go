@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"banger/internal/api"
+	"banger/internal/daemon"
+)
+
+var socketFlag string
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "banger",
+		Short:         "Disposable microVMs on one Linux host, as easily as docker run",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&socketFlag, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
+	root.AddCommand(newDaemonCmd(), newVMCmd(), newVersionCmd())
+	for _, f := range extraCommands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+// extraCommands lets each command group register itself from its own file.
+var extraCommands []func() *cobra.Command
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the CLI version (and the daemon's, if reachable)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Printf("banger %s\n", daemon.Version)
+			var p api.PingResult
+			if err := client().Call(cmd.Context(), api.MethodPing, nil, &p); err == nil {
+				fmt.Printf("daemon %s (pid %d, state %s)\n", p.Version, p.PID, p.StateDir)
+			}
+			return nil
+		},
+	}
+}
+
+// client returns an RPC client that renders progress on stderr.
+func client() *api.Client {
+	c := api.NewClient(socketFlag)
+	c.OnProgress = newProgressPrinter(os.Stderr).print
+	return c
+}
+
+// call is client().Call with the command's context.
+func call(ctx context.Context, method string, params, out any) error {
+	return client().Call(ctx, method, params, out)
+}
+
+// progressPrinter shows stages; on a terminal byte counts redraw one line.
+type progressPrinter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	tty   bool
+	inBar bool
+}
+
+func newProgressPrinter(w *os.File) *progressPrinter {
+	return &progressPrinter{w: w, tty: term.IsTerminal(int(w.Fd()))}
+}
+
+func (p *progressPrinter) print(ev api.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ev.Total > 0 || ev.Done > 0 {
+		if !p.tty {
+			if ev.Total > 0 && ev.Done == ev.Total {
+				fmt.Fprintf(p.w, "  %s %s: %s\n", ev.Stage, ev.Message, humanBytes(ev.Done))
+			}
+			return
+		}
+		line := fmt.Sprintf("  %s %s %s", ev.Stage, ev.Message, humanBytes(ev.Done))
+		if ev.Total > 0 {
+			pct := float64(ev.Done) / float64(ev.Total)
+			bar := strings.Repeat("=", int(pct*20)) + strings.Repeat(" ", 20-int(pct*20))
+			line = fmt.Sprintf("  %-14s %-30.30s [%s] %s/%s", ev.Stage, ev.Message, bar, humanBytes(ev.Done), humanBytes(ev.Total))
+		}
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		p.inBar = true
+		return
+	}
+	if p.inBar {
+		fmt.Fprintln(p.w)
+		p.inBar = false
+	}
+	if ev.Message != "" {
+		fmt.Fprintf(p.w, "==> %s: %s\n", ev.Stage, ev.Message)
+	} else {
+		fmt.Fprintf(p.w, "==> %s\n", ev.Stage)
+	}
+}
+
+func humanBytes(n int64) string {
+	const u = 1024
+	if n < u {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(u), 0
+	for m := n / u; m >= u && exp < 4; m /= u {
+		div *= u
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// checkOutput validates -o.
+func checkOutput(o string) error {
+	if o != "" && o != "table" && o != "json" {
+		return fmt.Errorf("invalid output format %q: use table or json", o)
+	}
+	return nil
+}

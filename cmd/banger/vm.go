@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/model"
+)
+
+func newVMCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "vm", Short: "Create, run and manage microVMs"}
+	cmd.AddCommand(newVMCreateCmd(), newVMListCmd(), newVMInspectCmd(), newVMRemoveCmd())
+	for _, f := range extraVMCommands {
+		cmd.AddCommand(f())
+	}
+	return cmd
+}
+
+var extraVMCommands []func() *cobra.Command
+
+// createFlags are shared by vm create and vm run.
+type createFlags struct {
+	p api.VMCreateParams
+}
+
+func (c *createFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.p.Name, "name", "", "VM name (DNS label; generated if empty)")
+	f.StringVar(&c.p.Image, "image", "", "image name (default: the daemon's default image)")
+	f.StringVar(&c.p.Kernel, "kernel", "", "kernel name (default: the image's kernel)")
+	f.IntVar(&c.p.VCPU, "vcpu", 0, fmt.Sprintf("virtual CPUs (default %d)", model.DefaultVCPU))
+	f.IntVar(&c.p.MemoryMiB, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", model.DefaultMemoryMiB))
+	f.StringVar(&c.p.SystemOverlaySize, "system-overlay-size", "", "size of the copy-on-write system overlay (default "+model.FormatSize(model.DefaultSystemOverlaySize)+")")
+	f.StringVar(&c.p.WorkDiskSize, "work-disk-size", "", "size of the persistent work disk at /root (default "+model.FormatSize(model.DefaultWorkDiskSize)+")")
+	f.BoolVar(&c.p.NAT, "nat", false, "let the guest reach beyond the host (NAT)")
+	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
+}
+
+// validate checks flags locally for a fast, clear error; the daemon checks
+// again because any RPC caller may skip the CLI.
+func (c *createFlags) validate() error {
+	if c.p.Name != "" {
+		if err := model.ValidateVMName(c.p.Name); err != nil {
+			return err
+		}
+	}
+	for _, s := range []struct{ flag, v string }{{"--system-overlay-size", c.p.SystemOverlaySize}, {"--work-disk-size", c.p.WorkDiskSize}} {
+		if s.v != "" {
+			if _, err := model.ParseSize(s.v); err != nil {
+				return fmt.Errorf("%s: %w", s.flag, err)
+			}
+		}
+	}
+	return nil
+}
+
+func newVMCreateCmd() *cobra.Command {
+	var cf createFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a VM (and boot it unless --no-start)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cf.validate(); err != nil {
+				return err
+			}
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var vm api.VM
+			if err := call(cmd.Context(), api.MethodVMCreate, cf.p, &vm); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(vm)
+			}
+			fmt.Println(vm.Name)
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().BoolVar(&cf.p.NoStart, "no-start", false, "only reserve the VM; do not boot it")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return cmd
+}
+
+func newVMListCmd() *cobra.Command {
+	var all bool
+	var output string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List running VMs (-a: all)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var vms []api.VM
+			if err := call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all}, &vms); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(vms)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tIP\tDNS\tVCPU\tMEMORY\tPORTS\tCREATED")
+			for _, v := range vms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", v.Name, v.State, v.Image, v.GuestIP, v.DNSName, v.VCPU, v.MemoryMiB, formatPorts(v.Ports), v.CreatedAt)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return cmd
+}
+
+func formatPorts(ps []model.PortForward) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s:%d->%d/%s", p.HostIP, p.HostPort, p.GuestPort, p.Protocol))
+	}
+	return strings.Join(out, ",")
+}
+
+func newVMInspectCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show one VM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var vm api.VM
+			if err := call(cmd.Context(), api.MethodVMGet, api.NameParams{Name: args[0]}, &vm); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(vm)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+			row("Name", vm.Name)
+			row("ID", vm.ID)
+			row("State", vm.State)
+			row("Image", vm.Image)
+			row("Kernel", vm.Kernel)
+			row("Guest IP", vm.GuestIP)
+			row("DNS", vm.DNSName)
+			row("vCPU", vm.VCPU)
+			row("Memory", fmt.Sprintf("%d MiB", vm.MemoryMiB))
+			row("System overlay", model.FormatSize(vm.SystemOverlaySize))
+			row("Work disk", model.FormatSize(vm.WorkDiskSize))
+			row("NAT", vm.NAT)
+			row("Ports", formatPorts(vm.Ports))
+			if vm.VMM != "" {
+				row("VMM", fmt.Sprintf("%s (pid %d)", vm.VMM, vm.PID))
+			}
+			row("Dir", vm.Dir)
+			if vm.LastError != "" {
+				row("Last error", vm.LastError)
+			}
+			row("Created", vm.CreatedAt)
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return cmd
+}
+
+func newVMRemoveCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove VMs (running ones need -f)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
+				if err := call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
+					return err
+				}
+				fmt.Println(name)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first")
+	return cmd
+}
+
+// forEachVM applies fn to each name, reporting every failure and returning
+// an error if any failed (docker rm semantics: keep going).
+func forEachVM(ctx context.Context, names []string, fn func(context.Context, string) error) error {
+	var failed []string
+	var last error
+	for _, n := range names {
+		if err := fn(ctx, n); err != nil {
+			var ue *api.UnreachableError
+			if errors.As(err, &ue) {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "banger: %s: %v\n", n, err)
+			failed = append(failed, n)
+			last = err
+		}
+	}
+	if len(failed) == 1 && len(names) == 1 {
+		return &exitError{code: exitCodeFor(last)}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func exitCodeFor(err error) int {
+	if api.IsKind(err, api.KindInvalidArgument) {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,120 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/banger/banger.sock"
+
+// SocketFromEnv returns $BANGER_SOCKET or the default.
+func SocketFromEnv() string {
+	if s := os.Getenv("BANGER_SOCKET"); s != "" {
+		return s
+	}
+	return DefaultSocket
+}
+
+// Client calls the daemon. Each Call uses its own connection, so one Client
+// is safe for concurrent use and a slow call never blocks another.
+type Client struct {
+	Socket string
+	// OnProgress, when set, receives progress notifications of every call.
+	OnProgress func(Progress)
+	seq        atomic.Int64
+}
+
+// NewClient returns a client for the socket path.
+func NewClient(socket string) *Client { return &Client{Socket: socket} }
+
+// UnreachableError says the daemon is not listening.
+type UnreachableError struct {
+	Socket string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach banger daemon at %s: is `banger daemon` running? (%v)", e.Socket, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Call invokes method with params and decodes the result into out (may be
+// nil). Progress notifications go to c.OnProgress. Errors from the daemon
+// come back as *Error with their kind.
+func (c *Client) Call(ctx context.Context, method string, params, out any) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return &UnreachableError{Socket: c.Socket, Err: err}
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	id := strconv.FormatInt(c.seq.Add(1), 10)
+	req := Request{JSONRPC: "2.0", ID: json.RawMessage(id), Method: method}
+	if params != nil {
+		b, err := json.Marshal(params)
+		if err != nil {
+			return fmt.Errorf("encode %s params: %w", method, err)
+		}
+		req.Params = b
+	}
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		return &UnreachableError{Socket: c.Socket, Err: err}
+	}
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+			Result json.RawMessage `json:"result"`
+			Error  *WireError      `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+			return fmt.Errorf("bad message from daemon: %w", err)
+		}
+		if msg.Method == ProgressMethod && len(msg.ID) == 0 {
+			if c.OnProgress != nil {
+				var p Progress
+				if json.Unmarshal(msg.Params, &p) == nil {
+					c.OnProgress(p)
+				}
+			}
+			continue
+		}
+		if msg.Error != nil {
+			kind := KindInternal
+			if msg.Error.Data != nil && msg.Error.Data.Kind != "" {
+				kind = msg.Error.Data.Kind
+			}
+			return &Error{Kind: kind, Message: msg.Error.Message}
+		}
+		if out != nil && len(msg.Result) > 0 {
+			if err := json.Unmarshal(msg.Result, out); err != nil {
+				return fmt.Errorf("decode %s result: %w", method, err)
+			}
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: connection to daemon failed: %w", method, err)
+	}
+	return errors.New(method + ": daemon closed the connection without answering (did it exit? see its log)")
+}

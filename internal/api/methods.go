@@ -1,0 +1,199 @@
+package api
+
+import "banger/internal/model"
+
+// Method names, noun.verb.
+const (
+	MethodPing          = "daemon.ping"
+	MethodVMCreate      = "vm.create"
+	MethodVMList        = "vm.list"
+	MethodVMGet         = "vm.get"
+	MethodVMDelete      = "vm.delete"
+	MethodVMStart       = "vm.start"
+	MethodVMStop        = "vm.stop"
+	MethodVMRestart     = "vm.restart"
+	MethodVMExec        = "vm.exec"
+	MethodVMLogs        = "vm.logs"
+	MethodVMPrune       = "vm.prune"
+	MethodVMSSHInfo     = "vm.ssh_info"
+	MethodImagePull     = "image.pull"
+	MethodImageImport   = "image.import"
+	MethodImageList     = "image.list"
+	MethodImageDelete   = "image.delete"
+	MethodImageCatalog  = "image.catalog"
+	MethodKernelPull    = "kernel.pull"
+	MethodKernelImport  = "kernel.import"
+	MethodKernelList    = "kernel.list"
+	MethodKernelDelete  = "kernel.delete"
+	MethodKernelCatalog = "kernel.catalog"
+	MethodSSHKeyRotate  = "sshkey.rotate"
+	MethodDoctor        = "daemon.doctor"
+)
+
+// PingResult answers daemon.ping.
+type PingResult struct {
+	Version  string `json:"version"`
+	PID      int    `json:"pid"`
+	StateDir string `json:"state_dir"`
+}
+
+// VMCreateParams are the params of vm.create. Sizes are strings so every
+// caller goes through the same ParseSize ("2G", "512M", bytes).
+type VMCreateParams struct {
+	Name              string   `json:"name,omitempty"`
+	Image             string   `json:"image,omitempty"`
+	Kernel            string   `json:"kernel,omitempty"`
+	VCPU              int      `json:"vcpu,omitempty"`
+	MemoryMiB         int      `json:"memory_mib,omitempty"`
+	SystemOverlaySize string   `json:"system_overlay_size,omitempty"`
+	WorkDiskSize      string   `json:"work_disk_size,omitempty"`
+	NAT               bool     `json:"nat,omitempty"`
+	Ports             []string `json:"ports,omitempty"`
+	NoStart           bool     `json:"no_start,omitempty"`
+}
+
+// VMRef names one VM by name or id.
+type VMRef struct {
+	Name string `json:"name"`
+}
+
+// VMListParams are the params of vm.list.
+type VMListParams struct {
+	All bool `json:"all,omitempty"`
+}
+
+// VMStopParams are the params of vm.stop.
+type VMStopParams struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// VMDeleteParams are the params of vm.delete.
+type VMDeleteParams struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// VMPruneResult lists the removed VMs.
+type VMPruneResult struct {
+	Removed []string `json:"removed"`
+}
+
+// VM is a VM as the API shows it: flat, with the fields scripts use most.
+type VM struct {
+	ID                string              `json:"id"`
+	Name              string              `json:"name"`
+	State             model.VMState       `json:"state"`
+	Image             string              `json:"image"`
+	Kernel            string              `json:"kernel,omitempty"`
+	GuestIP           string              `json:"guest_ip"`
+	DNSName           string              `json:"dns_name"`
+	VCPU              int                 `json:"vcpu"`
+	MemoryMiB         int                 `json:"memory_mib"`
+	SystemOverlaySize int64               `json:"system_overlay_size"`
+	WorkDiskSize      int64               `json:"work_disk_size"`
+	NAT               bool                `json:"nat"`
+	Ports             []model.PortForward `json:"ports,omitempty"`
+	MAC               string              `json:"mac,omitempty"`
+	VMM               string              `json:"vmm,omitempty"`
+	PID               int                 `json:"pid,omitempty"`
+	Dir               string              `json:"dir,omitempty"`
+	LastError         string              `json:"last_error,omitempty"`
+	CreatedAt         string              `json:"created_at"`
+}
+
+// VMFromRecord flattens a record for the wire.
+func VMFromRecord(r model.VMRecord) VM {
+	return VM{
+		ID: r.ID, Name: r.Name, State: r.State, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
+		GuestIP: r.Runtime.GuestIP, DNSName: r.DNSName(), VCPU: r.Spec.VCPU, MemoryMiB: r.Spec.MemoryMiB,
+		SystemOverlaySize: r.Spec.SystemOverlaySize, WorkDiskSize: r.Spec.WorkDiskSize, NAT: r.Spec.NAT,
+		Ports: r.Spec.Ports, MAC: r.Runtime.MAC, VMM: r.Runtime.VMM, PID: r.Runtime.PID, Dir: r.Runtime.Dir,
+		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
+	}
+}
+
+// NameParams is the params of calls that take one name.
+type NameParams struct {
+	Name string `json:"name"`
+}
+
+// ImagePullParams are the params of image.pull.
+type ImagePullParams struct {
+	Ref  string `json:"ref"`
+	Name string `json:"name,omitempty"`
+}
+
+// ImageImportParams are the params of image.import.
+type ImageImportParams struct {
+	Path string `json:"path"`
+	Name string `json:"name"`
+}
+
+// KernelImportParams are the params of kernel.import.
+type KernelImportParams struct {
+	Name    string `json:"name"`
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd,omitempty"`
+	Modules string `json:"modules,omitempty"`
+}
+
+// CatalogEntry is one pullable catalog item.
+type CatalogEntry struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Source      string `json:"source"`
+	Kernel      string `json:"kernel,omitempty"`
+	Pulled      bool   `json:"pulled"`
+	Default     bool   `json:"default,omitempty"`
+}
+
+// ExecParams are the params of vm.exec (non-interactive; output returned).
+type ExecParams struct {
+	Name  string   `json:"name"`
+	Cmd   []string `json:"cmd"`
+	Stdin string   `json:"stdin,omitempty"`
+}
+
+// ExecResult is the outcome of vm.exec.
+type ExecResult struct {
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+}
+
+// LogsParams are the params of vm.logs.
+type LogsParams struct {
+	Name   string `json:"name"`
+	Offset int64  `json:"offset,omitempty"`
+}
+
+// LogsResult is a chunk of the console log.
+type LogsResult struct {
+	Data   string `json:"data"`
+	Offset int64  `json:"offset"`
+	State  string `json:"state"`
+}
+
+// SSHInfo tells the CLI how to reach a VM with the system ssh.
+type SSHInfo struct {
+	Name       string `json:"name"`
+	GuestIP    string `json:"guest_ip"`
+	KeyPath    string `json:"key_path"`
+	KnownHosts string `json:"known_hosts"`
+	AgentPath  string `json:"agent_path,omitempty"`
+}
+
+// DoctorCheck is one line of `banger doctor`.
+type DoctorCheck struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// DoctorResult is the outcome of daemon.doctor.
+type DoctorResult struct {
+	Checks  []DoctorCheck `json:"checks"`
+	Backend string        `json:"backend"`
+	Why     string        `json:"why"`
+}

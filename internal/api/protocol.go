@@ -1,0 +1,57 @@
+// Package api is banger's wire protocol: JSON-RPC 2.0, one JSON object per
+// line, over a unix socket. It holds the method names, their params and
+// results, progress notifications, error kinds, and the client.
+package api
+
+import "encoding/json"
+
+// MaxRequestBytes bounds one request line; longer ones get an error and the
+// connection is closed (the daemon keeps serving everyone else).
+const MaxRequestBytes = 1 << 20
+
+// Request is a JSON-RPC 2.0 request.
+type Request struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+// Response is a JSON-RPC 2.0 response.
+type Response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *WireError      `json:"error,omitempty"`
+}
+
+// WireError is the JSON-RPC error object; Data.Kind carries banger's kind.
+type WireError struct {
+	Code    int            `json:"code"`
+	Message string         `json:"message"`
+	Data    *WireErrorData `json:"data,omitempty"`
+}
+
+// WireErrorData is the structured part of an error.
+type WireErrorData struct {
+	Kind Kind `json:"kind"`
+}
+
+// Notification is a server→client message without an id. banger sends
+// method "progress" with a Progress as params while a call runs.
+type Notification struct {
+	JSONRPC string   `json:"jsonrpc"`
+	Method  string   `json:"method"`
+	Params  Progress `json:"params"`
+}
+
+// Progress reports one stage of a long call.
+type Progress struct {
+	Stage   string `json:"stage"`
+	Message string `json:"message,omitempty"`
+	Done    int64  `json:"done,omitempty"`
+	Total   int64  `json:"total,omitempty"`
+}
+
+// ProgressMethod is the notification method name.
+const ProgressMethod = "progress"

@@ -1,0 +1,94 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the daemon's configuration. The file (TOML) uses the same keys
+// as the flags; flags given on the command line win over the file.
+type Config struct {
+	StateDir      string `toml:"state_dir"`
+	RuntimeDir    string `toml:"runtime_dir"`
+	Socket        string `toml:"socket"`
+	LogFormat     string `toml:"log_format"`
+	BridgeName    string `toml:"bridge_name"`
+	BridgeIP      string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
+	DefaultImage  string `toml:"default_image"`
+	VMM           string `toml:"vmm"` // auto | firecracker | qemu
+	KernelCatalog string `toml:"kernel_catalog"`
+	ImageCatalog  string `toml:"image_catalog"`
+	AptMirror     string `toml:"apt_mirror"` // debootstrap mirror; default: the host's apt sources
+}
+
+// Defaults.
+const (
+	DefaultConfigPath = "/etc/banger/config.toml"
+	DefaultStateDir   = "/var/lib/banger"
+	DefaultRuntimeDir = "/run/banger"
+	DefaultBridgeName = "banger0"
+	DefaultBridgeIP   = "172.30.0.1/24"
+	DefaultImageName  = "debian-bookworm"
+)
+
+// DefaultConfig returns the built-in configuration.
+func DefaultConfig() Config {
+	return Config{
+		StateDir: DefaultStateDir, RuntimeDir: DefaultRuntimeDir, LogFormat: "text",
+		BridgeName: DefaultBridgeName, BridgeIP: DefaultBridgeIP, DefaultImage: DefaultImageName, VMM: "auto",
+	}
+}
+
+// LoadConfigFile overlays the TOML file at path onto c. Unknown keys are
+// errors, so a typo does not silently fall back to a default.
+func LoadConfigFile(c *Config, path string) error {
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("config %s: unknown key %q", path, und[0].String())
+	}
+	return nil
+}
+
+// Finish fills derived defaults and validates.
+func (c *Config) Finish() error {
+	if c.Socket == "" {
+		c.Socket = filepath.Join(c.RuntimeDir, "banger.sock")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("invalid log format %q: use text or json", c.LogFormat)
+	}
+	switch c.VMM {
+	case "auto", "firecracker", "qemu":
+	default:
+		return fmt.Errorf("invalid vmm %q: use auto, firecracker or qemu", c.VMM)
+	}
+	p, err := netip.ParsePrefix(c.BridgeIP)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 30 || p.Addr() == p.Masked().Addr() {
+		return fmt.Errorf("invalid bridge_ip %q: want the bridge's IPv4 address with a prefix of /30 or larger, e.g. %s", c.BridgeIP, DefaultBridgeIP)
+	}
+	if len(c.BridgeName) == 0 || len(c.BridgeName) > 15 {
+		return fmt.Errorf("invalid bridge_name %q: 1-15 characters", c.BridgeName)
+	}
+	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	return nil
+}
+
+// BridgePrefix is the parsed bridge_ip.
+func (c *Config) BridgePrefix() netip.Prefix { return netip.MustParsePrefix(c.BridgeIP) }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -1,0 +1,201 @@
+// Package daemon is banger's server: it owns the store, the services
+// (VMs, images, kernels) and the JSON-RPC endpoint on a unix socket.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/store"
+)
+
+// Version is set at build time (-ldflags -X).
+var Version = "dev"
+
+// Daemon is one running banger daemon.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	handlers map[string]handlerFunc
+	inflight sync.WaitGroup
+	lockFile *os.File
+
+	vms *VMService
+}
+
+// New prepares a daemon: takes the state-dir lock, opens the store and
+// registers the RPC methods. It does not listen yet.
+func New(ctx context.Context, cfg Config, logOut io.Writer) (*Daemon, error) {
+	if err := cfg.Finish(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut)}
+	for _, dir := range []string{cfg.StateDir, cfg.RuntimeDir, filepath.Dir(cfg.Socket)} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	if err := d.lockStateDir(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, cfg.StateDir)
+	if err != nil {
+		d.unlockStateDir()
+		return nil, err
+	}
+	d.store = st
+	d.vms = newVMService(d)
+	d.registerMethods()
+	return d, nil
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// lockStateDir takes an exclusive flock so two daemons never share a state
+// dir (two writers would each believe they own the same VMs).
+func (d *Daemon) lockStateDir() error {
+	path := filepath.Join(d.cfg.StateDir, "banger.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		return fmt.Errorf("state dir %s is in use by another banger daemon (pid %s): stop it first or pass a different --state-dir", d.cfg.StateDir, string(trimSpace(b)))
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	d.lockFile = f
+	return nil
+}
+
+func (d *Daemon) unlockStateDir() {
+	if d.lockFile != nil {
+		d.lockFile.Close()
+		d.lockFile = nil
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// listen opens the unix socket, refusing to steal one a live daemon serves.
+func (d *Daemon) listen() (net.Listener, error) {
+	sock := d.cfg.Socket
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another banger daemon is already listening on %s", sock)
+	}
+	os.Remove(sock) // stale socket from a killed daemon
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	os.Chmod(sock, 0o660)
+	if g, err := user.LookupGroup("banger"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			os.Chown(sock, 0, gid)
+		}
+	}
+	return ln, nil
+}
+
+// Serve listens and serves until ctx ends (SIGTERM in `banger daemon`).
+// In-flight calls get a grace period to finish, then are cancelled.
+func (d *Daemon) Serve(ctx context.Context) error {
+	ln, err := d.listen()
+	if err != nil {
+		d.Close()
+		return err
+	}
+	d.log.Info("daemon started", "version", Version, "pid", os.Getpid(), "socket", d.cfg.Socket, "state_dir", d.cfg.StateDir)
+	d.startBackground(ctx)
+
+	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCalls()
+	var conns sync.WaitGroup
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			d.log.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			d.serveConn(callCtx, conn)
+		}()
+	}
+	d.log.Info("shutting down: waiting for in-flight calls")
+	done := make(chan struct{})
+	go func() { d.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		d.log.Warn("in-flight calls still running after 10s: cancelling them")
+		cancelCalls()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.log.Error("in-flight calls ignored cancellation; exiting anyway")
+		}
+	}
+	d.Close()
+	d.log.Info("daemon stopped")
+	return nil
+}
+
+// Close releases the store and the state-dir lock.
+func (d *Daemon) Close() {
+	if d.store != nil {
+		d.store.Close()
+		d.store = nil
+	}
+	d.unlockStateDir()
+}
+
+// startBackground starts reconcile loops. Later capabilities hook in here.
+func (d *Daemon) startBackground(ctx context.Context) {}
+
+func (d *Daemon) registerMethods() {
+	d.register(api.MethodPing, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		return api.PingResult{Version: Version, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
+	})
+	d.vms.register()
+}

@@ -1,0 +1,191 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/store"
+)
+
+// handlerFunc serves one method. params is the raw JSON (may be empty);
+// progress notifications go through report(ctx, …).
+type handlerFunc func(ctx context.Context, params json.RawMessage) (any, error)
+
+// register adds a method. Called only during setup, before serving.
+func (d *Daemon) register(method string, h handlerFunc) {
+	if d.handlers == nil {
+		d.handlers = map[string]handlerFunc{}
+	}
+	d.handlers[method] = h
+}
+
+// decode strictly unmarshals params into v: unknown fields are an error,
+// since an SDK caller's typo should not silently do something else.
+func decode(params json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(params)) == 0 || string(bytes.TrimSpace(params)) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return api.Errorf(api.KindInvalidArgument, "invalid params: %v", err)
+	}
+	return nil
+}
+
+// serveConn reads newline-delimited requests and answers each. Requests on
+// one connection run concurrently; writes are serialized.
+func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	var wmu sync.Mutex
+	write := func(v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return
+		}
+		wmu.Lock()
+		defer wmu.Unlock()
+		conn.Write(append(b, '\n'))
+	}
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	for {
+		line, err := readLine(r, api.MaxRequestBytes)
+		if errors.Is(err, errTooLong) {
+			write(errorResponse(nil, api.CodeInvalidRequest, api.KindInvalidArgument,
+				fmt.Sprintf("request larger than %d bytes refused", api.MaxRequestBytes)))
+			// Skip the rest of the oversized line (bounded in time) so the
+			// client reads the error instead of a reset, then carry on.
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := r.ReadSlice('\n'); err != nil && err != bufio.ErrBufferFull {
+				return
+			}
+			for {
+				_, err := r.ReadSlice('\n')
+				if err == bufio.ErrBufferFull {
+					continue
+				}
+				if err != nil {
+					return
+				}
+				break
+			}
+			conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			d.dispatch(ctx, line, write, &inflight)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+var errTooLong = errors.New("line too long")
+
+// readLine returns one line without its newline, refusing lines over max
+// without buffering them whole.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(buf)+len(chunk) > max+1 {
+			return nil, errTooLong
+		}
+		buf = append(buf, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return bytes.TrimRight(buf, "\r\n"), err
+	}
+}
+
+func (d *Daemon) dispatch(ctx context.Context, line []byte, write func(any), inflight *sync.WaitGroup) {
+	var req api.Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		write(errorResponse(nil, api.CodeParseError, api.KindInvalidArgument, "malformed JSON: "+err.Error()))
+		return
+	}
+	if req.JSONRPC != "2.0" || req.Method == "" {
+		write(errorResponse(req.ID, api.CodeInvalidRequest, api.KindInvalidArgument, `invalid request: want {"jsonrpc":"2.0","id":…,"method":…}`))
+		return
+	}
+	h, ok := d.handlers[req.Method]
+	if !ok {
+		write(errorResponse(req.ID, api.CodeMethodNotFound, api.KindNotFound, fmt.Sprintf("unknown method %q", req.Method)))
+		return
+	}
+	inflight.Add(1)
+	d.inflight.Add(1)
+	go func() {
+		defer inflight.Done()
+		defer d.inflight.Done()
+		isCall := len(req.ID) > 0
+		cctx := withProgress(ctx, func(p api.Progress) {
+			if isCall {
+				write(api.Notification{JSONRPC: "2.0", Method: api.ProgressMethod, Params: p})
+			}
+		})
+		res, err := d.call(cctx, h, req.Params)
+		if !isCall {
+			return // a notification gets no answer
+		}
+		if err != nil {
+			kind := errKind(err)
+			write(errorResponse(req.ID, api.CodeFor(kind), kind, err.Error()))
+			return
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			write(errorResponse(req.ID, api.CodeInternal, api.KindInternal, "encode result: "+err.Error()))
+			return
+		}
+		write(api.Response{JSONRPC: "2.0", ID: req.ID, Result: b})
+	}()
+}
+
+// call runs a handler, turning a panic into an internal error so one bad
+// request cannot take the daemon down.
+func (d *Daemon) call(ctx context.Context, h handlerFunc, params json.RawMessage) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("handler panic", "panic", r)
+			err = api.Errorf(api.KindInternal, "internal error: %v", r)
+		}
+	}()
+	return h(ctx, params)
+}
+
+// errKind maps errors from any layer to a wire kind.
+func errKind(err error) api.Kind {
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae):
+		return ae.Kind
+	case errors.Is(err, store.ErrNotFound):
+		return api.KindNotFound
+	case errors.Is(err, store.ErrConflict):
+		return api.KindAlreadyExists
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return api.KindUnavailable
+	}
+	return api.KindInternal
+}
+
+func errorResponse(id json.RawMessage, code int, kind api.Kind, msg string) api.Response {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	return api.Response{JSONRPC: "2.0", ID: id, Error: &api.WireError{Code: code, Message: msg, Data: &api.WireErrorData{Kind: kind}}}
+}
+

@@ -1,0 +1,282 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/keylock"
+	"banger/internal/model"
+	"banger/internal/store"
+)
+
+// VMService owns VM records and their lifecycle.
+type VMService struct {
+	d *Daemon
+
+	// createVMMu serializes reserveVM only: the name check, guest IP
+	// allocation and the insert of the "created" row. Nothing slow (image
+	// pulls, disk copies, boots) ever runs under it.
+	createVMMu sync.Mutex
+
+	// vmLocks holds one lock per VM id: start, stop, delete and the boot
+	// phase of create take it, so operations on one VM are serialized while
+	// different VMs proceed in parallel.
+	vmLocks keylock.Map
+}
+
+func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
+
+func (s *VMService) register() {
+	s.d.register(api.MethodVMCreate, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.VMCreateParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		rec, err := s.CreateVM(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return api.VMFromRecord(rec), nil
+	})
+	s.d.register(api.MethodVMList, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.VMListParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		recs, err := s.d.store.ListVMs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]api.VM, 0, len(recs))
+		for _, r := range recs {
+			if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
+				out = append(out, api.VMFromRecord(r))
+			}
+		}
+		return out, nil
+	})
+	s.d.register(api.MethodVMGet, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.NameParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		rec, err := s.find(ctx, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		return api.VMFromRecord(rec), nil
+	})
+	s.d.register(api.MethodVMDelete, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.VMDeleteParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		rec, err := s.DeleteVM(ctx, p.Name, p.Force)
+		if err != nil {
+			return nil, err
+		}
+		return api.VMFromRecord(rec), nil
+	})
+}
+
+// find resolves a VM by exact name, then by id.
+func (s *VMService) find(ctx context.Context, name string) (model.VMRecord, error) {
+	if name == "" {
+		return model.VMRecord{}, api.Errorf(api.KindInvalidArgument, "missing VM name")
+	}
+	rec, err := s.d.store.GetVMByName(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		rec, err = s.d.store.GetVM(ctx, name)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return rec, api.Errorf(api.KindNotFound, "VM %q not found: `banger vm ls -a` lists VMs", name)
+	}
+	return rec, err
+}
+
+// createRequest is a validated vm.create.
+type createRequest struct {
+	name string
+	spec model.VMSpec
+}
+
+// validateCreate checks every field. Any RPC caller lands here without going
+// through the CLI's flag parser, so this is the real gate.
+func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) {
+	r := createRequest{name: p.Name, spec: model.VMSpec{
+		Image: p.Image, Kernel: p.Kernel, VCPU: p.VCPU, MemoryMiB: p.MemoryMiB, NAT: p.NAT,
+		SystemOverlaySize: model.DefaultSystemOverlaySize, WorkDiskSize: model.DefaultWorkDiskSize,
+	}}
+	if r.name != "" {
+		if err := model.ValidateVMName(r.name); err != nil {
+			return r, api.Errorf(api.KindInvalidArgument, "%v", err)
+		}
+	}
+	if r.spec.Image == "" {
+		r.spec.Image = s.d.cfg.DefaultImage
+	}
+	if r.spec.VCPU == 0 {
+		r.spec.VCPU = model.DefaultVCPU
+	}
+	if r.spec.VCPU < 1 || r.spec.VCPU > model.MaxVCPU {
+		return r, api.Errorf(api.KindInvalidArgument, "invalid vcpu count %d: must be 1-%d", p.VCPU, model.MaxVCPU)
+	}
+	if r.spec.MemoryMiB == 0 {
+		r.spec.MemoryMiB = model.DefaultMemoryMiB
+	}
+	if r.spec.MemoryMiB < model.MinMemoryMiB || r.spec.MemoryMiB > model.MaxMemoryMiB {
+		return r, api.Errorf(api.KindInvalidArgument, "invalid memory %d MiB: must be %d-%d", p.MemoryMiB, model.MinMemoryMiB, model.MaxMemoryMiB)
+	}
+	for _, sz := range []struct {
+		flag, val string
+		dst       *int64
+	}{{"system overlay size", p.SystemOverlaySize, &r.spec.SystemOverlaySize}, {"work disk size", p.WorkDiskSize, &r.spec.WorkDiskSize}} {
+		if sz.val == "" {
+			continue
+		}
+		n, err := model.ParseSize(sz.val)
+		if err != nil {
+			return r, api.Errorf(api.KindInvalidArgument, "%s: %v", sz.flag, err)
+		}
+		if n < model.MinDiskSize || n > model.MaxDiskSize {
+			return r, api.Errorf(api.KindInvalidArgument, "%s %q: must be between %s and %s", sz.flag, sz.val, model.FormatSize(model.MinDiskSize), model.FormatSize(model.MaxDiskSize))
+		}
+		*sz.dst = n
+	}
+	ports, err := parsePorts(p.Ports)
+	if err != nil {
+		return r, err
+	}
+	r.spec.Ports = ports
+	return r, nil
+}
+
+// CreateVM runs the three phases of vm.create: resolve the image (no
+// global lock), reserve the VM under createVMMu, then boot under the VM's
+// own lock unless NoStart.
+func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.VMRecord, error) {
+	op := s.d.beginOperation(ctx, "vm.create", "name", p.Name, "image", p.Image)
+	req, err := s.validateCreate(p)
+	if err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	op.stage("resolve_image", req.spec.Image)
+	if err := s.resolveImage(ctx, op, &req.spec); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	op.stage("reserve_vm", req.name)
+	rec, err := s.reserveVM(ctx, req)
+	if err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	op.log = op.log.With("vm_id", rec.ID, "vm", rec.Name)
+	if p.NoStart {
+		op.done()
+		return rec, nil
+	}
+	rec, err = s.startLocked(ctx, op, rec)
+	if err != nil {
+		return rec, op.fail(err)
+	}
+	op.done()
+	return rec, nil
+}
+
+// reserveVM holds createVMMu only long enough to pick or verify the name,
+// allocate a guest IP from the store, make the VM's directory and persist
+// the reservation row. Everything else runs outside this lock.
+func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMRecord, error) {
+	s.createVMMu.Lock()
+	defer s.createVMMu.Unlock()
+
+	name := req.name
+	if name == "" {
+		for i := 0; ; i++ {
+			name = generateName()
+			if _, err := s.d.store.GetVMByName(ctx, name); errors.Is(err, store.ErrNotFound) {
+				break
+			} else if err != nil {
+				return model.VMRecord{}, err
+			}
+			if i > 50 {
+				return model.VMRecord{}, api.Errorf(api.KindInternal, "could not generate a free VM name")
+			}
+		}
+	} else if _, err := s.d.store.GetVMByName(ctx, name); err == nil {
+		return model.VMRecord{}, api.Errorf(api.KindAlreadyExists, "VM %q already exists: pick another --name or remove it with `banger vm rm %s`", name, name)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return model.VMRecord{}, err
+	}
+	ip, err := s.d.store.NextGuestIP(ctx, s.d.cfg.BridgePrefix())
+	if err != nil {
+		return model.VMRecord{}, api.Errorf(api.KindUnavailable, "%v", err)
+	}
+	id := model.NewID()
+	dir := filepath.Join(s.d.cfg.StateDir, "vms", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return model.VMRecord{}, fmt.Errorf("create VM dir: %w", err)
+	}
+	now := time.Now().UTC()
+	rec := model.VMRecord{
+		ID: id, Name: name, State: model.StateStopped, Spec: req.spec,
+		Runtime:   model.VMRuntime{GuestIP: ip.String(), Dir: dir},
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if err := s.d.store.InsertVM(ctx, rec); err != nil {
+		os.RemoveAll(dir)
+		if errors.Is(err, store.ErrConflict) {
+			return model.VMRecord{}, api.Errorf(api.KindAlreadyExists, "VM %q already exists", name)
+		}
+		return model.VMRecord{}, err
+	}
+	return rec, nil
+}
+
+// DeleteVM removes a VM: its files and its row. A running VM needs force.
+func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (model.VMRecord, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return rec, err
+	}
+	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
+	if err != nil {
+		return rec, err
+	}
+	defer unlock()
+	op := s.d.beginOperation(ctx, "vm.delete", "vm_id", rec.ID, "vm", rec.Name)
+	// Re-read under the lock: a start may have finished while we waited.
+	if rec, err = s.d.store.GetVM(ctx, rec.ID); err != nil {
+		return rec, op.fail(err)
+	}
+	if isActive(rec.State) {
+		if !force {
+			return rec, op.fail(api.Errorf(api.KindConflict, "VM %q is %s: stop it first or use `banger vm rm -f %s`", rec.Name, rec.State, rec.Name))
+		}
+		op.stage("stop", "force-stopping "+rec.Name)
+		if rec, err = s.stopLocked(ctx, op, rec, true); err != nil {
+			return rec, op.fail(err)
+		}
+	}
+	op.stage("remove", rec.Name)
+	if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
+		return rec, op.fail(err)
+	}
+	// The row goes first: a crash between the two leaves an orphan
+	// directory that reconcile removes, never a row pointing at nothing.
+	if rec.Runtime.Dir != "" {
+		os.RemoveAll(rec.Runtime.Dir)
+	}
+	op.done()
+	return rec, nil
+}
+
+func isActive(st model.VMState) bool {
+	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping
+}
