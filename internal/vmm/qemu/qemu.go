@@ -1,0 +1,392 @@
+// Package qemu runs VMs with qemu-system-x86_64 -M microvm: virtio-mmio
+// block, net and agent devices, the console on a file, a QMP socket for
+// status and quit. It uses KVM when /dev/kvm really works and TCG otherwise
+// (with tsc_early_khz= on the kernel command line: without it about half of
+// TCG boots hang calibrating the TSC against the PIT).
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/guestproto"
+	"banger/internal/vmm"
+)
+
+// Name is the driver name, as in config `vmm = qemu`.
+const Name = "qemu"
+
+// Defaults for Options.
+const (
+	DefaultBinary      = "qemu-system-x86_64"
+	DefaultTSCKHz      = 2000000
+	DefaultStopTimeout = 20 * time.Second
+	// quitWait is how long Stop waits after QMP quit before SIGKILL.
+	quitWait = 5 * time.Second
+)
+
+// Socket and file names inside Spec.RuntimeDir and Spec.Dir.
+const (
+	QMPSocket   = "qmp.sock"
+	AgentSocket = "agent.sock"
+	PIDFile     = "qemu.pid"
+	LogFile     = "vmm.log" // QEMU's stdout and stderr, in Spec.Dir
+)
+
+// Options tune the driver; the zero value picks everything automatically.
+type Options struct {
+	Binary string // default DefaultBinary, looked up on PATH
+	// Accel forces "kvm" or "tcg"; empty picks kvm when vmm.KVM() says
+	// it works, else tcg.
+	Accel string
+	// TSCKHz is passed as tsc_early_khz= on TCG (default DefaultTSCKHz).
+	TSCKHz int
+	// Agent forces vmm.AgentVsock or vmm.AgentSerial; empty picks vsock
+	// when /dev/vhost-vsock is usable, else serial.
+	Agent string
+	// StopTimeout is how long Stop waits for the guest to power off after
+	// system_powerdown before it quits QEMU (default DefaultStopTimeout).
+	StopTimeout time.Duration
+}
+
+// Driver is the QEMU microvm driver.
+type Driver struct {
+	opt Options
+
+	probeOnce sync.Once
+	probe     vmm.ProbeResult
+	agentMode string
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// New returns a driver with o's settings.
+func New(o Options) *Driver {
+	if o.Binary == "" {
+		o.Binary = DefaultBinary
+	}
+	if o.TSCKHz == 0 {
+		o.TSCKHz = DefaultTSCKHz
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = DefaultStopTimeout
+	}
+	return &Driver{opt: o}
+}
+
+// Name returns "qemu".
+func (d *Driver) Name() string { return Name }
+
+// Probe checks the binary, its microvm machine and the accelerator; the
+// result is computed once per Driver.
+func (d *Driver) Probe() vmm.ProbeResult {
+	d.probeOnce.Do(func() { d.probe, d.agentMode = d.doProbe() })
+	return d.probe
+}
+
+// AgentMode is vsock with a usable /dev/vhost-vsock, else serial.
+func (d *Driver) AgentMode() string {
+	d.Probe()
+	return d.agentMode
+}
+
+func (d *Driver) doProbe() (vmm.ProbeResult, string) {
+	mode := d.opt.Agent
+	if mode == "" {
+		mode = vmm.AgentSerial
+		if ok, _ := vmm.VhostVsockUsable(); ok {
+			mode = vmm.AgentVsock
+		}
+	}
+	bin, err := exec.LookPath(d.opt.Binary)
+	if err != nil {
+		return vmm.ProbeResult{Reason: fmt.Sprintf("%s not found: install qemu-system-x86", d.opt.Binary)}, mode
+	}
+	out, err := exec.Command(bin, "-machine", "help").CombinedOutput()
+	if err != nil {
+		return vmm.ProbeResult{Reason: fmt.Sprintf("%s -machine help: %v: %s", bin, err, strings.TrimSpace(string(out)))}, mode
+	}
+	if !hasMachine(string(out), "microvm") {
+		return vmm.ProbeResult{Reason: bin + " has no microvm machine type (QEMU 4.2 or later needed)"}, mode
+	}
+	accel, why := d.opt.Accel, ""
+	switch accel {
+	case "kvm":
+		why = "kvm (forced)"
+	case "tcg":
+		why = "tcg (forced)"
+	case "":
+		if ok, r := vmm.KVM(); ok {
+			accel, why = "kvm", "kvm: "+r
+		} else {
+			accel, why = "tcg", "tcg (slow, software emulation): "+r
+		}
+	default:
+		return vmm.ProbeResult{Reason: fmt.Sprintf("unknown accel %q: want kvm, tcg or empty", accel)}, mode
+	}
+	return vmm.ProbeResult{Usable: true, Accel: accel, Reason: why + "; agent over " + mode}, mode
+}
+
+func hasMachine(help, name string) bool {
+	for _, l := range strings.Split(help, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// paths are where one VM's files and sockets live.
+type paths struct{ qmp, agent, pid, log, console string }
+
+func pathsFor(s vmm.Spec) paths {
+	return paths{
+		qmp:     filepath.Join(s.RuntimeDir, QMPSocket),
+		agent:   filepath.Join(s.RuntimeDir, AgentSocket),
+		pid:     filepath.Join(s.RuntimeDir, PIDFile),
+		log:     filepath.Join(s.Dir, LogFile),
+		console: s.Console(),
+	}
+}
+
+// Args returns QEMU's command line for s (without the binary). accel is
+// "kvm" or "tcg", agent vmm.AgentVsock or vmm.AgentSerial.
+func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
+	p := pathsFor(s)
+	cpu := "host"
+	if accel != "kvm" {
+		cpu = "max"
+	}
+	// acpi=on: the power button (system_powerdown) is an ACPI GED event.
+	// pit/pic on, rtc off: the combination measured to boot reliably on TCG.
+	a := []string{
+		"-name", "guest=" + qemuEscape(s.Name),
+		"-M", "microvm,accel=" + accel + ",acpi=on,x-option-roms=off,isa-serial=on,rtc=off,pit=on,pic=on",
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(s.VCPU),
+		"-m", strconv.Itoa(s.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-serial", "file:" + p.console,
+		"-kernel", s.Kernel,
+	}
+	if s.Initrd != "" {
+		a = append(a, "-initrd", s.Initrd)
+	}
+	a = append(a, "-append", d.KernelCmdline(s, accel))
+	for i, disk := range s.Disks {
+		id := vmm.DiskName(i)
+		drive := "id=" + id + ",file=" + qemuEscape(disk.Path) + ",format=raw,if=none,discard=unmap"
+		if disk.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive, "-device", "virtio-blk-device,drive="+id)
+	}
+	if s.Net != nil && s.Net.Tap != "" {
+		a = append(a,
+			"-netdev", "tap,id=net0,ifname="+s.Net.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-device,netdev=net0,mac="+s.Net.MAC)
+	}
+	if agent == vmm.AgentVsock {
+		a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", s.CID))
+	} else {
+		a = append(a,
+			"-device", "virtio-serial-device",
+			"-chardev", "socket,id=agent,path="+qemuEscape(p.agent)+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name="+guestproto.AgentSerialName)
+	}
+	a = append(a,
+		"-qmp", "unix:"+p.qmp+",server=on,wait=off",
+		"-pidfile", p.pid)
+	return a
+}
+
+// KernelCmdline is the command line the guest gets: console, reboot and
+// panic handling (a panic or reboot ends QEMU thanks to -no-reboot), the
+// TSC frequency on TCG, then the daemon's banger.* arguments.
+func (d *Driver) KernelCmdline(s vmm.Spec, accel string) string {
+	c := "console=ttyS0 reboot=t panic=-1 quiet"
+	if accel != "kvm" {
+		c += " tsc_early_khz=" + strconv.Itoa(d.opt.TSCKHz)
+	}
+	if s.Cmdline != "" {
+		c += " " + s.Cmdline
+	}
+	return c
+}
+
+// qemuEscape doubles commas, QEMU's escape inside option values.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// Start boots s and returns once QEMU answers on its QMP socket. ctx bounds
+// only the start-up: the VM keeps running after ctx ends.
+func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if s.Kernel == "" {
+		return nil, errors.New("qemu needs a kernel image (Spec.Kernel)")
+	}
+	if fi, err := os.Stat(s.Kernel); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("kernel %q: not a readable file", s.Kernel)
+	}
+	for _, p := range []string{s.Dir, s.RuntimeDir} {
+		if strings.ContainsAny(p, ",:") {
+			return nil, fmt.Errorf("path %q: QEMU cannot take ',' or ':' in the VM or runtime dir", p)
+		}
+	}
+	pr := d.Probe()
+	if !pr.Usable {
+		return nil, fmt.Errorf("qemu not usable: %s", pr.Reason)
+	}
+	mode := d.AgentMode()
+	if mode == vmm.AgentVsock && s.CID < 3 {
+		return nil, fmt.Errorf("vsock CID %d: want 3 or more", s.CID)
+	}
+	p := pathsFor(s)
+	for _, dir := range []string{s.Dir, s.RuntimeDir} {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	// A live QMP socket means a VMM for this VM still runs: never start a
+	// second one on the same disks.
+	if q, err := DialQMP(ctx, p.qmp); err == nil {
+		q.Close()
+		return nil, fmt.Errorf("a QEMU already serves %s: stop it (or adopt it) first", p.qmp)
+	}
+	for _, f := range []string{p.qmp, p.agent, p.pid} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	bin, err := exec.LookPath(d.opt.Binary)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := vmm.Spawn(vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
+	}
+	h := &handle{d: d, proc: proc, st: vmm.StateInfo{
+		Driver: Name, PID: proc.PID(), StartTime: proc.StartTime(),
+		ControlSocket: p.qmp, AgentMode: mode, CID: s.CID,
+		Dir: s.Dir, RuntimeDir: s.RuntimeDir,
+	}}
+	if mode == vmm.AgentSerial {
+		h.st.AgentSocket = p.agent
+	}
+	if err := h.waitQMP(ctx); err != nil {
+		proc.Kill()
+		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
+	}
+	return h, nil
+}
+
+// Adopt re-attaches to a QEMU started by an earlier daemon.
+func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
+	if st.Driver != Name {
+		return nil, fmt.Errorf("state is for driver %q, not %s", st.Driver, Name)
+	}
+	proc, err := vmm.Attach(st.PID, st.StartTime, st.ControlSocket)
+	if err != nil {
+		return nil, err
+	}
+	return &handle{d: d, proc: proc, st: st}, nil
+}
+
+type handle struct {
+	d    *Driver
+	proc *vmm.Process
+	st   vmm.StateInfo // immutable after creation
+}
+
+func (h *handle) PID() int                       { return h.proc.PID() }
+func (h *handle) State() (vmm.StateInfo, error)  { return h.st, nil }
+func (h *handle) Wait(ctx context.Context) error { return h.proc.Wait(ctx) }
+func (h *handle) Kill() error                    { return h.proc.Kill() }
+
+// waitQMP waits for the QMP socket and checks the VM runs.
+func (h *handle) waitQMP(ctx context.Context) error {
+	q, err := vmm.WaitForSocket(ctx, h.proc, "qmp", func() (*QMP, error) {
+		return DialQMP(ctx, h.st.ControlSocket)
+	})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	st, err := q.QueryStatus(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Running {
+		return fmt.Errorf("qemu status %q, want running", st.Status)
+	}
+	return nil
+}
+
+// qmp runs f on a fresh QMP connection.
+func (h *handle) qmp(ctx context.Context, f func(*QMP) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	q, err := DialQMP(ctx, h.st.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return f(q)
+}
+
+// Stop presses the ACPI power button, waits up to StopTimeout (or ctx) for
+// the guest to power off, then QMP quit, then SIGKILL.
+//
+// Under microvm, system_powerdown only raises KEY_POWER on the guest's
+// ACPI "Power Button" input device (needs the button and evdev modules);
+// the guest halts only if its init acts on that key. The portable graceful
+// path is the agent's poweroff request, which the daemon sends before Stop.
+func (h *handle) Stop(ctx context.Context) error {
+	if h.proc.Exited() {
+		return nil
+	}
+	// The power button is a courtesy: its failure must not stop the stop.
+	_ = h.qmp(ctx, func(q *QMP) error { return q.SystemPowerdown(ctx) })
+	wctx, cancel := context.WithTimeout(ctx, h.d.opt.StopTimeout)
+	h.proc.Wait(wctx)
+	cancel()
+	if h.proc.Exited() {
+		return nil
+	}
+	_ = h.qmp(context.Background(), func(q *QMP) error { return q.Quit(context.Background()) })
+	select {
+	case <-h.proc.Done():
+		return nil
+	case <-time.After(quitWait):
+	}
+	return h.proc.Kill()
+}
+
+// AgentConn dials the agent channel. The virtio-serial chardev serves one
+// client at a time: a second connection is accepted by the kernel but gets
+// no data until the first closes.
+func (h *handle) AgentConn(ctx context.Context) (net.Conn, error) {
+	if h.proc.Exited() {
+		return nil, fmt.Errorf("agent: %w", vmm.ErrNotRunning)
+	}
+	if h.st.AgentMode == vmm.AgentVsock {
+		return vmm.DialVsock(ctx, h.st.CID, vmm.AgentPort)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", h.st.AgentSocket)
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	return c, nil
+}

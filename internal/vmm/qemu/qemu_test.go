@@ -1,0 +1,350 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"banger/internal/vmm"
+)
+
+// These tests boot real microVMs with QEMU (TCG here: no usable KVM) and
+// skip only when qemu-system-x86_64 is not installed.
+
+func needQEMU(t *testing.T) *Driver {
+	t.Helper()
+	d := New(Options{StopTimeout: 3 * time.Second})
+	p := d.Probe()
+	if !p.Usable {
+		if _, err := exec.LookPath(DefaultBinary); err != nil {
+			t.Skipf("qemu not installed: %s", p.Reason)
+		}
+		t.Fatalf("qemu installed but not usable: %s", p.Reason)
+	}
+	t.Logf("probe: %+v", p)
+	return d
+}
+
+// spec returns a Spec whose runtime dir is short (socket paths) and
+// removed after the test.
+func spec(t *testing.T, kf kernelFixture, initrd string) vmm.Spec {
+	t.Helper()
+	rt, err := os.MkdirTemp("/tmp", "bgr-rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rt) })
+	return vmm.Spec{
+		ID: "t1", Name: "test", Dir: t.TempDir(), RuntimeDir: rt,
+		VCPU: 1, MemoryMiB: 256, Kernel: kf.vmlinuz, Initrd: initrd, CID: 3,
+	}
+}
+
+// waitConsole polls the console log until it contains want, the VMM exits
+// or ctx ends.
+func waitConsole(ctx context.Context, t *testing.T, h vmm.Handle, s vmm.Spec, want string) {
+	t.Helper()
+	for {
+		b, _ := os.ReadFile(s.Console())
+		if strings.Contains(string(b), want) {
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := h.Wait(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			t.Fatalf("no %q on the console: %v\n%s", want, ctx.Err(), vmm.Tail(s.Console(), 30))
+		}
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			b, _ = os.ReadFile(s.Console())
+			if strings.Contains(string(b), want) {
+				return
+			}
+			t.Fatalf("VMM exited (%v) before %q on the console:\n%s", err, want, vmm.Tail(s.Console(), 30))
+		}
+	}
+}
+
+func TestBootToMarkerAndPoweroff(t *testing.T) {
+	d := needQEMU(t)
+	kf := cloudKernel(t)
+	s := spec(t, kf, initramfs(t, nil, "$B echo BANGER-MARKER-OK"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	t0 := time.Now()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	waitConsole(ctx, t, h, s, "BANGER-MARKER-OK")
+	t.Logf("start to marker: %s", time.Since(t0).Round(time.Millisecond))
+	// poweroff -f with -no-reboot makes QEMU exit 0.
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("Wait after poweroff: %v\n%s", err, vmm.Tail(s.Console(), 20))
+	}
+	t.Logf("start to exit: %s", time.Since(t0).Round(time.Millisecond))
+	if _, err := os.Stat(filepath.Join(s.Dir, LogFile)); err != nil {
+		t.Errorf("no VMM log: %v", err)
+	}
+}
+
+func TestStateAdoptStop(t *testing.T) {
+	d := needQEMU(t)
+	kf := cloudKernel(t)
+	s := spec(t, kf, initramfs(t, nil, "$B echo SLEEPING\n$B sleep 100000"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	waitConsole(ctx, t, h, s, "SLEEPING")
+
+	st, err := h.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PID != h.PID() || st.Driver != Name || st.AgentMode != vmm.AgentSerial {
+		t.Fatalf("state %+v, handle pid %d", st, h.PID())
+	}
+	pidfile, err := os.ReadFile(filepath.Join(s.RuntimeDir, PIDFile))
+	if err != nil || strings.TrimSpace(string(pidfile)) != strconv.Itoa(h.PID()) {
+		t.Fatalf("pidfile %q (%v), want %d", pidfile, err, h.PID())
+	}
+	if start, err := vmm.StartTime(h.PID()); err != nil || start != st.StartTime {
+		t.Fatalf("start time %d (%v), state says %d", start, err, st.StartTime)
+	}
+	t.Logf("idle VM (256 MiB, TCG) VMM RSS: %s", rss(t, h.PID()))
+
+	// A daemon restarted: a fresh driver adopts from the persisted state.
+	h2, err := New(Options{StopTimeout: 2 * time.Second}).Adopt(st)
+	if err != nil {
+		t.Fatalf("adopt: %v", err)
+	}
+	if h2.PID() != h.PID() {
+		t.Fatalf("adopted pid %d, want %d", h2.PID(), h.PID())
+	}
+	// A recycled pid (same pid, other start time) is refused.
+	bad := st
+	bad.StartTime++
+	if _, err := d.Adopt(bad); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("adopt with wrong start time: %v, want ErrNotRunning", err)
+	}
+	// A live process that is not this VM's QEMU is refused.
+	bad = st
+	bad.ControlSocket = "/nonexistent/qmp.sock"
+	if _, err := d.Adopt(bad); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("adopt with another socket: %v, want ErrNotRunning", err)
+	}
+
+	// The init ignores the power button, so Stop falls through to QMP quit.
+	if err := h2.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := h.Wait(ctx); err != nil {
+		// quit makes QEMU exit 0; a non-nil error means SIGKILL was needed.
+		t.Fatalf("original handle Wait after stop: %v", err)
+	}
+	if err := h2.Wait(ctx); err != nil {
+		t.Fatalf("adopted handle Wait after stop: %v", err)
+	}
+	if _, err := d.Adopt(st); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("adopt of a stopped VM: %v, want ErrNotRunning", err)
+	}
+	if _, err := h.AgentConn(ctx); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("AgentConn after stop: %v", err)
+	}
+}
+
+func TestKill(t *testing.T) {
+	d := needQEMU(t)
+	kf := cloudKernel(t)
+	s := spec(t, kf, initramfs(t, nil, "$B sleep 100000"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := h.State()
+	if err := h.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Wait(ctx); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Wait after Kill: %v, want signal: killed", err)
+	}
+	if _, err := d.Adopt(st); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("adopt of a killed VM: %v", err)
+	}
+	// Kill and Stop of a gone VM are no-ops.
+	if err := h.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPowerButton: system_powerdown reaches a guest that watches KEY_POWER
+// (button + evdev loaded), so an init that acts on it stops gracefully.
+func TestPowerButton(t *testing.T) {
+	d := needQEMU(t)
+	kf := cloudKernel(t)
+	mods := kf.modules(t, "evdev", "button")
+	// dd returns after the first input event (24 bytes) on the power button.
+	script := `$B echo WAITING-FOR-POWER
+$B dd if=/dev/input/event0 of=/dev/null bs=24 count=1 2>/dev/null
+$B echo POWER-BUTTON-PRESSED`
+	s := spec(t, kf, initramfs(t, mods, script))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	waitConsole(ctx, t, h, s, "WAITING-FOR-POWER")
+	// A long StopTimeout: the guest must power off by itself.
+	d.opt.StopTimeout = 2 * time.Minute
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	b, _ := os.ReadFile(s.Console())
+	if !strings.Contains(string(b), "POWER-BUTTON-PRESSED") {
+		t.Fatalf("guest did not see the power button:\n%s", vmm.Tail(s.Console(), 20))
+	}
+}
+
+func TestAgentSerial(t *testing.T) {
+	d := needQEMU(t)
+	if d.AgentMode() != vmm.AgentSerial {
+		t.Skipf("agent mode %s: this test covers the virtio-serial channel", d.AgentMode())
+	}
+	kf := cloudKernel(t)
+	mods := kf.modules(t, "virtio_mmio", "virtio_console")
+	script := `P=/dev/vport0p1
+$B echo "PORT $($B cat /sys/class/virtio-ports/vport0p1/name)"
+( while :; do $B echo hello; $B sleep 1; done ) > $P &
+$B cat $P | while read l; do $B echo "GOT $l"; done`
+	s := spec(t, kf, initramfs(t, mods, script))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	waitConsole(ctx, t, h, s, "PORT banger.agent")
+
+	for round := 0; round < 2; round++ { // the second dial is a restarted daemon
+		c, err := h.AgentConn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(time.Minute))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "hello\n" {
+			t.Fatalf("round %d: read %q, %v", round, line, err)
+		}
+		msg := fmt.Sprintf("from-host-%d", round)
+		if _, err := fmt.Fprintf(c, "%s\n", msg); err != nil {
+			t.Fatal(err)
+		}
+		waitConsole(ctx, t, h, s, "GOT "+msg)
+		c.Close()
+	}
+}
+
+func rss(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+		}
+	}
+	return "?"
+}
+
+func TestArgs(t *testing.T) {
+	d := New(Options{TSCKHz: 1234})
+	s := vmm.Spec{
+		Name: "a,b", Dir: "/v", RuntimeDir: "/r", VCPU: 2, MemoryMiB: 512,
+		Kernel: "/k", Initrd: "/i", Cmdline: "banger.ip=172.30.0.2/24",
+		Disks: []vmm.Disk{{Path: "/d/root", ReadOnly: true}, {Path: "/d/cow"}, {Path: "/d/work"}},
+		Net:   &vmm.NetConfig{Tap: "bgrabc", MAC: "02:42:ac:1e:00:02"}, CID: 7,
+	}
+	got := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " ")
+	for _, want := range []string{
+		"-name guest=a,,b",
+		"-M microvm,accel=tcg,",
+		"-cpu max -smp 2 -m 512",
+		"-serial file:/v/console.log",
+		`-append console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=1234 banger.ip=172.30.0.2/24`,
+		"-drive id=vda,file=/d/root,format=raw,if=none,discard=unmap,readonly=on -device virtio-blk-device,drive=vda " +
+			"-drive id=vdb,file=/d/cow,format=raw,if=none,discard=unmap -device virtio-blk-device,drive=vdb " +
+			"-drive id=vdc,file=/d/work,format=raw,if=none,discard=unmap -device virtio-blk-device,drive=vdc",
+		"-netdev tap,id=net0,ifname=bgrabc,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=02:42:ac:1e:00:02",
+		"-chardev socket,id=agent,path=/r/agent.sock,server=on,wait=off -device virtserialport,chardev=agent,name=banger.agent",
+		"-qmp unix:/r/qmp.sock,server=on,wait=off -pidfile /r/qemu.pid",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("args lack %q:\n%s", want, got)
+		}
+	}
+	kvm := strings.Join(d.Args(s, "kvm", vmm.AgentVsock), " ")
+	for _, want := range []string{"accel=kvm", "-cpu host", "-device vhost-vsock-device,guest-cid=7"} {
+		if !strings.Contains(kvm, want) {
+			t.Errorf("kvm args lack %q:\n%s", want, kvm)
+		}
+	}
+	if strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "virtio-serial") {
+		t.Errorf("kvm/vsock args carry TCG or serial bits:\n%s", kvm)
+	}
+}
+
+func TestStartRejectsBadSpec(t *testing.T) {
+	d := New(Options{})
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "k")
+	os.WriteFile(kernel, []byte("x"), 0o644)
+	base := vmm.Spec{Dir: filepath.Join(dir, "vm"), RuntimeDir: filepath.Join(dir, "rt"), VCPU: 1, MemoryMiB: 128, Kernel: kernel}
+	cases := map[string]func(*vmm.Spec){
+		"vcpu":    func(s *vmm.Spec) { s.VCPU = 0 },
+		"memory":  func(s *vmm.Spec) { s.MemoryMiB = 1 },
+		"disk":    func(s *vmm.Spec) { s.Disks = []vmm.Disk{{Path: filepath.Join(dir, "missing.ext4")}} },
+		"kernel":  func(s *vmm.Spec) { s.Kernel = filepath.Join(dir, "nokernel") },
+		"runtime": func(s *vmm.Spec) { s.RuntimeDir = "/" + strings.Repeat("r", 100) },
+		"mac":     func(s *vmm.Spec) { s.Net = &vmm.NetConfig{Tap: "bgr1", MAC: "zz"} },
+		"comma":   func(s *vmm.Spec) { s.Dir = filepath.Join(dir, "a,b") },
+	}
+	for name, mut := range cases {
+		s := base
+		mut(&s)
+		if _, err := d.Start(context.Background(), s); err == nil {
+			t.Errorf("%s: Start accepted a bad spec", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+		if _, err := os.Stat(s.Dir); err == nil {
+			t.Errorf("%s: Start left %s behind", name, s.Dir)
+		}
+	}
+}
