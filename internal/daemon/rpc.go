@@ -188,4 +188,3 @@ func errorResponse(id json.RawMessage, code int, kind api.Kind, msg string) api.
 	}
 	return api.Response{JSONRPC: "2.0", ID: id, Error: &api.WireError{Code: code, Message: msg, Data: &api.WireErrorData{Kind: kind}}}
 }
-

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"banger/internal/model"
+)
+
+var bangerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "banger-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	bangerBin = filepath.Join(dir, "banger")
+	out, err := exec.Command("go", "build", "-o", bangerBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build banger: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type daemonProc struct {
+	cmd      *exec.Cmd
+	stateDir string
+	socket   string
+	log      *bytes.Buffer
+}
+
+func startDaemonProc(t *testing.T, stateDir, runDir string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{stateDir: stateDir, socket: filepath.Join(runDir, "banger.sock"), log: &bytes.Buffer{}}
+	d.cmd = exec.Command(bangerBin, "daemon", "--state-dir", stateDir, "--runtime-dir", runDir, "--bridge-ip", "10.201.0.1/24")
+	d.cmd.Stderr = d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.cmd.Process.Kill(); d.cmd.Wait() })
+	for i := 0; i < 200; i++ {
+		if _, _, err := d.run("version"); err == nil {
+			if out, _, _ := d.run("version"); strings.Contains(out, "daemon") {
+				return d
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("daemon did not start: %s", d.log)
+	return nil
+}
+
+func (d *daemonProc) run(args ...string) (string, string, error) {
+	cmd := exec.Command(bangerBin, append([]string{"--socket", d.socket}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func TestCLIUnreachable(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nope.sock")
+	cmd := exec.Command(bangerBin, "--socket", sock, "vm", "ls")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cannot reach banger daemon at "+sock+": is `banger daemon` running?") {
+		t.Fatalf("got %v: %s", err, out)
+	}
+	// BANGER_SOCKET is honoured too.
+	cmd = exec.Command(bangerBin, "vm", "ls")
+	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+sock)
+	out, _ = cmd.CombinedOutput()
+	if !strings.Contains(string(out), sock) {
+		t.Fatalf("BANGER_SOCKET ignored: %s", out)
+	}
+}
+
+// TestCLIParallelCreates drives 200 CLI processes (4 per name) at one daemon.
+func TestCLIParallelCreates(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemonProc(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, exists := 0, 0
+	sem := make(chan struct{}, 50) // bound concurrent processes on a 2-core box
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			_, stderr, err := d.run("vm", "create", "--no-start", "--name", fmt.Sprintf("p-%d", i%50), "--image", "img")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case strings.Contains(stderr, "already exists"):
+				exists++
+			default:
+				t.Errorf("create %d: %v %s", i, err, stderr)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if ok != 50 || exists != 150 {
+		t.Fatalf("ok=%d exists=%d", ok, exists)
+	}
+	out, _, err := d.run("vm", "ls", "-a", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vms []map[string]any
+	if err := json.Unmarshal([]byte(out), &vms); err != nil {
+		t.Fatal(err)
+	}
+	ips := map[any]bool{}
+	for _, v := range vms {
+		for _, k := range []string{"id", "name", "state", "image", "guest_ip", "vcpu", "memory_mib", "created_at"} {
+			if _, ok := v[k]; !ok {
+				t.Fatalf("vm ls -o json lacks %q: %v", k, v)
+			}
+		}
+		ips[v["guest_ip"]] = true
+	}
+	if len(vms) != 50 || len(ips) != 50 {
+		t.Fatalf("%d vms, %d distinct ips", len(vms), len(ips))
+	}
+}
+
+// TestSIGKILLDuringLoad kills the daemon mid-load and checks the store.
+func TestSIGKILLDuringLoad(t *testing.T) {
+	dir := t.TempDir()
+	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
+	d := startDaemonProc(t, state, run)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && i < 100; i++ {
+				d.run("vm", "create", "--no-start", "--name", fmt.Sprintf("k-%d", (w*100+i)%60))
+			}
+		}(w)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	cancel()
+	wg.Wait()
+
+	d2 := startDaemonProc(t, state, run)
+	out, stderr, err := d2.run("vm", "ls", "-a", "-o", "json")
+	if err != nil {
+		t.Fatalf("ls after restart: %v %s", err, stderr)
+	}
+	var vms []map[string]any
+	if err := json.Unmarshal([]byte(out), &vms); err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) == 0 {
+		t.Fatal("no VMs were created before the kill; the test proved nothing")
+	}
+	names, ips := map[string]bool{}, map[string]bool{}
+	for _, v := range vms {
+		n, ip := v["name"].(string), v["guest_ip"].(string)
+		if names[n] || ips[ip] {
+			t.Fatalf("duplicate name or ip: %s %s", n, ip)
+		}
+		names[n], ips[ip] = true, true
+		if err := model.ValidateVMName(n); err != nil || !model.ValidState(model.VMState(v["state"].(string))) {
+			t.Fatalf("invalid row %v", v)
+		}
+	}
+	d2.cmd.Process.Signal(syscall.SIGTERM)
+	d2.cmd.Wait()
+	db, err := sql.Open("sqlite", filepath.Join(state, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var res string
+	if err := db.QueryRow("PRAGMA integrity_check").Scan(&res); err != nil || res != "ok" {
+		t.Fatalf("integrity: %q %v", res, err)
+	}
+	if _, err := os.Stat(d2.socket); !os.IsNotExist(err) {
+		t.Fatalf("socket left after SIGTERM: %v", err)
+	}
+	t.Logf("%d VMs survived the kill", len(vms))
+}
+
+func TestCLIInvalidInput(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemonProc(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "create", "--no-start", "--name", "Bad_Name"}, `invalid VM name "Bad_Name"`},
+		{[]string{"vm", "create", "--no-start", "--work-disk-size", "-1G"}, `"-1G"`},
+		{[]string{"vm", "inspect", "ghost"}, `VM "ghost" not found`},
+		{[]string{"vm", "ls", "-o", "yaml"}, `invalid output format "yaml"`},
+	} {
+		_, stderr, err := d.run(tc.args...)
+		if err == nil || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: err=%v stderr=%q, want %q", tc.args, err, stderr, tc.want)
+		}
+	}
+	if _, _, err := d.run("vm", "ls"); err != nil {
+		t.Fatal("daemon stopped answering")
+	}
+}

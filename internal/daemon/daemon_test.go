@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"banger/internal/api"
+)
+
+// startTestDaemon runs a daemon on temp dirs and returns a client.
+func startTestDaemon(t *testing.T) (*Daemon, *api.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.RuntimeDir = filepath.Join(dir, "run")
+	cfg.BridgeIP = "10.200.0.1/24"
+	d, err := New(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := api.NewClient(d.cfg.Socket)
+	for i := 0; i < 100; i++ {
+		if err := c.Call(context.Background(), api.MethodPing, nil, nil); err == nil {
+			return d, c
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("daemon did not come up")
+	return nil, nil
+}
+
+func TestConcurrentReserve(t *testing.T) {
+	_, c := startTestDaemon(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, exists := 0, 0
+	ips := map[string]string{}
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			var vm api.VM
+			err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{Name: fmt.Sprintf("vm-%d", i%50), NoStart: true, Image: "img"}, &vm)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+				if prev, dup := ips[vm.GuestIP]; dup {
+					t.Errorf("IP %s given to %s and %s", vm.GuestIP, prev, vm.Name)
+				}
+				ips[vm.GuestIP] = vm.Name
+			case api.IsKind(err, api.KindAlreadyExists):
+				exists++
+			default:
+				t.Errorf("create %d: %v", i, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if ok != 50 || exists != 150 {
+		t.Fatalf("ok=%d already_exists=%d, want 50/150", ok, exists)
+	}
+	prefix := netip.MustParsePrefix("10.200.0.1/24")
+	for ip := range ips {
+		a := netip.MustParseAddr(ip)
+		if !prefix.Contains(a) || a == prefix.Addr() || a == prefix.Masked().Addr() {
+			t.Errorf("bad guest IP %s", ip)
+		}
+	}
+	var vms []api.VM
+	if err := c.Call(context.Background(), api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil || len(vms) != 50 {
+		t.Fatalf("list: %d %v", len(vms), err)
+	}
+}
+
+// rawCall sends one line and returns the decoded response line.
+func rawCall(t *testing.T, sock string, line []byte) api.Response {
+	t.Helper()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() { conn.Write(append(line, '\n')) }()
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(nil, 1<<20)
+	if !sc.Scan() {
+		t.Fatalf("no answer: %v", sc.Err())
+	}
+	var r api.Response
+	if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestBadRequests(t *testing.T) {
+	d, c := startTestDaemon(t)
+	sock := d.cfg.Socket
+	cases := []struct {
+		name string
+		line []byte
+		code int
+		want string
+	}{
+		{"malformed", []byte(`{"jsonrpc":"2.0","id":1,"method":`), api.CodeParseError, "malformed JSON"},
+		{"unknown method", []byte(`{"jsonrpc":"2.0","id":1,"method":"vm.fly"}`), api.CodeMethodNotFound, `unknown method "vm.fly"`},
+		{"bad name", []byte(`{"jsonrpc":"2.0","id":1,"method":"vm.create","params":{"name":"Bad_Name","no_start":true}}`), api.CodeInvalidParams, `"Bad_Name"`},
+		{"bad size", []byte(`{"jsonrpc":"2.0","id":1,"method":"vm.create","params":{"work_disk_size":"-1G","no_start":true}}`), api.CodeInvalidParams, `"-1G"`},
+		{"unknown field", []byte(`{"jsonrpc":"2.0","id":1,"method":"vm.create","params":{"nmae":"x"}}`), api.CodeInvalidParams, "nmae"},
+		{"huge", append(append([]byte(`{"jsonrpc":"2.0","id":1,"method":"vm.list","params":{"x":"`), []byte(strings.Repeat("a", 10<<20))...), '"', '}', '}'), api.CodeInvalidRequest, "larger than"},
+		{"not jsonrpc", []byte(`{"id":1,"method":"vm.list"}`), api.CodeInvalidRequest, "invalid request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rawCall(t, sock, tc.line)
+			if r.Error == nil || r.Error.Code != tc.code || !strings.Contains(r.Error.Message, tc.want) {
+				t.Fatalf("got %+v, want code %d containing %q", r.Error, tc.code, tc.want)
+			}
+		})
+	}
+	// Still serving, and nothing was created.
+	var vms []api.VM
+	if err := c.Call(context.Background(), api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil || len(vms) != 0 {
+		t.Fatalf("after bad requests: %v %v", vms, err)
+	}
+}
+
+func TestErrorKindsSurviveWire(t *testing.T) {
+	_, c := startTestDaemon(t)
+	err := c.Call(context.Background(), api.MethodVMGet, api.NameParams{Name: "ghost"}, nil)
+	if !api.IsKind(err, api.KindNotFound) {
+		t.Fatalf("get ghost: %v (%s)", err, api.KindOf(err))
+	}
+	p := api.VMCreateParams{Name: "x", NoStart: true}
+	if err := c.Call(context.Background(), api.MethodVMCreate, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Call(context.Background(), api.MethodVMCreate, p, nil); !api.IsKind(err, api.KindAlreadyExists) {
+		t.Fatalf("dup: %v", err)
+	}
+	if err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{VCPU: 999, NoStart: true}, nil); !api.IsKind(err, api.KindInvalidArgument) {
+		t.Fatalf("vcpu: %v", err)
+	}
+}
+
+func TestProgressStreamed(t *testing.T) {
+	_, c := startTestDaemon(t)
+	var stages []string
+	c.OnProgress = func(p api.Progress) { stages = append(stages, p.Stage) }
+	if err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{NoStart: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(stages, ",") != "resolve_image,reserve_vm" {
+		t.Fatalf("stages %v", stages)
+	}
+}
+
+func TestSecondDaemonRefused(t *testing.T) {
+	d, _ := startTestDaemon(t)
+	_, err := New(context.Background(), d.cfg, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "in use by another banger daemon") {
+		t.Fatalf("second daemon: %v", err)
+	}
+}
+
+func TestDeleteRemovesDir(t *testing.T) {
+	_, c := startTestDaemon(t)
+	var vm api.VM
+	if err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{Name: "gone", NoStart: true}, &vm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(vm.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Call(context.Background(), api.MethodVMDelete, api.VMDeleteParams{Name: "gone"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(vm.Dir); !os.IsNotExist(err) {
+		t.Fatalf("dir still there: %v", err)
+	}
+	if err := c.Call(context.Background(), api.MethodVMDelete, api.VMDeleteParams{Name: "gone"}, nil); !api.IsKind(err, api.KindNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}

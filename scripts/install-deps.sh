@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what banger needs on a Debian/Ubuntu host (as root). Go comes from
+# the host (/usr/local/go or golang-go); everything else from apt.
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
+pkgs=(qemu-system-x86 e2fsprogs busybox-static cpio debootstrap socat iproute2 nftables dnsutils ca-certificates make git)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v go >/dev/null; then
+  if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin
+  else apt-get install -y -qq golang-go; fi
+fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs prerequisites, then runs the whole suite.
+# Needs root (VM boots, network namespaces). Used verbatim by .ci/run.
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+export PATH=$PATH:/usr/local/go/bin
+make test
