@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-
 	_ "modernc.org/sqlite"
 )
 
