@@ -237,10 +237,14 @@ func TestAgentSerial(t *testing.T) {
 	}
 	kf := cloudKernel(t)
 	mods := kf.modules(t, "virtio_mmio", "virtio_console")
-	script := `P=/dev/vport0p1
-$B echo "PORT $($B cat /sys/class/virtio-ports/vport0p1/name)"
-( while :; do $B echo hello; $B sleep 1; done ) > $P &
-$B cat $P | while read l; do $B echo "GOT $l"; done`
+	// The port shows up asynchronously after insmod, and virtio_console
+	// allows one open at a time: one fd serves both directions.
+	script := `N=/sys/class/virtio-ports/vport0p1/name
+i=0; while [ ! -e $N ] && [ $i -lt 100 ]; do $B sleep 0.1; i=$((i+1)); done
+$B echo "PORT $($B cat $N)"
+exec 3<>/dev/vport0p1
+( while :; do $B echo hello; $B sleep 1; done ) >&3 &
+while read l <&3; do $B echo "GOT $l"; done`
 	s := spec(t, kf, initramfs(t, mods, script))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
