@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -133,4 +134,14 @@ func checkOutput(o string) error {
 		return fmt.Errorf("invalid output format %q: use table or json", o)
 	}
 	return nil
+}
+
+type contextT = context.Context
+
+func absPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("path %q: %w", p, err)
+	}
+	return abs, nil
 }

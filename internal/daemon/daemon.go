@@ -34,7 +34,8 @@ type Daemon struct {
 	inflight sync.WaitGroup
 	lockFile *os.File
 
-	vms *VMService
+	vms     *VMService
+	kernels *KernelService
 }
 
 // New prepares a daemon: takes the state-dir lock, opens the store and
@@ -59,6 +60,14 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Daemon, error) {
 	}
 	d.store = st
 	d.vms = newVMService(d)
+	if d.kernels, err = newKernelService(d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.reconcile(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("reconcile state: %w", err)
+	}
 	d.registerMethods()
 	return d, nil
 }
@@ -198,4 +207,10 @@ func (d *Daemon) registerMethods() {
 		return api.PingResult{Version: Version, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
 	})
 	d.vms.register()
+	d.kernels.register()
+}
+
+// reconcile brings the store in line with the disk after a crash.
+func (d *Daemon) reconcile(ctx context.Context) error {
+	return d.kernels.reconcile(ctx)
 }
