@@ -1,0 +1,227 @@
+// Package agent is the host side of the guest agent: an SSH client over a
+// stream the VMM driver already connected (a virtio-serial unix socket, a
+// vsock or Firecracker hybrid-vsock connection). banger-init is the server.
+//
+// A serial channel is one byte stream, so the daemon must hold at most one
+// Client per VM and share it: SSH multiplexes any number of Exec, Shell and
+// SFTP sessions over it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"banger/internal/guestproto"
+)
+
+// User is the SSH user the agent logs in as; banger-init runs everything as
+// root whatever the name, this only keeps logs honest.
+const User = "root"
+
+// Client is an SSH connection to banger-init.
+type Client struct {
+	ssh *ssh.Client
+}
+
+// Dial runs the SSH handshake over conn, authenticating with signer and
+// checking the guest's host key with hostKey (see TOFU). It gives up when
+// ctx ends; conn is closed on any error.
+func Dial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.HostKeyCallback) (*Client, error) {
+	if hostKey == nil {
+		conn.Close()
+		return nil, errors.New("agent: a host key callback is required (use agent.TOFU with the VM's known_hosts file)")
+	}
+	cfg := &ssh.ClientConfig{
+		User:            User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: hostKey,
+	}
+	// ssh.NewClientConn has no context: a deadline bounds a silent peer and
+	// a watcher closes the stream when ctx is cancelled.
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl) // not every stream supports deadlines; the watcher covers those
+	}
+	const addr = "banger-agent"
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	cancelled := !stop()
+	if err != nil || cancelled {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("agent handshake: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("agent handshake: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	return &Client{ssh: ssh.NewClient(c, chans, reqs)}, nil
+}
+
+// SSH returns the underlying client, e.g. for sftp.NewClient.
+func (c *Client) SSH() *ssh.Client { return c.ssh }
+
+// Close ends the connection and every session on it.
+func (c *Client) Close() error { return c.ssh.Close() }
+
+// Wait blocks until the connection ends (the guest powered off, the stream
+// broke) and returns why.
+func (c *Client) Wait() error { return c.ssh.Wait() }
+
+// Ping checks that banger-init answers, without running anything in the
+// guest: the readiness probe.
+func (c *Client) Ping(ctx context.Context) error {
+	return c.global(ctx, guestproto.PingRequest)
+}
+
+// Poweroff asks banger-init to stop every process, sync, unmount the disks
+// and power the VM off. It returns once the guest has accepted; wait for the
+// VMM process to exit to know it is done.
+func (c *Client) Poweroff(ctx context.Context) error {
+	return c.global(ctx, guestproto.PoweroffRequest)
+}
+
+func (c *Client) global(ctx context.Context, name string) error {
+	type result struct {
+		ok  bool
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		ok, _, err := c.ssh.SendRequest(name, true, nil)
+		res <- result{ok, err}
+	}()
+	select {
+	case r := <-res:
+		if r.err != nil {
+			return fmt.Errorf("agent %s: %w", name, r.err)
+		}
+		if !r.ok {
+			return fmt.Errorf("agent %s: refused by the guest (banger-init too old?)", name)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("agent %s: %w", name, ctx.Err())
+	}
+}
+
+// Exec runs cmd with the guest's /bin/sh -c, with env added to the
+// environment, stdin copied to it (nil for none) and its output copied to
+// stdout and stderr (nil discards). It returns the command's exit status
+// (128+N when killed by signal N). err is set only when the command's status
+// could not be learned: the connection broke, or ctx ended, in which case the
+// command is sent SIGKILL.
+func (c *Client) Exec(ctx context.Context, cmd string, env map[string]string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return -1, fmt.Errorf("agent exec: open session: %w", err)
+	}
+	defer s.Close()
+	if err := setenv(s, env); err != nil {
+		return -1, err
+	}
+	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	if err := s.Start(cmd); err != nil {
+		return -1, fmt.Errorf("agent exec %q: %w", cmd, err)
+	}
+	return wait(ctx, s, cmd)
+}
+
+// TermSize is a terminal's size in character cells.
+type TermSize struct {
+	Cols, Rows int
+}
+
+// Shell starts root's login shell on a pty of the given terminal type and
+// size, and returns its exit status. Each value received from resize is
+// sent as a window change. Putting the local terminal in raw mode is the
+// caller's job.
+func (c *Client) Shell(ctx context.Context, term string, size TermSize, resize <-chan TermSize, env map[string]string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	return c.pty(ctx, "", term, size, resize, env, stdin, stdout, stderr)
+}
+
+// ExecPTY is Exec on a pty, for interactive commands (`vm exec -t`).
+func (c *Client) ExecPTY(ctx context.Context, cmd, term string, size TermSize, resize <-chan TermSize, env map[string]string, stdin io.Reader, stdout io.Writer) (int, error) {
+	if cmd == "" {
+		return -1, errors.New("agent exec: empty command")
+	}
+	return c.pty(ctx, cmd, term, size, resize, env, stdin, stdout, nil)
+}
+
+func (c *Client) pty(ctx context.Context, cmd, term string, size TermSize, resize <-chan TermSize, env map[string]string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return -1, fmt.Errorf("agent shell: open session: %w", err)
+	}
+	defer s.Close()
+	if err := setenv(s, env); err != nil {
+		return -1, err
+	}
+	if term == "" {
+		term = "xterm"
+	}
+	if err := s.RequestPty(term, size.Rows, size.Cols, ssh.TerminalModes{}); err != nil {
+		return -1, fmt.Errorf("agent shell: request pty: %w", err)
+	}
+	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	if cmd == "" {
+		err = s.Shell()
+	} else {
+		err = s.Start(cmd)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("agent shell: %w", err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	if resize != nil {
+		go func() {
+			for {
+				select {
+				case sz, ok := <-resize:
+					if !ok {
+						return
+					}
+					s.WindowChange(sz.Rows, sz.Cols)
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	return wait(ctx, s, cmd)
+}
+
+func setenv(s *ssh.Session, env map[string]string) error {
+	for k, v := range env {
+		if err := s.Setenv(k, v); err != nil {
+			return fmt.Errorf("agent: set %s in the guest environment: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func wait(ctx context.Context, s *ssh.Session, cmd string) (int, error) {
+	errc := make(chan error, 1)
+	go func() { errc <- s.Wait() }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		s.Signal(ssh.SIGKILL)
+		s.Close()
+		return -1, fmt.Errorf("agent exec %q: %w", cmd, ctx.Err())
+	}
+	if err == nil {
+		return 0, nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitStatus(), nil
+	}
+	return -1, fmt.Errorf("agent exec %q: %w", cmd, err)
+}
