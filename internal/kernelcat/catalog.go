@@ -1,0 +1,230 @@
+// Package kernelcat knows which guest kernels banger can pull (an embedded
+// catalog, optionally extended by a user file) and turns a catalog entry into
+// a kernel directory under kernels/<name>/ with an atomic manifest.json.
+//
+// Publication is by construction atomic: everything is built in a sibling
+// temp dir (kernels/.tmp-<name>-<random>/) and renamed into place with
+// RENAME_NOREPLACE, so a reader sees either no kernel dir or a complete one.
+package kernelcat
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+)
+
+// Source says where a kernel comes from.
+//
+//	{"type": "deb", "package": "linux-image-cloud-amd64"}
+//	{"type": "url", "url": "https://…/vmlinux", "sha256": "…"}
+//
+// Import records Type "import" with URL set to the file:// path it came from.
+type Source struct {
+	Type    string `json:"type"`
+	Package string `json:"package,omitempty"`
+	URL     string `json:"url,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`
+}
+
+// Entry is one pullable kernel.
+type Entry struct {
+	Name        string `json:"name"`
+	Arch        string `json:"arch,omitempty"`
+	Description string `json:"description,omitempty"`
+	Source      Source `json:"source"`
+}
+
+// Catalog is the JSON document {"kernels": [...]}: the embedded catalog and
+// --kernel-catalog override files share this schema.
+type Catalog struct {
+	Kernels []Entry `json:"kernels"`
+}
+
+// DefaultKernel is the catalog entry used when nothing else is asked for. It
+// is a deb source so any Debian host can pull it through its own apt config.
+const DefaultKernel = "debian-cloud-amd64"
+
+// Source types.
+const (
+	SourceDeb    = "deb"
+	SourceURL    = "url"
+	SourceImport = "import"
+)
+
+//go:embed catalog.json
+var embeddedCatalog []byte
+
+// LoadEmbedded parses the catalog compiled into the binary.
+func LoadEmbedded() (*Catalog, error) {
+	c, err := parse(embeddedCatalog)
+	if err != nil {
+		return nil, fmt.Errorf("embedded kernel catalog: %w", err)
+	}
+	return c, nil
+}
+
+// LoadFile parses and validates a catalog file (the --kernel-catalog flag).
+func LoadFile(path string) (*Catalog, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read kernel catalog: %w", err)
+	}
+	c, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("kernel catalog %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func parse(data []byte) (*Catalog, error) {
+	var c Catalog
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse JSON (want {\"kernels\": [{\"name\", \"source\": {\"type\": \"deb\"|\"url\", …}}]}): %w", err)
+	}
+	seen := map[string]bool{}
+	for i, e := range c.Kernels {
+		if err := ValidateEntry(e); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		if seen[e.Name] {
+			return nil, fmt.Errorf("entry %d: duplicate kernel name %q", i, e.Name)
+		}
+		seen[e.Name] = true
+	}
+	return &c, nil
+}
+
+// ValidateName checks a kernel name. The rule is model.ValidateVMName's
+// (lowercase letters, digits, '-', at most 63) plus '.' and '_', because
+// kernel names like "firecracker-6.1" carry versions. A name must start with
+// a letter or digit: names beginning with '.' are banger's temp dirs.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("invalid kernel name %q: must not be empty", name)
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("invalid kernel name %q: longer than 63 characters", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("invalid kernel name %q: only lowercase letters, digits, '-', '.' and '_' are allowed (found %q)", name, string(rune(c)))
+		}
+	}
+	if !isAlnum(name[0]) || !isAlnum(name[len(name)-1]) {
+		return fmt.Errorf("invalid kernel name %q: must start and end with a letter or digit", name)
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+var (
+	debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	sha256RE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ValidateEntry checks an entry's name and source. A url source may omit
+// sha256 here; Fetch refuses such an entry unless the URL is file:// or
+// loopback.
+func ValidateEntry(e Entry) error {
+	if err := ValidateName(e.Name); err != nil {
+		return err
+	}
+	return validateSource(e.Name, e.Source)
+}
+
+func validateSource(name string, s Source) error {
+	switch s.Type {
+	case SourceDeb:
+		if !debPackageRE.MatchString(s.Package) {
+			return fmt.Errorf("kernel %q: deb source needs a Debian package name in \"package\", got %q", name, s.Package)
+		}
+		if s.URL != "" || s.SHA256 != "" {
+			return fmt.Errorf("kernel %q: deb source takes only \"package\" (url/sha256 given)", name)
+		}
+	case SourceURL:
+		u, err := url.Parse(s.URL)
+		if err != nil || s.URL == "" {
+			return fmt.Errorf("kernel %q: url source needs a valid \"url\", got %q", name, s.URL)
+		}
+		switch u.Scheme {
+		case "http", "https":
+			if u.Host == "" {
+				return fmt.Errorf("kernel %q: url %q has no host", name, s.URL)
+			}
+		case "file":
+			if u.Path == "" {
+				return fmt.Errorf("kernel %q: url %q has no path", name, s.URL)
+			}
+		default:
+			return fmt.Errorf("kernel %q: url %q: scheme must be http, https or file", name, s.URL)
+		}
+		if s.SHA256 != "" && !sha256RE.MatchString(s.SHA256) {
+			return fmt.Errorf("kernel %q: sha256 %q is not 64 lowercase hex digits", name, s.SHA256)
+		}
+		if s.Package != "" {
+			return fmt.Errorf("kernel %q: url source does not take \"package\" (got %q)", name, s.Package)
+		}
+	default:
+		return fmt.Errorf("kernel %q: unknown source type %q (want \"deb\" or \"url\")", name, s.Type)
+	}
+	return nil
+}
+
+// Merge returns a new catalog: c's entries with override's added, an override
+// entry replacing c's entry of the same name in place. Neither input changes.
+func (c *Catalog) Merge(override *Catalog) *Catalog {
+	out := &Catalog{}
+	idx := map[string]int{}
+	if c != nil {
+		for _, e := range c.Kernels {
+			idx[e.Name] = len(out.Kernels)
+			out.Kernels = append(out.Kernels, e)
+		}
+	}
+	if override != nil {
+		for _, e := range override.Kernels {
+			if i, ok := idx[e.Name]; ok {
+				out.Kernels[i] = e
+				continue
+			}
+			idx[e.Name] = len(out.Kernels)
+			out.Kernels = append(out.Kernels, e)
+		}
+	}
+	return out
+}
+
+// Lookup finds an entry by exact name.
+func (c *Catalog) Lookup(name string) (Entry, bool) {
+	if c == nil {
+		return Entry{}, false
+	}
+	for _, e := range c.Kernels {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// Names lists entry names, sorted, for "unknown kernel; available: …" errors.
+func (c *Catalog) Names() []string {
+	if c == nil {
+		return nil
+	}
+	names := make([]string, 0, len(c.Kernels))
+	for _, e := range c.Kernels {
+		names = append(names, e.Name)
+	}
+	sort.Strings(names)
+	return names
+}
