@@ -1,0 +1,384 @@
+package firecracker
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// fakeFirecracker stands in for the Firecracker API server, which cannot
+// run here (no KVM, no binary). It checks every request against the
+// documented API (src/firecracker/swagger/firecracker.yaml and the
+// behaviour in docs/api_requests): method, path, body schema (types,
+// required fields, enums, no unknown fields), referenced files existing,
+// pre-boot-only resources, InstanceStart only after /boot-source. Success
+// is 204 No Content; a violation is 400 with {"fault_message": ...}, as
+// Firecracker answers. After InstanceStart it serves hybrid vsock on the
+// configured uds_path: "CONNECT <port>\n" -> "OK <host port>\n", then the
+// agent stand-in says "hello\n" and echoes.
+type fakeFirecracker struct {
+	console io.Writer // the guest serial console (Firecracker's stdout)
+	onStop  func()    // SendCtrlAltDel: the guest powers off
+
+	mu         sync.Mutex
+	requests   []string // "PUT /path" in arrival order, accepted ones only
+	bodies     map[string]map[string]any
+	bootSource bool
+	started    bool
+	vsockLn    net.Listener
+	violations []string
+}
+
+type field struct {
+	typ      string // string, integer, boolean, object
+	required bool
+	enum     []string
+	min, max int // integers; max 0 = unbounded
+}
+
+// schemas are the swagger definitions the driver may send.
+var schemas = map[string]map[string]field{
+	"Logger": {
+		"level":           {typ: "string", enum: []string{"Error", "Warning", "Info", "Debug", "Trace", "Off"}},
+		"log_path":        {typ: "string"},
+		"show_level":      {typ: "boolean"},
+		"show_log_origin": {typ: "boolean"},
+		"module":          {typ: "string"},
+	},
+	"Metrics": {"metrics_path": {typ: "string", required: true}},
+	"MachineConfiguration": {
+		"cpu_template":      {typ: "string", enum: []string{"C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"}},
+		"smt":               {typ: "boolean"},
+		"mem_size_mib":      {typ: "integer", required: true, min: 1},
+		"track_dirty_pages": {typ: "boolean"},
+		"vcpu_count":        {typ: "integer", required: true, min: 1, max: 32},
+		"huge_pages":        {typ: "string", enum: []string{"None", "Transparent", "2M"}},
+	},
+	"BootSource": {
+		"boot_args":         {typ: "string"},
+		"initrd_path":       {typ: "string"},
+		"kernel_image_path": {typ: "string", required: true},
+	},
+	"Drive": {
+		"drive_id":       {typ: "string", required: true},
+		"partuuid":       {typ: "string"},
+		"is_root_device": {typ: "boolean", required: true},
+		"cache_type":     {typ: "string", enum: []string{"Unsafe", "Writeback"}},
+		"is_read_only":   {typ: "boolean"},
+		"path_on_host":   {typ: "string"},
+		"rate_limiter":   {typ: "object"},
+		"io_engine":      {typ: "string", enum: []string{"Sync", "Async"}},
+		"socket":         {typ: "string"},
+	},
+	"NetworkInterface": {
+		"guest_mac":       {typ: "string"},
+		"host_dev_name":   {typ: "string", required: true},
+		"iface_id":        {typ: "string", required: true},
+		"mtu":             {typ: "integer", min: 68, max: 65535},
+		"rx_rate_limiter": {typ: "object"},
+		"tx_rate_limiter": {typ: "object"},
+	},
+	"Vsock": {
+		"guest_cid": {typ: "integer", required: true, min: 3},
+		"uds_path":  {typ: "string", required: true},
+		"vsock_id":  {typ: "string"},
+	},
+	"InstanceActionInfo": {
+		"action_type": {typ: "string", required: true, enum: []string{"FlushMetrics", "InstanceStart", "SendCtrlAltDel"}},
+	},
+}
+
+func newFake(console io.Writer, onStop func()) *fakeFirecracker {
+	return &fakeFirecracker{console: console, onStop: onStop, bodies: map[string]map[string]any{}}
+}
+
+func (f *fakeFirecracker) fail(w http.ResponseWriter, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	f.violations = append(f.violations, msg)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(map[string]string{"fault_message": msg})
+}
+
+func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.Method != http.MethodPut {
+		f.fail(w, "%s %s: the driver only ever needs PUT", r.Method, r.URL.Path)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		f.fail(w, "Content-Type %q, want application/json", ct)
+		return
+	}
+	def, id := "", ""
+	switch p := r.URL.Path; {
+	case p == "/logger":
+		def = "Logger"
+	case p == "/metrics":
+		def = "Metrics"
+	case p == "/machine-config":
+		def = "MachineConfiguration"
+	case p == "/boot-source":
+		def = "BootSource"
+	case strings.HasPrefix(p, "/drives/"):
+		def, id = "Drive", strings.TrimPrefix(p, "/drives/")
+	case strings.HasPrefix(p, "/network-interfaces/"):
+		def, id = "NetworkInterface", strings.TrimPrefix(p, "/network-interfaces/")
+	case p == "/vsock":
+		def = "Vsock"
+	case p == "/actions":
+		def = "InstanceActionInfo"
+	default:
+		f.fail(w, "unknown path %s", p)
+		return
+	}
+	if def != "InstanceActionInfo" && f.started {
+		f.fail(w, "PUT %s is pre-boot only", r.URL.Path)
+		return
+	}
+	var body map[string]any
+	dec := json.NewDecoder(r.Body)
+	dec.UseNumber()
+	if err := dec.Decode(&body); err != nil {
+		f.fail(w, "PUT %s: body is not a JSON object: %v", r.URL.Path, err)
+		return
+	}
+	if msg := validate(def, body); msg != "" {
+		f.fail(w, "PUT %s: %s", r.URL.Path, msg)
+		return
+	}
+	switch def {
+	case "Drive":
+		if body["drive_id"] != id || id == "" {
+			f.fail(w, "drive_id %v does not match path id %q", body["drive_id"], id)
+			return
+		}
+		if msg := exists(body, "path_on_host", true); msg != "" {
+			f.fail(w, "%s", msg)
+			return
+		}
+	case "NetworkInterface":
+		if body["iface_id"] != id || id == "" {
+			f.fail(w, "iface_id %v does not match path id %q", body["iface_id"], id)
+			return
+		}
+		if mac, ok := body["guest_mac"].(string); ok {
+			if _, err := net.ParseMAC(mac); err != nil {
+				f.fail(w, "guest_mac %q: %v", mac, err)
+				return
+			}
+		}
+	case "Logger":
+		// Firecracker opens the log without O_CREAT.
+		if msg := exists(body, "log_path", false); msg != "" {
+			f.fail(w, "%s", msg)
+			return
+		}
+	case "Metrics":
+		if msg := exists(body, "metrics_path", true); msg != "" {
+			f.fail(w, "%s", msg)
+			return
+		}
+	case "BootSource":
+		for _, k := range []string{"kernel_image_path", "initrd_path"} {
+			if msg := exists(body, k, k == "kernel_image_path"); msg != "" {
+				f.fail(w, "%s", msg)
+				return
+			}
+		}
+		f.bootSource = true
+	case "InstanceActionInfo":
+		switch body["action_type"] {
+		case "InstanceStart":
+			if f.started {
+				f.fail(w, "InstanceStart: the microVM is already running")
+				return
+			}
+			if !f.bootSource {
+				f.fail(w, "InstanceStart before /boot-source: the kernel is not configured")
+				return
+			}
+			if err := f.start(); err != nil {
+				f.fail(w, "InstanceStart: %v", err)
+				return
+			}
+		case "SendCtrlAltDel":
+			if !f.started {
+				f.fail(w, "SendCtrlAltDel: the microVM is not running")
+				return
+			}
+			if f.onStop != nil {
+				defer f.onStop()
+			}
+		}
+	}
+	f.requests = append(f.requests, "PUT "+r.URL.Path)
+	f.bodies[r.URL.Path] = body
+	w.WriteHeader(http.StatusNoContent)
+	if fl, ok := w.(http.Flusher); ok {
+		fl.Flush() // before a deferred onStop ends the process
+	}
+}
+
+// start "boots": console output, and the vsock uds starts listening.
+func (f *fakeFirecracker) start() error {
+	f.started = true
+	fmt.Fprintln(f.console, "fake-firecracker: guest booted")
+	v, ok := f.bodies["/vsock"]
+	if !ok {
+		return nil
+	}
+	ln, err := net.Listen("unix", v["uds_path"].(string))
+	if err != nil {
+		return err
+	}
+	f.vsockLn = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveHybrid(c)
+		}
+	}()
+	return nil
+}
+
+// serveHybrid is Firecracker's side of a host-initiated vsock connection,
+// with a guest agent on port 1024 that greets and echoes.
+func serveHybrid(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	port, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "CONNECT ")
+	if !ok || port != "1024" { // no guest listener: Firecracker closes
+		return
+	}
+	fmt.Fprintf(c, "OK 1073741824\n")
+	fmt.Fprintf(c, "hello\n")
+	io.Copy(c, r)
+}
+
+func (f *fakeFirecracker) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.vsockLn != nil {
+		f.vsockLn.Close()
+	}
+}
+
+func exists(body map[string]any, key string, required bool) string {
+	p, ok := body[key].(string)
+	if !ok {
+		if required {
+			return key + " missing"
+		}
+		return ""
+	}
+	fi, err := os.Stat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return fmt.Sprintf("%s %q: not an existing file", key, p)
+	}
+	return ""
+}
+
+// validate checks body against the named definition.
+func validate(def string, body map[string]any) string {
+	sch := schemas[def]
+	for k := range body {
+		if _, ok := sch[k]; !ok {
+			return fmt.Sprintf("unknown field %q in %s", k, def)
+		}
+	}
+	for k, f := range sch {
+		v, ok := body[k]
+		if !ok {
+			if f.required {
+				return fmt.Sprintf("missing required field %q in %s", k, def)
+			}
+			continue
+		}
+		switch f.typ {
+		case "string":
+			s, ok := v.(string)
+			if !ok {
+				return fmt.Sprintf("%s.%s: want a string, got %T", def, k, v)
+			}
+			if len(f.enum) > 0 && !contains(f.enum, s) {
+				return fmt.Sprintf("%s.%s: %q not one of %v", def, k, s, f.enum)
+			}
+		case "boolean":
+			if _, ok := v.(bool); !ok {
+				return fmt.Sprintf("%s.%s: want a boolean, got %T", def, k, v)
+			}
+		case "integer":
+			n, ok := v.(json.Number)
+			if !ok {
+				return fmt.Sprintf("%s.%s: want an integer, got %T", def, k, v)
+			}
+			i, err := strconv.ParseInt(string(n), 10, 64)
+			if err != nil {
+				return fmt.Sprintf("%s.%s: %s is not an integer", def, k, n)
+			}
+			if i < int64(f.min) || (f.max > 0 && i > int64(f.max)) {
+				return fmt.Sprintf("%s.%s: %d out of range", def, k, i)
+			}
+		case "object":
+			if _, ok := v.(map[string]any); !ok {
+				return fmt.Sprintf("%s.%s: want an object, got %T", def, k, v)
+			}
+		}
+	}
+	return ""
+}
+
+func contains(s []string, x string) bool {
+	for _, e := range s {
+		if e == x {
+			return true
+		}
+	}
+	return false
+}
+
+// runFakeBinary is main() when the test binary is re-executed as
+// "firecracker --api-sock PATH": the driver's real spawn path runs it.
+func runFakeBinary(args []string) int {
+	sock := ""
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--api-sock" {
+			sock = args[i+1]
+		}
+	}
+	if sock == "" {
+		fmt.Fprintln(os.Stderr, "fake firecracker: --api-sock missing")
+		return 2
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake firecracker:", err)
+		return 1
+	}
+	stop := make(chan struct{})
+	var once sync.Once
+	fake := newFake(os.Stdout, func() { once.Do(func() { close(stop) }) })
+	go http.Serve(ln, fake)
+	<-stop
+	fake.close()
+	ln.Close()
+	os.Remove(sock)
+	fmt.Println("fake-firecracker: guest powered off")
+	return 0
+}
