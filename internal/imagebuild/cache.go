@@ -1,0 +1,145 @@
+package imagebuild
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"banger/internal/disk"
+)
+
+// blobCache keeps compressed layer blobs by digest:
+// <dir>/sha256/<hex>. Entries are written to a sibling temp file and
+// renamed into place, so a blob present under its name is whole; it is
+// still hashed on use, since a disk can rot.
+type blobCache struct{ dir string }
+
+func (c blobCache) path(d v1.Hash) string {
+	return filepath.Join(c.dir, d.Algorithm, d.Hex)
+}
+
+// lookup returns the cached blob's path if present and its content hashes
+// to d. A corrupt entry is removed so that it is fetched again.
+func (c blobCache) lookup(d v1.Hash) (string, bool, error) {
+	p := c.path(d)
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	h, err := newHasher(d)
+	if err == nil {
+		_, err = io.Copy(h, f)
+	}
+	f.Close()
+	if err != nil {
+		return "", false, fmt.Errorf("verify cached layer %s: %w", d, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != d.Hex {
+		os.Remove(p)
+		return "", false, nil
+	}
+	return p, true, nil
+}
+
+// store copies r into the cache under d, checking the digest before the
+// entry becomes visible.
+func (c blobCache) store(d v1.Hash, r io.Reader) (string, error) {
+	p := c.path(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	tmp := disk.TempSibling(p, "part")
+	if err := writeVerified(tmp, d, r); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return p, nil
+}
+
+// cleanStale removes temp files that a killed pull left in the cache.
+func (c blobCache) cleanStale(olderThan time.Duration) {
+	ents, _ := os.ReadDir(filepath.Join(c.dir, "sha256"))
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > olderThan {
+			os.Remove(filepath.Join(c.dir, "sha256", e.Name()))
+		}
+	}
+}
+
+func writeVerified(p string, d v1.Hash, r io.Reader) error {
+	h, err := newHasher(d)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.MultiWriter(f, h), r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
+		return fmt.Errorf("layer blob hashes to %s:%s, want %s", d.Algorithm, got, d)
+	}
+	return nil
+}
+
+func newHasher(d v1.Hash) (hash.Hash, error) {
+	if d.Algorithm != "sha256" {
+		return nil, fmt.Errorf("digest %s: only sha256 is supported", d)
+	}
+	return sha256.New(), nil
+}
+
+// decompress wraps a layer blob in the right decompressor, found from its
+// first bytes rather than its media type (registries mislabel).
+func decompress(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		return gzip.NewReader(br)
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		z, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return z.IOReadCloser(), nil
+	default:
+		return io.NopCloser(br), nil
+	}
+}

@@ -1,0 +1,137 @@
+package imagebuild
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"banger/internal/disk"
+)
+
+// Inside the work seed, whose root is the guest's /root.
+const (
+	sshDirInSeed   = "/.ssh"
+	authKeysInSeed = "/.ssh/authorized_keys"
+)
+
+// installKey makes .ssh (0700) and .ssh/authorized_keys (0600), both
+// root-owned, in the seed image, replacing whatever the image had there
+// (a symlink included: debugfs works inside the image only).
+func installKey(ctx context.Context, seed string, content []byte) error {
+	if err := disk.MkdirExt4(ctx, seed, sshDirInSeed, 0o700, 0, 0); err != nil {
+		return fmt.Errorf("install key in %s: %w", seed, err)
+	}
+	if err := disk.WriteFileToExt4(ctx, seed, authKeysInSeed, content, 0o600, 0, 0); err != nil {
+		return fmt.Errorf("install key in %s: %w", seed, err)
+	}
+	return nil
+}
+
+// MaterializeWorkDisk makes a VM's work disk at dst, size bytes, from the
+// image's work seed: a sparse copy of the seed to a sibling temp file,
+// grown with resize2fs, checked with e2fsck, then renamed to dst. The seed
+// is opened once, so a concurrent RefreshWorkSeed (which renames a new
+// seed into place) cannot tear the copy.
+func MaterializeWorkDisk(ctx context.Context, seed, dst string, size int64) error {
+	st, err := os.Stat(seed)
+	if err != nil {
+		return fmt.Errorf("work disk from seed: %w", err)
+	}
+	if size < st.Size() {
+		return fmt.Errorf("work disk %s: size %d bytes is smaller than the image's work seed (%d bytes); ask for at least %d MiB",
+			dst, size, st.Size(), (st.Size()+(1<<20)-1)>>20)
+	}
+	tmp := disk.TempSibling(dst, "materialize")
+	err = func() error {
+		if err := disk.CopySparse(seed, tmp); err != nil {
+			return err
+		}
+		if err := disk.Grow(ctx, tmp, size); err != nil {
+			return err
+		}
+		if err := disk.Fsck(ctx, tmp); err != nil {
+			return err
+		}
+		if err := disk.SyncFile(tmp); err != nil {
+			return err
+		}
+		return os.Rename(tmp, dst)
+	}()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("work disk %s from %s: %w", dst, seed, err)
+	}
+	return disk.SyncDir(filepath.Dir(dst))
+}
+
+// RefreshWorkSeed puts a new authorized key into the work seed and returns
+// its fingerprint. The seed is copied to <seed>.refresh.<pid>-<unixnano>.tmp,
+// the key rewritten there, the copy checked and fsynced, then renamed over
+// the seed: a reader copying the seed meanwhile sees the old or the new
+// image, never a mix. The caller records the fingerprint after this
+// returns, so the record always matches the disk.
+func RefreshWorkSeed(ctx context.Context, seed string, authorizedKey []byte) (string, error) {
+	content, fp, err := parseKey(authorizedKey)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(seed); err != nil {
+		return "", fmt.Errorf("refresh work seed: %w", err)
+	}
+	tmp := disk.TempSibling(seed, "refresh")
+	err = func() error {
+		if err := disk.CopySparse(seed, tmp); err != nil {
+			return err
+		}
+		if err := installKey(ctx, tmp, content); err != nil {
+			return err
+		}
+		if err := disk.Fsck(ctx, tmp); err != nil {
+			return err
+		}
+		if err := disk.SyncFile(tmp); err != nil {
+			return err
+		}
+		return os.Rename(tmp, seed)
+	}()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("refresh work seed %s: %w", seed, err)
+	}
+	if err := disk.SyncDir(filepath.Dir(seed)); err != nil {
+		return "", err
+	}
+	return fp, nil
+}
+
+// AuthorizedKeysOnDisk returns .ssh/authorized_keys from a work seed or a
+// work disk (both have the guest's /root as their root), so a caller can
+// notice a rotated key. A missing file matches fs.ErrNotExist.
+func AuthorizedKeysOnDisk(ctx context.Context, img string) ([]byte, error) {
+	return disk.ReadFileFromExt4(ctx, img, authKeysInSeed)
+}
+
+// KeyFingerprint returns the SHA256 fingerprint of one OpenSSH public key
+// line, as recorded in Result.KeyFingerprint.
+func KeyFingerprint(authorizedKey []byte) (string, error) {
+	_, fp, err := parseKey(authorizedKey)
+	return fp, err
+}
+
+// SetAuthorizedKey rewrites .ssh/authorized_keys on a work disk in place
+// and returns the key's fingerprint. Only for a disk no VM is running on;
+// shared seeds go through RefreshWorkSeed instead.
+func SetAuthorizedKey(ctx context.Context, img string, authorizedKey []byte) (string, error) {
+	content, fp, err := parseKey(authorizedKey)
+	if err != nil {
+		return "", err
+	}
+	if err := installKey(ctx, img, content); err != nil {
+		return "", err
+	}
+	if err := disk.SyncFile(img); err != nil {
+		return "", err
+	}
+	return fp, nil
+}
