@@ -290,6 +290,9 @@ func TestBootBusyboxGuest(t *testing.T) {
 	v.waitExit()
 	fsck(t, d.work)
 	fsck(t, d.cow)
+	if testing.Verbose() {
+		t.Logf("console of the second boot:\n%s", v.consoleTail())
+	}
 	if !strings.Contains(v.consoleTail(), "banger-init: ready") {
 		t.Errorf("console lacks the ready line:\n%s", v.consoleTail())
 	}

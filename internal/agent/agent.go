@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -55,6 +56,9 @@ func Dial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.Hos
 		conn.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("agent handshake: %w", ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) { // the conn deadline (ctx's) fired first
+			return nil, fmt.Errorf("agent handshake: %w", context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("agent handshake: %w", err)
 	}
