@@ -5,15 +5,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"banger/internal/hostnet"
 	"banger/internal/vmm"
+
+	"github.com/vishvananda/netns"
 )
 
 // These tests boot real microVMs with QEMU (TCG here: no usable KVM) and
@@ -350,5 +355,70 @@ func TestStartRejectsBadSpec(t *testing.T) {
 		if _, err := os.Stat(s.Dir); err == nil {
 			t.Errorf("%s: Start left %s behind", name, s.Dir)
 		}
+	}
+}
+
+// TestNetworkInNetns boots a VM on a tap enslaved to a bridge, all inside a
+// network namespace the test creates (the host's interfaces are never
+// touched), and the guest pings the bridge address.
+func TestNetworkInNetns(t *testing.T) {
+	d := needQEMU(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	kf := cloudKernel(t)
+	mods := kf.modules(t, "virtio_mmio", "virtio_net")
+	script := `$B ip link set lo up
+$B ip addr add 172.30.0.2/24 dev eth0 && $B ip link set eth0 up
+$B ping -c 3 -W 5 172.30.0.1 && $B echo PING-OK || $B echo PING-FAILED`
+	s := spec(t, kf, initramfs(t, mods, script))
+	ip := net.ParseIP("172.30.0.2")
+	s.Net = &vmm.NetConfig{Tap: hostnet.TapName("net-test"), MAC: hostnet.MACFromIP(ip)}
+
+	nsName := fmt.Sprintf("bgr-qemu-%d", os.Getpid())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	type result struct {
+		h   vmm.Handle
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// This thread moves into the namespace and is never unlocked, so Go
+		// discards it afterwards. QEMU, forked from it, inherits the netns.
+		runtime.LockOSThread()
+		ns, err := netns.NewNamed(nsName)
+		if err != nil {
+			res <- result{err: fmt.Errorf("skip: %v", err)}
+			return
+		}
+		defer ns.Close()
+		if err := hostnet.EnsureBridge(hostnet.DefaultBridgeName, hostnet.DefaultBridgeCIDR); err != nil {
+			res <- result{err: err}
+			return
+		}
+		if err := hostnet.CreateTap(s.Net.Tap, hostnet.DefaultBridgeName); err != nil {
+			res <- result{err: err}
+			return
+		}
+		h, err := d.Start(ctx, s)
+		res <- result{h, err}
+	}()
+	r := <-res
+	t.Cleanup(func() { netns.DeleteNamed(nsName) })
+	if r.err != nil {
+		if strings.HasPrefix(r.err.Error(), "skip: ") {
+			t.Skip(r.err)
+		}
+		t.Fatal(r.err)
+	}
+	defer r.h.Kill()
+	waitConsole(ctx, t, r.h, s, "PING")
+	if err := r.h.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(s.Console())
+	if !strings.Contains(string(b), "PING-OK") {
+		t.Fatalf("guest could not ping the bridge:\n%s", vmm.Tail(s.Console(), 30))
 	}
 }
