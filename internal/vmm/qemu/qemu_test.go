@@ -243,13 +243,17 @@ func TestAgentSerial(t *testing.T) {
 	kf := cloudKernel(t)
 	mods := kf.modules(t, "virtio_mmio", "virtio_console")
 	// The port shows up asynchronously after insmod, and virtio_console
-	// allows one open at a time: one fd serves both directions.
+	// allows one open at a time: one fd serves both directions. A read
+	// returns EOF whenever no host client is connected.
 	script := `N=/sys/class/virtio-ports/vport0p1/name
 i=0; while [ ! -e $N ] && [ $i -lt 100 ]; do $B sleep 0.1; i=$((i+1)); done
 $B echo "PORT $($B cat $N)"
 exec 3<>/dev/vport0p1
 ( while :; do $B echo hello; $B sleep 1; done ) >&3 &
-while read l <&3; do $B echo "GOT $l"; done`
+while :; do
+  while read l <&3; do $B echo "GOT $l"; done
+  $B sleep 0.2 # EOF: the host closed its end; wait for the next client
+done`
 	s := spec(t, kf, initramfs(t, mods, script))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
