@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -122,8 +123,8 @@ func findVirtioPort(sysDir, name string, timeout time.Duration) (string, error) 
 }
 
 // serveSerial serves one SSH connection at a time over the port, forever.
-// When the host closes its end, reads return EOF; reopening then blocks
-// our first write (the SSH banner) until a host connects again.
+// Each starts with the resynchronization of guestproto.SerialSync, so that
+// bytes left in flight by an earlier host connection are discarded.
 func serveSerial(srv *sshServer, dev string) {
 	for {
 		// A blocking fd outside Go's poller: with no host connected the
@@ -136,12 +137,62 @@ func serveSerial(srv *sshServer, dev string) {
 		}
 		f := os.NewFile(uintptr(fd), dev)
 		t0 := time.Now()
-		if err := srv.serveConn(fileConn{f}); err != nil {
+		if err := serialHandshake(f); err != nil {
+			f.Close()
+		} else if err := srv.serveConn(fileConn{f}); err != nil {
 			logf("agent: %v", err)
 		}
 		// Never spin if the port keeps failing at once.
 		if time.Since(t0) < 100*time.Millisecond {
 			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// serialHandshake is the guest half of the serial resynchronization: answer
+// the newest host's sync line, then wait for its GO. Everything else read
+// is stale and dropped. It reads a byte at a time so that not one byte of
+// the SSH stream after GO is consumed here.
+func serialHandshake(rw io.ReadWriter) error {
+	// With no host attached the port's reads return EOF at once, but writes
+	// block until a host attaches: this newline (discarded by the host) is
+	// how we wait without spinning.
+	if _, err := rw.Write([]byte("\n")); err != nil {
+		return err
+	}
+	const maxLine = 128
+	var (
+		line     []byte
+		overflow bool
+		nonce    string
+		b        [1]byte
+	)
+	for {
+		if _, err := rw.Read(b[:]); err != nil {
+			return err
+		}
+		if b[0] != '\n' {
+			if len(line) < maxLine {
+				line = append(line, b[0])
+			} else {
+				overflow = true
+			}
+			continue
+		}
+		s := string(line)
+		ok := !overflow
+		line, overflow = line[:0], false
+		switch {
+		case !ok:
+		case strings.HasPrefix(s, guestproto.SerialSync):
+			if n := strings.TrimPrefix(s, guestproto.SerialSync); n != "" && n != nonce {
+				nonce = n
+				if _, err := rw.Write([]byte(guestproto.SerialSyncOK + nonce + "\n")); err != nil {
+					return err
+				}
+			}
+		case nonce != "" && s == guestproto.SerialGo+nonce:
+			return nil
 		}
 	}
 }

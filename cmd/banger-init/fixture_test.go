@@ -173,9 +173,8 @@ func modinfoDepends(t *testing.T, path string) []string {
 }
 
 // buildInit compiles banger-init as the daemon ships it: static, no cgo.
-func buildInit(t *testing.T) string {
+func buildInitTo(t *testing.T, out string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "banger-init")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -206,14 +206,14 @@ func switchRoot(newRoot string) error {
 // and its upper layer remounted read-only (they stay busy as the root).
 func unmountAll() {
 	unix.Sync()
-	if err := unix.Unmount("/root", 0); err != nil {
+	if err := unix.Unmount("/root", 0); err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: not mounted
 		logf("unmount /root: %v; remounting it read-only", err)
 		if err := unix.Mount("", "/root", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			logf("remount /root read-only: %v", err)
 		}
 	}
 	for _, p := range []string{"/", upperDir} {
-		if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 			logf("remount %s read-only: %v", p, err)
 		}
 	}

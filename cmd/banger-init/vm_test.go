@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ type vm struct {
 // bootVM starts QEMU microvm under TCG with the flags TESTING.md records,
 // drives attached in contract order and the agent on a virtio-serial port
 // behind a unix socket.
-func bootVM(t *testing.T, k kernelFixture, initrd string, d guestDisks, extraCmdline ...string) *vm {
+func bootVM(t *testing.T, k kernelFixture, initrd string, d guestDisks, extraCmdline []string, extraQemu ...string) *vm {
 	t.Helper()
 	dir := t.TempDir()
 	v := &vm{t: t, sock: filepath.Join(dir, "agent.sock"), console: filepath.Join(dir, "console.log"), done: make(chan struct{})}
@@ -61,6 +62,7 @@ func bootVM(t *testing.T, k kernelFixture, initrd string, d guestDisks, extraCmd
 		"-chardev", "socket,id=agent,path=" + v.sock + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=" + guestproto.AgentSerialName,
 	}
+	args = append(args, extraQemu...)
 	v.cmd = exec.Command("qemu-system-x86_64", args...)
 	var stderr bytes.Buffer
 	v.cmd.Stderr = &stderr
@@ -120,7 +122,7 @@ func (v *vm) dial(signer ssh.Signer, knownHosts string) *agent.Client {
 			r <- res{nil, err}
 			return
 		}
-		c, err := agent.Dial(ctx, conn, signer, agent.TOFU(knownHosts, "testvm"))
+		c, err := agent.DialSerial(ctx, conn, signer, agent.TOFU(knownHosts, "testvm"))
 		r <- res{c, err}
 	}()
 	select {
@@ -189,31 +191,66 @@ func fsck(t *testing.T, img string) {
 	}
 }
 
+type guestFixture struct {
+	k      kernelFixture
+	initrd string
+	disks  guestDisks
+	signer ssh.Signer
+}
+
+func skipWithoutQEMU(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+}
+
+var initOnce struct {
+	sync.Once
+	path string
+}
+
+// newGuestFixture builds banger-init (once per test binary), an initramfs
+// with the virtio, overlay and vsock modules in dependency order, and fresh
+// disks: busybox rootfs, formatted system.cow, a work disk authorizing a
+// new key.
+func newGuestFixture(t *testing.T) guestFixture {
+	t.Helper()
+	k := debianKernel(t)
+	initOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "banger-init-build-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		initOnce.path = buildInitTo(t, filepath.Join(dir, "banger-init"))
+	})
+	if initOnce.path == "" {
+		t.Fatal("banger-init build failed earlier")
+	}
+	mods := moduleOrder(t, k, "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "overlay",
+		"vmw_vsock_virtio_transport")
+	dir := t.TempDir()
+	f := guestFixture{k: k, initrd: filepath.Join(dir, "initramfs.img"), signer: testSigner(t)}
+	if err := initramfs.Build(context.Background(), initOnce.path, k.dir, mods, f.initrd); err != nil {
+		t.Fatal(err)
+	}
+	f.disks = guestDisks{filepath.Join(dir, "rootfs.ext4"), filepath.Join(dir, "system.cow"), filepath.Join(dir, "root.ext4")}
+	busyboxRootfs(t, f.disks.rootfs)
+	mkfs(t, f.disks.cow, "64M", "")
+	workDisk(t, f.disks.work, f.signer.PublicKey())
+	return f
+}
+
 // TestBootBusyboxGuest boots a busybox image twice with the same disks and
 // drives banger-init through the agent: exec, exit codes, stdin, disk
 // order, persistence of / and /root, clean poweroff.
 func TestBootBusyboxGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	k := debianKernel(t)
-	initBin := buildInit(t)
-	mods := moduleOrder(t, k, "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "overlay",
-		"vmw_vsock_virtio_transport")
-	dir := t.TempDir()
-	initrd := filepath.Join(dir, "initramfs.img")
-	if err := initramfs.Build(context.Background(), initBin, k.dir, mods, initrd); err != nil {
-		t.Fatal(err)
-	}
-	signer := testSigner(t)
-	d := guestDisks{filepath.Join(dir, "rootfs.ext4"), filepath.Join(dir, "system.cow"), filepath.Join(dir, "root.ext4")}
-	busyboxRootfs(t, d.rootfs)
-	mkfs(t, d.cow, "64M", "")
-	workDisk(t, d.work, signer.PublicKey())
-	knownHosts := filepath.Join(dir, "known_hosts")
+	skipWithoutQEMU(t)
+	f := newGuestFixture(t)
+	k, initrd, d, signer := f.k, f.initrd, f.disks, f.signer
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
 
 	// First boot.
-	v := bootVM(t, k, initrd, d)
+	v := bootVM(t, k, initrd, d, nil)
 	c := v.dial(signer, knownHosts)
 	if err := c.Ping(context.Background()); err != nil {
 		t.Fatal(err)
@@ -256,10 +293,19 @@ func TestBootBusyboxGuest(t *testing.T) {
 
 	// Second boot, same disks: both writes survived, the host key is the
 	// one recorded (TOFU accepts it), and shutdown by agent request.
-	v = bootVM(t, k, initrd, d)
+	v = bootVM(t, k, initrd, d, nil)
 	c = v.dial(signer, knownHosts)
 	if got := mustRun(t, c, "cat /root/f /etc/x"); got != "work\nsys\n" {
 		t.Errorf("after reboot: %q", got)
+	}
+	// The host side goes away (daemon restart) and comes back at once: the
+	// serial port serves a new connection.
+	for i := range 3 {
+		c.Close()
+		c = v.dial(signer, knownHosts)
+		if got := mustRun(t, c, "echo again"); got != "again\n" {
+			t.Fatalf("reconnect %d: %q", i, got)
+		}
 	}
 	// A pty, for interactive sessions.
 	var ttyOut bytes.Buffer
@@ -272,10 +318,10 @@ func TestBootBusyboxGuest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sftp: %v", err)
 	}
-	f, err := sc.Create("/root/via-sftp")
+	sf, err := sc.Create("/root/via-sftp")
 	if err == nil {
-		_, err = f.Write([]byte("sftp ok"))
-		f.Close()
+		_, err = sf.Write([]byte("sftp ok"))
+		sf.Close()
 	}
 	sc.Close()
 	if err != nil {
@@ -284,6 +330,10 @@ func TestBootBusyboxGuest(t *testing.T) {
 	if got := mustRun(t, c, "cat /root/via-sftp"); got != "sftp ok" {
 		t.Errorf("sftp file = %q", got)
 	}
+	// A process holding a file open on /root must not leave the work disk
+	// dirty: shutdown kills it before unmounting.
+	mustRun(t, c, "cd /root && setsid sh -c 'exec 3>>/root/held; while :; do echo x >&3; sleep 1; done' </dev/null >/dev/null 2>&1 &")
+	mustRun(t, c, "i=0; while [ ! -s /root/held ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -s /root/held ]")
 	if err := c.Poweroff(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -295,5 +345,58 @@ func TestBootBusyboxGuest(t *testing.T) {
 	}
 	if !strings.Contains(v.consoleTail(), "banger-init: ready") {
 		t.Errorf("console lacks the ready line:\n%s", v.consoleTail())
+	}
+}
+
+// TestGuestNetwork boots with banger.ip/gw/dns on a QEMU user-mode NIC in
+// restrict mode (no host interface is created and the guest cannot reach
+// anything) and checks what banger-init configured.
+func TestGuestNetwork(t *testing.T) {
+	skipWithoutQEMU(t)
+	f := newGuestFixture(t)
+	v := bootVM(t, f.k, f.initrd, f.disks,
+		[]string{"banger.ip=10.0.2.15/24", "banger.gw=10.0.2.2", "banger.dns=10.0.2.3,10.0.2.4", "banger.hostname=netvm"},
+		"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-device,netdev=n0,mac=02:00:0a:00:02:0f")
+	c := v.dial(f.signer, filepath.Join(t.TempDir(), "known_hosts"))
+	checks := map[string]string{
+		"ip -4 addr show eth0": "inet 10.0.2.15/24",
+		"ip route":             "default via 10.0.2.2 dev eth0",
+		"cat /etc/resolv.conf": "nameserver 10.0.2.3\nnameserver 10.0.2.4\n",
+		"cat /etc/hosts":       "10.0.2.15\tnetvm # banger",
+		"hostname":             "netvm",
+		"cat /etc/hostname":    "netvm",
+		"ip link show lo":      "UP",
+		"netstat -ltn":         ":22 ",
+	}
+	for cmd, want := range checks {
+		if out := mustRun(t, c, cmd); !strings.Contains(out, want) {
+			t.Errorf("%s: want %q in\n%s", cmd, want, out)
+		}
+	}
+	if err := c.Poweroff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v.waitExit()
+}
+
+// TestUnformattedCowFailsLoudly: system.cow must arrive formatted (the host
+// runs mkfs.ext4). A blank one stops the boot with a message naming it, and
+// the VM powers off instead of hanging.
+func TestUnformattedCowFailsLoudly(t *testing.T) {
+	skipWithoutQEMU(t)
+	f := newGuestFixture(t)
+	if err := os.Truncate(f.disks.cow, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f.disks.cow, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	v := bootVM(t, f.k, f.initrd, f.disks, nil)
+	v.waitExit()
+	console := v.consoleTail()
+	for _, want := range []string{"banger-init: boot failed:", "/dev/vdb (system.cow) has no ext4 filesystem", "banger-init: powering off"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q:\n%s", want, console)
+		}
 	}
 }

@@ -187,3 +187,22 @@ func (c Config) Args() []string {
 	}
 	return a
 }
+
+// The serial agent channel is one byte stream that outlives any one host
+// connection: bytes the previous connection left in flight (QEMU holds
+// guest output while no host is attached; the guest may not yet have seen
+// the host go) would corrupt the next SSH handshake. So each connection
+// starts with a resynchronization the stale bytes cannot fake:
+//
+//	host:  SerialSync + nonce + "\n"      (repeated until answered)
+//	guest: SerialSyncOK + nonce + "\n"    (once per nonce)
+//	host:  SerialGo + nonce + "\n"        (once)
+//
+// then SSH. Each side discards everything else it reads before that point.
+// The guest writes nothing between its OK and the host's GO, so the host
+// can read in chunks. vsock connections are separate streams and skip this.
+const (
+	SerialSync   = "BANGER-SYNC "
+	SerialSyncOK = "BANGER-SYNC-OK "
+	SerialGo     = "BANGER-GO "
+)

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"banger/internal/guestproto"
+)
+
+// syncInterval is how often SyncSerial repeats its sync line: a guest that
+// is still booting, or an old SSH session in the guest that swallows the
+// first one, gets another.
+const syncInterval = 250 * time.Millisecond
+
+// DialSerial is Dial for the virtio-serial agent channel: it first runs
+// SyncSerial so bytes left over from an earlier connection (a daemon restart,
+// a dropped client) cannot corrupt the handshake. Use Dial for vsock.
+func DialSerial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.HostKeyCallback) (*Client, error) {
+	if err := SyncSerial(ctx, conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return Dial(ctx, conn, signer, hostKey)
+}
+
+// SyncSerial runs the resynchronization described at guestproto.SerialSync
+// on a freshly connected serial stream. It returns when the guest is ready
+// for SSH, or with ctx's error (the guest never answered: still booting,
+// crashed). It closes conn when ctx ends.
+func SyncSerial(ctx context.Context, conn net.Conn) error {
+	var nb [8]byte
+	rand.Read(nb[:])
+	nonce := hex.EncodeToString(nb[:])
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	// The writer repeats the sync line until the reader has the answer; it
+	// is joined before GO is written, so no sync line can follow GO.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(syncInterval)
+		defer t.Stop()
+		for {
+			// A leading newline ends any partial line stale bytes left.
+			if _, err := conn.Write([]byte("\n" + guestproto.SerialSync + nonce + "\n")); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := awaitLine(conn, guestproto.SerialSyncOK+nonce)
+	close(done)
+	wg.Wait()
+	if err == nil {
+		_, err = conn.Write([]byte(guestproto.SerialGo + nonce + "\n"))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent serial sync: guest did not answer: %w", ctx.Err())
+		}
+		return fmt.Errorf("agent serial sync: %w", err)
+	}
+	return nil
+}
+
+// awaitLine reads until a line equal to want, discarding everything else
+// (stale output of an earlier session, binary or not). The guest sends
+// nothing after that line until it gets GO, so chunked reads overrun
+// nothing.
+func awaitLine(r net.Conn, want string) error {
+	buf := make([]byte, 4096)
+	var line []byte
+	for {
+		n, err := r.Read(buf)
+		for _, b := range buf[:n] {
+			if b != '\n' {
+				if len(line) <= len(want) {
+					line = append(line, b)
+				}
+				continue
+			}
+			if bytes.Equal(line, []byte(want)) {
+				return nil
+			}
+			line = line[:0]
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
