@@ -16,6 +16,7 @@ const (
 	MethodVMLogs        = "vm.logs"
 	MethodVMPrune       = "vm.prune"
 	MethodVMSSHInfo     = "vm.ssh_info"
+	MethodVMProxy       = "vm.proxy"
 	MethodImagePull     = "image.pull"
 	MethodImageImport   = "image.import"
 	MethodImageList     = "image.list"

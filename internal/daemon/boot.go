@@ -2,30 +2,442 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
+	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/disk"
+	"banger/internal/guestproto"
+	"banger/internal/hostnet"
+	"banger/internal/imagebuild"
+	"banger/internal/initramfs"
+	"banger/internal/kernelcat"
 	"banger/internal/model"
+	"banger/internal/vmm"
 )
 
-// resolveImage turns the requested image name into a local image, pulling
-// it if needed. Until images land it records the name as given.
+// Files in a VM's directory.
+const (
+	cowName        = "system.cow"
+	workDiskName   = "root.ext4"
+	knownHostsName = "known_hosts"
+	consoleTail    = 30
+)
+
+// liveVM is a VM whose VMM this daemon started or adopted.
+type liveVM struct {
+	handle vmm.Handle
+	done   chan struct{} // closed when the monitor saw the VMM exit
+
+	mu    sync.Mutex // guards agent
+	agent *agent.Client
+}
+
+// resolveImage is phase 1 of create: find (or auto-pull) the image and its
+// kernel. No global lock is held; per-name pull locks serialize pulls.
 func (s *VMService) resolveImage(ctx context.Context, op *operation, spec *model.VMSpec) error {
+	img, err := s.d.images.findOrAutoPullImage(ctx, spec.Image)
+	if err != nil {
+		return err
+	}
+	spec.ImageID = img.ID
+	spec.Image = img.Name
+	if spec.Kernel == "" {
+		spec.Kernel = img.Kernel
+	}
+	if spec.Kernel == "" {
+		spec.Kernel = kernelcat.DefaultKernel
+	}
+	op.stage("resolve_kernel", spec.Kernel)
+	_, err = s.d.kernels.readOrAutoPullKernel(ctx, spec.Kernel)
+	return err
+}
+
+// vmRuntimeDir is a short per-VM socket dir (unix socket paths are capped
+// at 107 bytes).
+func (s *VMService) vmRuntimeDir(id string) string {
+	return filepath.Join(s.d.cfg.RuntimeDir, "vms", id[:12])
+}
+
+// startLocked boots rec. The caller holds the VM's lock.
+func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VMRecord) (model.VMRecord, error) {
+	if isActive(rec.State) {
+		return rec, api.Errorf(api.KindConflict, "VM %q is already %s", rec.Name, rec.State)
+	}
+	drv, err := s.d.driverFor()
+	if err != nil {
+		return rec, err
+	}
+	km, err := s.d.kernels.readOrAutoPullKernel(ctx, rec.Spec.Kernel)
+	if err != nil {
+		return rec, err
+	}
+	img, err := s.d.store.GetImage(ctx, rec.Spec.ImageID)
+	if err != nil {
+		return rec, api.Errorf(api.KindNotFound, "image %q of VM %q is gone: recreate the VM", rec.Spec.Image, rec.Name)
+	}
+	initBin, err := initramfs.LocateInit()
+	if err != nil {
+		return rec, api.Errorf(api.KindUnavailable, "%v", err)
+	}
+	op.stage("prepare_initramfs", km.Name)
+	initrd, err := initramfs.Ensure(ctx, initBin, kernelcat.Dir(s.d.kernels.dir, km.Name), km.Modules)
+	if err != nil {
+		return rec, fmt.Errorf("build initramfs for kernel %q: %w", km.Name, err)
+	}
+
+	op.stage("prepare_disks", "")
+	if err := s.prepareDisks(ctx, &rec, img); err != nil {
+		return rec, err
+	}
+
+	op.stage("network", "")
+	tap, err := s.d.net.attach(rec)
+	if err != nil {
+		return rec, err
+	}
+	ip := netip.MustParseAddr(rec.Runtime.GuestIP)
+	bridge := s.d.cfg.BridgePrefix()
+	gc := guestproto.Config{
+		IP: netip.PrefixFrom(ip, bridge.Bits()), Gateway: bridge.Addr(), DNS: []netip.Addr{bridge.Addr()},
+		Hostname: rec.Name, Agent: drv.AgentMode(),
+	}
+	rtDir := s.vmRuntimeDir(rec.ID)
+	os.RemoveAll(rtDir) // stale sockets from a previous boot
+	if err := os.MkdirAll(rtDir, 0o700); err != nil {
+		return rec, err
+	}
+	spec := vmm.Spec{
+		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: rtDir,
+		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB,
+		Kernel: km.Path(s.d.kernels.dir, km.Kernel), Vmlinux: km.Path(s.d.kernels.dir, km.Vmlinux), Initrd: initrd,
+		Cmdline: strings.Join(gc.Args(), " "),
+		Disks: []vmm.Disk{
+			{Path: filepath.Join(img.Dir, imagebuild.RootfsName), ReadOnly: true},
+			{Path: filepath.Join(rec.Runtime.Dir, cowName)},
+			{Path: filepath.Join(rec.Runtime.Dir, workDiskName)},
+		},
+		Net: &vmm.NetConfig{Tap: tap, MAC: hostnet.MACFromIP(ip.AsSlice())},
+		CID: hostnet.DefaultVSockCID(ip.AsSlice()),
+	}
+	// A fresh console per boot, so the tail in an error is this boot's.
+	os.Remove(spec.Console())
+
+	rec.State = model.StateStarting
+	rec.Runtime.Tap, rec.Runtime.MAC, rec.Runtime.CID, rec.Runtime.VMM = tap, spec.Net.MAC, spec.CID, drv.Name()
+	rec.Runtime.LastError = ""
+	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+		s.d.net.detach(rec)
+		return rec, err
+	}
+
+	op.stage("boot", drv.Name())
+	h, err := drv.Start(ctx, spec)
+	if err != nil {
+		return s.failStart(ctx, rec, nil, fmt.Errorf("start %s: %w", drv.Name(), err), spec.Console())
+	}
+	st, err := h.State()
+	if err == nil {
+		b, _ := json.Marshal(st)
+		rec.Runtime.VMMState = b
+	}
+	rec.Runtime.PID = h.PID()
+	s.d.store.UpdateVM(ctx, rec)
+
+	op.stage("wait_ready", fmt.Sprintf("up to %s", s.d.cfg.readyTimeout()))
+	lv := &liveVM{handle: h, done: make(chan struct{})}
+	client, err := s.waitReady(ctx, rec, h)
+	if err != nil {
+		return s.failStart(ctx, rec, h, err, spec.Console())
+	}
+	lv.agent = client
+	s.setLive(rec.ID, lv)
+	go s.monitor(rec.ID, lv)
+
+	if err := s.d.net.vmUp(ctx, rec); err != nil {
+		s.stopLocked(context.WithoutCancel(ctx), op, rec, true)
+		return rec, err
+	}
+	rec.State = model.StateRunning
+	rec.Runtime.StartedAt = time.Now().UTC()
+	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}
+
+// failStart tears a failed boot down, keeps the VM's files for `vm logs`,
+// leaves the record in state error, and returns an error carrying the
+// console tail.
+func (s *VMService) failStart(ctx context.Context, rec model.VMRecord, h vmm.Handle, cause error, console string) (model.VMRecord, error) {
+	if h != nil {
+		h.Kill()
+	}
+	s.d.net.detach(rec)
+	tail := vmm.Tail(console, consoleTail)
+	rec.State = model.StateError
+	rec.Runtime.PID = 0
+	rec.Runtime.VMMState = nil
+	rec.Runtime.LastError = cause.Error()
+	s.d.store.UpdateVM(context.WithoutCancel(ctx), rec)
+	msg := fmt.Sprintf("VM %q failed to boot: %v", rec.Name, cause)
+	if strings.TrimSpace(tail) != "" {
+		msg += "\n--- last lines of the console (banger vm logs " + rec.Name + ") ---\n" + strings.TrimRight(tail, "\n")
+	}
+	return rec, api.Errorf(api.KindUnavailable, "%s", msg)
+}
+
+// prepareDisks makes system.cow (formatted ext4, sparse) and root.ext4
+// (from the image's work seed) unless they exist from an earlier boot.
+func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img model.Image) error {
+	dir := rec.Runtime.Dir
+	cow := filepath.Join(dir, cowName)
+	if _, err := os.Stat(cow); os.IsNotExist(err) {
+		empty, err := os.MkdirTemp(dir, ".empty-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(empty)
+		tmp := disk.TempSibling(cow, "mkfs")
+		if err := disk.MkfsExt4FromDir(ctx, empty, tmp, rec.Spec.SystemOverlaySize, "banger-cow"); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("create system overlay: %w", err)
+		}
+		if err := os.Rename(tmp, cow); err != nil {
+			return err
+		}
+	}
+	work := filepath.Join(dir, workDiskName)
+	if _, err := os.Stat(work); os.IsNotExist(err) {
+		img, err := s.d.images.ensureSeedKey(ctx, img)
+		if err != nil {
+			return err
+		}
+		if err := imagebuild.MaterializeWorkDisk(ctx, filepath.Join(img.Dir, imagebuild.WorkSeedName), work, rec.Spec.WorkDiskSize); err != nil {
+			return fmt.Errorf("create work disk: %w", err)
+		}
+		return nil
+	}
+	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work)
+}
+
+// ensureAuthorizedKeyOnWorkDisk adds the daemon's current key to an
+// existing work disk that lacks it (the key was rotated since the VM was
+// created). The user's other keys stay.
+func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string) error {
+	_, pub := s.d.keys.current()
+	have, err := imagebuild.AuthorizedKeysOnDisk(ctx, work)
+	if err == nil && strings.Contains(string(have), strings.TrimSpace(string(pub))) {
+		return nil
+	}
+	keys := append([]byte(strings.TrimRight(string(have), "\n")+"\n"), pub...)
+	if len(have) == 0 {
+		keys = pub
+	}
+	if _, err := imagebuild.SetAuthorizedKey(ctx, work, keys); err != nil {
+		return fmt.Errorf("authorize the daemon's key on the work disk: %w", err)
+	}
 	return nil
 }
 
-// startLocked boots the VM. Placeholder until the VMM drivers land.
-func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VMRecord) (model.VMRecord, error) {
-	return rec, api.Errorf(api.KindUnavailable, "booting VMs is not available in this build yet: use --no-start")
-}
-
-func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMRecord, force bool) (model.VMRecord, error) {
-	rec.State = model.StateStopped
-	return rec, s.d.store.UpdateVM(ctx, rec)
-}
-
-func parsePorts(specs []string) ([]model.PortForward, error) {
-	if len(specs) > 0 {
-		return nil, api.Errorf(api.KindInvalidArgument, "port forwards are not available in this build yet")
+// waitReady polls the agent until it answers, the VMM exits, or the
+// readiness timeout passes.
+func (s *VMService) waitReady(ctx context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
+	timeout := s.d.cfg.readyTimeout()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	exited := make(chan error, 1)
+	go func() { exited <- h.Wait(ctx) }()
+	var last error
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := s.dialAgent(actx, rec, h)
+		if err == nil {
+			err = c.Ping(actx)
+			if err == nil {
+				acancel()
+				return c, nil
+			}
+			c.Close()
+		}
+		acancel()
+		last = err
+		select {
+		case err := <-exited:
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("not ready after %s (last agent error: %v)", timeout, last)
+			}
+			return nil, fmt.Errorf("the VMM exited before the guest was ready (%v)", err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("not ready after %s (last agent error: %v)", timeout, last)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return nil, nil
 }
+
+func (s *VMService) dialAgent(ctx context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
+	conn, err := h.AgentConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	signer, _ := s.d.keys.current()
+	c, err := agent.Dial(ctx, conn, signer, agent.TOFU(filepath.Join(rec.Runtime.Dir, knownHostsName), rec.Name, rec.Runtime.GuestIP, rec.DNSName()))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *VMService) setLive(id string, lv *liveVM) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.live == nil {
+		s.live = map[string]*liveVM{}
+	}
+	s.live[id] = lv
+}
+
+func (s *VMService) getLive(id string) *liveVM {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	return s.live[id]
+}
+
+func (s *VMService) dropLive(id string, lv *liveVM) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.live[id] == lv {
+		delete(s.live, id)
+	}
+}
+
+// monitor notices a VMM that exits on its own (guest poweroff, crash,
+// kill -9) and marks the VM stopped, releasing its host resources.
+func (s *VMService) monitor(id string, lv *liveVM) {
+	lv.handle.Wait(context.Background())
+	close(lv.done)
+	ctx := context.Background()
+	unlock, err := s.vmLocks.Lock(ctx, id)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if s.getLive(id) != lv {
+		return // stopLocked already handled it
+	}
+	s.dropLive(id, lv)
+	lv.closeAgent()
+	rec, err := s.d.store.GetVM(ctx, id)
+	if err != nil {
+		return
+	}
+	s.d.log.Info("VMM exited", "vm", rec.Name, "vm_id", id, "pid", rec.Runtime.PID)
+	s.markStopped(ctx, rec)
+}
+
+func (lv *liveVM) closeAgent() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.agent != nil {
+		lv.agent.Close()
+		lv.agent = nil
+	}
+}
+
+// markStopped releases host resources and records the VM as stopped.
+func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) model.VMRecord {
+	s.d.net.vmDown(ctx, rec)
+	s.d.net.detach(rec)
+	os.RemoveAll(s.vmRuntimeDir(rec.ID))
+	rec.State = model.StateStopped
+	rec.Runtime.PID = 0
+	rec.Runtime.VMMState = nil
+	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+		s.d.log.Warn("record stop", "vm", rec.Name, "err", err)
+	}
+	return rec
+}
+
+// stopLocked stops a VM. Graceful: ask banger-init to power off (it syncs
+// and unmounts the work disk), wait, then let the driver stop or kill the
+// VMM. force kills at once. The caller holds the VM's lock.
+func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMRecord, force bool) (model.VMRecord, error) {
+	lv := s.getLive(rec.ID)
+	if lv == nil {
+		if isActive(rec.State) || rec.State == model.StateError {
+			return s.markStopped(ctx, rec), nil
+		}
+		return rec, nil
+	}
+	rec.State = model.StateStopping
+	s.d.store.UpdateVM(ctx, rec)
+	if force {
+		lv.handle.Kill()
+	} else {
+		graceful := false
+		if c, err := s.agentClient(ctx, rec, lv); err == nil {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			graceful = c.Poweroff(pctx) == nil
+			cancel()
+		}
+		if graceful {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			lv.handle.Wait(wctx)
+			cancel()
+		}
+		if err := lv.handle.Stop(ctx); err != nil {
+			lv.handle.Kill()
+		}
+	}
+	s.dropLive(rec.ID, lv)
+	lv.closeAgent()
+	return s.markStopped(ctx, rec), nil
+}
+
+// agentClient returns the VM's agent connection, re-dialing it if it broke
+// (or after a daemon restart, when only the handle was adopted).
+func (s *VMService) agentClient(ctx context.Context, rec model.VMRecord, lv *liveVM) (*agent.Client, error) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.agent != nil {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := lv.agent.Ping(pctx)
+		cancel()
+		if err == nil {
+			return lv.agent, nil
+		}
+		lv.agent.Close()
+		lv.agent = nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := s.dialAgent(dctx, rec, lv.handle)
+	if err != nil {
+		return nil, api.Errorf(api.KindUnavailable, "cannot reach the agent of VM %q: %v", rec.Name, err)
+	}
+	lv.agent = c
+	return c, nil
+}
+
+var errNoDriver = errors.New("no usable VMM")
+
+// driverFor returns the hypervisor selected at startup.
+func (d *Daemon) driverFor() (vmm.Driver, error) {
+	if d.driver == nil {
+		return nil, api.Errorf(api.KindUnavailable, "no hypervisor usable on this host: %s (run `banger doctor`)", d.driverWhy)
+	}
+	return d.driver, nil
+}
+
+// conn helper for proxies.
+var _ net.Conn

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -22,7 +23,8 @@ type Config struct {
 	VMM           string `toml:"vmm"` // auto | firecracker | qemu
 	KernelCatalog string `toml:"kernel_catalog"`
 	ImageCatalog  string `toml:"image_catalog"`
-	AptMirror     string `toml:"apt_mirror"` // debootstrap mirror; default: the host's apt sources
+	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
+	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
 }
 
 // Defaults.
@@ -78,6 +80,11 @@ func (c *Config) Finish() error {
 	if len(c.BridgeName) == 0 || len(c.BridgeName) > 15 {
 		return fmt.Errorf("invalid bridge_name %q: 1-15 characters", c.BridgeName)
 	}
+	if c.ReadyTimeout != "" {
+		if d, err := time.ParseDuration(c.ReadyTimeout); err != nil || d <= 0 {
+			return fmt.Errorf("invalid ready_timeout %q: want a duration like 90s", c.ReadyTimeout)
+		}
+	}
 	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
@@ -92,3 +99,16 @@ func (c *Config) Finish() error {
 func (c *Config) BridgePrefix() netip.Prefix { return netip.MustParsePrefix(c.BridgeIP) }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// readyTimeout parses ready_timeout (validated in Finish).
+func (c *Config) readyTimeout() time.Duration {
+	if c.ReadyTimeout == "" {
+		return DefaultReadyTimeout
+	}
+	d, _ := time.ParseDuration(c.ReadyTimeout)
+	return d
+}
+
+// DefaultReadyTimeout covers a TCG boot on a loaded 2-core host (5-8 s
+// idle) with a wide margin; KVM boots are far below it.
+const DefaultReadyTimeout = 120 * time.Second

@@ -20,6 +20,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/store"
+	"banger/internal/vmm"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -27,15 +28,25 @@ var Version = "dev"
 
 // Daemon is one running banger daemon.
 type Daemon struct {
-	cfg      Config
-	log      *slog.Logger
-	store    *store.Store
-	handlers map[string]handlerFunc
-	inflight sync.WaitGroup
-	lockFile *os.File
+	cfg       Config
+	log       *slog.Logger
+	store     *store.Store
+	handlers  map[string]handlerFunc
+	upgraders map[string]upgradeFunc
+	inflight  sync.WaitGroup
+	lockFile  *os.File
 
+	keys    *sshKeys
 	vms     *VMService
 	kernels *KernelService
+	images  *ImageService
+	net     *netState
+
+	// drivers are every hypervisor banger knows; driver is the one
+	// cfg.VMM selected (nil when none is usable, driverWhy says why).
+	drivers   []vmm.Driver
+	driver    vmm.Driver
+	driverWhy string
 }
 
 // New prepares a daemon: takes the state-dir lock, opens the store and
@@ -44,7 +55,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Daemon, error) {
 	if err := cfg.Finish(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut)}
+	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
 	for _, dir := range []string{cfg.StateDir, cfg.RuntimeDir, filepath.Dir(cfg.Socket)} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -59,11 +70,22 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Daemon, error) {
 		return nil, err
 	}
 	d.store = st
+	d.keys = &sshKeys{dir: filepath.Join(cfg.StateDir, "ssh")}
+	if err := d.keys.load(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("daemon SSH key: %w", err)
+	}
 	d.vms = newVMService(d)
+	d.net = newNetState(d)
 	if d.kernels, err = newKernelService(d); err != nil {
 		d.Close()
 		return nil, err
 	}
+	if d.images, err = newImageService(d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.selectDriver()
 	if err := d.reconcile(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("reconcile state: %w", err)
@@ -192,6 +214,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 
 // Close releases the store and the state-dir lock.
 func (d *Daemon) Close() {
+	if d.net != nil {
+		d.net.close()
+	}
 	if d.store != nil {
 		d.store.Close()
 		d.store = nil
@@ -208,9 +233,20 @@ func (d *Daemon) registerMethods() {
 	})
 	d.vms.register()
 	d.kernels.register()
+	d.images.register()
+	d.register(api.MethodDoctor, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		return d.doctor(), nil
+	})
 }
 
-// reconcile brings the store in line with the disk after a crash.
+// reconcile brings the store in line with the disk and the running
+// processes after a crash or restart.
 func (d *Daemon) reconcile(ctx context.Context) error {
-	return d.kernels.reconcile(ctx)
+	if err := d.kernels.reconcile(ctx); err != nil {
+		return err
+	}
+	if err := d.images.reconcile(ctx); err != nil {
+		return err
+	}
+	return d.vms.reconcile(ctx)
 }

@@ -16,33 +16,33 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/model"
 )
 
-// startTestDaemon runs a daemon on temp dirs and returns a client.
+// startTestDaemon runs a daemon on temp dirs whose default image "img"
+// (kernel "testk") is already local, so creates need no pull.
 func startTestDaemon(t *testing.T) (*Daemon, *api.Client) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.RuntimeDir = filepath.Join(dir, "run")
-	cfg.BridgeIP = "10.200.0.1/24"
-	d, err := New(context.Background(), cfg, io.Discard)
-	if err != nil {
+	return startDaemonWith(t, func(c *Config) { c.DefaultImage = "img" })
+}
+
+// seedLocal imports a tiny ELF "kernel" named testk and records an image
+// "img" that uses it: enough for reservation-only creates.
+func seedLocal(t *testing.T, d *Daemon) {
+	t.Helper()
+	k := filepath.Join(t.TempDir(), "vmlinux")
+	body := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 56)...)
+	body = append(body, []byte("Linux version 6.1.0-test (test@banger) #1 SMP\x00")...)
+	if err := os.WriteFile(k, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { d.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c := api.NewClient(d.cfg.Socket)
-	for i := 0; i < 100; i++ {
-		if err := c.Call(context.Background(), api.MethodPing, nil, nil); err == nil {
-			return d, c
-		}
-		time.Sleep(10 * time.Millisecond)
+	if _, err := d.kernels.Import(context.Background(), api.KernelImportParams{Name: "testk", Kernel: k}); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("daemon did not come up")
-	return nil, nil
+	img := model.Image{ID: model.NewID(), Name: "img", Source: "test", Kernel: "testk", Dir: t.TempDir()}
+	if err := d.store.UpsertImage(context.Background(), img); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestConcurrentReserve(t *testing.T) {
@@ -169,7 +169,7 @@ func TestProgressStreamed(t *testing.T) {
 	if err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{NoStart: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(stages, ",") != "resolve_image,reserve_vm" {
+	if strings.Join(stages, ",") != "resolve_image,resolve_kernel,reserve_vm" {
 		t.Fatalf("stages %v", stages)
 	}
 }

@@ -135,6 +135,7 @@ func startDaemonWith(t *testing.T, mut func(*Config)) (*Daemon, *api.Client) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	seedLocal(t, d)
 	return d, c
 }
 
@@ -238,7 +239,7 @@ func TestKernelPullExplicit(t *testing.T) {
 	  {"name":"closed","source":{"type":"url","url":"http://127.0.0.1:1/x.tar.gz","sha256":"%064d"}}]}`,
 		srv.URL+"/k1.tar.gz", sha(bundles["/k1.tar.gz"]), srv.URL+"/k1.tar.gz", 0, srv.URL+"/nope.tar.gz", 0, 0)), 0o644)
 	_ = catalog
-	d, c := startDaemonWith(t, func(c *Config) { c.KernelCatalog = bad })
+	d, c := startDaemonWith(t, func(c *Config) { c.KernelCatalog = bad; c.DefaultImage = "img" })
 
 	var wg sync.WaitGroup
 	var ok, already atomic.Int32
@@ -291,7 +292,7 @@ func TestKernelPullExplicit(t *testing.T) {
 	}
 	var ks []any
 	c.Call(context.Background(), api.MethodKernelList, nil, &ks)
-	if len(ks) != 0 {
+	if len(ks) != 1 { // testk from seedLocal remains
 		t.Fatalf("after rm: %v", ks)
 	}
 }

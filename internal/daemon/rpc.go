@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -83,6 +84,13 @@ func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
 			continue
 		}
 		if len(bytes.TrimSpace(line)) > 0 {
+			if up, req := d.upgrader(line); up != nil {
+				inflight.Wait()
+				if d.upgrade(ctx, conn, r, req, up, write) {
+					return
+				}
+				continue
+			}
 			d.dispatch(ctx, line, write, &inflight)
 		}
 		if err != nil {
@@ -188,3 +196,40 @@ func errorResponse(id json.RawMessage, code int, kind api.Kind, msg string) api.
 	}
 	return api.Response{JSONRPC: "2.0", ID: id, Error: &api.WireError{Code: code, Message: msg, Data: &api.WireErrorData{Kind: kind}}}
 }
+
+// upgradeFunc prepares a call that turns the connection into a raw byte
+// stream (vm.proxy): it returns the function that serves the stream.
+type upgradeFunc func(ctx context.Context, params json.RawMessage) (func(io.ReadWriteCloser), error)
+
+func (d *Daemon) upgrader(line []byte) (upgradeFunc, api.Request) {
+	var req api.Request
+	if json.Unmarshal(line, &req) != nil || len(req.ID) == 0 {
+		return nil, req
+	}
+	return d.upgraders[req.Method], req
+}
+
+// upgrade answers the call; on success the connection belongs to the
+// stream from then on (true). Such calls run inline: the reader must not
+// consume the stream's bytes as requests.
+func (d *Daemon) upgrade(ctx context.Context, conn net.Conn, r *bufio.Reader, req api.Request, up upgradeFunc, write func(any)) bool {
+	d.inflight.Add(1)
+	defer d.inflight.Done()
+	serve, err := up(ctx, req.Params)
+	if err != nil {
+		kind := errKind(err)
+		write(errorResponse(req.ID, api.CodeFor(kind), kind, err.Error()))
+		return false
+	}
+	write(api.Response{JSONRPC: "2.0", ID: req.ID, Result: json.RawMessage(`{"stream":true}`)})
+	serve(&bufferedConn{Conn: conn, r: r})
+	return true
+}
+
+// bufferedConn reads through the bufio.Reader that may hold stream bytes.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -29,6 +29,9 @@ type VMService struct {
 	// phase of create take it, so operations on one VM are serialized while
 	// different VMs proceed in parallel.
 	vmLocks keylock.Map
+
+	liveMu sync.Mutex         // guards live
+	live   map[string]*liveVM // VM id -> its running VMM
 }
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
@@ -84,6 +87,7 @@ func (s *VMService) register() {
 		}
 		return api.VMFromRecord(rec), nil
 	})
+	s.registerOps()
 }
 
 // find resolves a VM by exact name, then by id.

@@ -6,6 +6,7 @@ package model
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"time"
 )
 
@@ -75,6 +76,9 @@ type VMRuntime struct {
 	Dir       string    `json:"dir,omitempty"`
 	StartedAt time.Time `json:"started_at,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
+	// VMMState is the driver's vmm.StateInfo (JSON), kept so a restarted
+	// daemon can re-adopt the VMM process.
+	VMMState json.RawMessage `json:"vmm_state,omitempty"`
 }
 
 // VMRecord is one row of the vms table.

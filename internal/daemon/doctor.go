@@ -1,0 +1,109 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/initramfs"
+	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
+	"banger/internal/vmm/qemu"
+)
+
+// selectDriver picks the hypervisor for cfg.VMM. It only probes (no
+// process is started, no interface touched).
+func (d *Daemon) selectDriver() {
+	d.drivers = []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(qemu.Options{})}
+	drv, why, err := vmm.Select(d.cfg.VMM, d.drivers...)
+	if err != nil {
+		d.driverWhy = err.Error()
+		d.log.Warn("no usable hypervisor", "why", err)
+		return
+	}
+	d.driver, d.driverWhy = drv, why
+	d.log.Info("hypervisor selected", "vmm", drv.Name(), "why", why)
+}
+
+// doctor reports what this host can run and why.
+func (d *Daemon) doctor() api.DoctorResult {
+	var checks []api.DoctorCheck
+	add := func(name string, ok bool, detail string) {
+		checks = append(checks, api.DoctorCheck{Name: name, OK: ok, Detail: detail})
+	}
+	kvm, why := vmm.KVM()
+	add("kvm", kvm, why)
+	for _, drv := range d.drivers {
+		p := drv.Probe()
+		add(drv.Name(), p.Usable, p.Reason)
+	}
+	for _, tool := range []string{"mkfs.ext4", "e2fsck", "resize2fs", "debugfs"} {
+		path, err := exec.LookPath(tool)
+		add(tool, err == nil, orMsg(path, err, "install e2fsprogs"))
+	}
+	for _, tool := range []string{"debootstrap", "apt-get", "dpkg-deb"} {
+		path, err := exec.LookPath(tool)
+		add(tool, err == nil, orMsg(path, err, "needed for the default image/kernel: apt-get install "+map[string]string{"debootstrap": "debootstrap", "apt-get": "apt", "dpkg-deb": "dpkg"}[tool]))
+	}
+	_, err := os.Stat("/dev/net/tun")
+	add("tun", err == nil, orMsg("/dev/net/tun", err, "load the tun module (modprobe tun)"))
+	nft := d.nftCheck()
+	add("nftables", nft == "", orMsg("netlink nftables usable", errIf(nft), nft))
+	initPath, err := initramfs.LocateInit()
+	add("banger-init", err == nil, orMsg(initPath, err, ""))
+	vs, vwhy := vmm.VhostVsockUsable()
+	add("vhost-vsock", vs, vwhy+" (optional: without it the agent uses virtio-serial)")
+	res := api.DoctorResult{Checks: checks, Why: d.driverWhy}
+	if d.driver != nil {
+		res.Backend = d.driver.Name()
+	}
+	return res
+}
+
+func (d *Daemon) nftCheck() string {
+	if _, err := os.Stat("/proc/net/netfilter"); err != nil && !strings.Contains(err.Error(), "no such") {
+		return err.Error()
+	}
+	return ""
+}
+
+func errIf(s string) error {
+	if s == "" {
+		return nil
+	}
+	return &api.Error{Kind: api.KindUnavailable, Message: s}
+}
+
+func orMsg(ok string, err error, hint string) string {
+	if err == nil {
+		return ok
+	}
+	if hint != "" {
+		return err.Error() + ": " + hint
+	}
+	return err.Error()
+}
+
+// rotateKey makes a new daemon key and rewrites every image's work seed.
+// Creates that run meanwhile pick up whichever seed is in place: each seed
+// is replaced by rename, never rewritten in place.
+func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
+	op := d.beginOperation(ctx, "sshkey.rotate")
+	if err := d.keys.rotate(); err != nil {
+		return nil, op.fail(err)
+	}
+	imgs, err := d.store.ListImages(ctx)
+	if err != nil {
+		return nil, op.fail(err)
+	}
+	for _, img := range imgs {
+		op.stage("refresh_seed", img.Name)
+		if _, err := d.images.refreshManagedWorkSeedFingerprint(ctx, img); err != nil {
+			return nil, op.fail(err)
+		}
+	}
+	op.done()
+	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": len(imgs)}, nil
+}

@@ -1,0 +1,402 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/model"
+	"banger/internal/vmm"
+)
+
+// withVM runs fn under the VM's lock with a fresh record.
+func (s *VMService) withVM(ctx context.Context, name string, fn func(rec model.VMRecord) (model.VMRecord, error)) (model.VMRecord, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return rec, err
+	}
+	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
+	if err != nil {
+		return rec, err
+	}
+	defer unlock()
+	if rec, err = s.d.store.GetVM(ctx, rec.ID); err != nil {
+		return rec, api.Errorf(api.KindNotFound, "VM %q was removed meanwhile", name)
+	}
+	return fn(rec)
+}
+
+// StartVM boots a stopped VM.
+func (s *VMService) StartVM(ctx context.Context, name string) (model.VMRecord, error) {
+	return s.withVM(ctx, name, func(rec model.VMRecord) (model.VMRecord, error) {
+		op := s.d.beginOperation(ctx, "vm.start", "vm_id", rec.ID, "vm", rec.Name)
+		rec, err := s.startLocked(ctx, op, rec)
+		if err != nil {
+			return rec, op.fail(err)
+		}
+		op.done()
+		return rec, nil
+	})
+}
+
+// StopVM stops a running VM (force: kill the VMM at once).
+func (s *VMService) StopVM(ctx context.Context, name string, force bool) (model.VMRecord, error) {
+	return s.withVM(ctx, name, func(rec model.VMRecord) (model.VMRecord, error) {
+		if !isActive(rec.State) && rec.State != model.StateError {
+			return rec, api.Errorf(api.KindConflict, "VM %q is not running (state %s)", rec.Name, rec.State)
+		}
+		op := s.d.beginOperation(ctx, "vm.stop", "vm_id", rec.ID, "vm", rec.Name, "force", force)
+		op.stage("stop", rec.Name)
+		rec, err := s.stopLocked(ctx, op, rec, force)
+		if err != nil {
+			return rec, op.fail(err)
+		}
+		op.done()
+		return rec, nil
+	})
+}
+
+// RestartVM stops (if running) and starts a VM.
+func (s *VMService) RestartVM(ctx context.Context, name string) (model.VMRecord, error) {
+	return s.withVM(ctx, name, func(rec model.VMRecord) (model.VMRecord, error) {
+		op := s.d.beginOperation(ctx, "vm.restart", "vm_id", rec.ID, "vm", rec.Name)
+		var err error
+		if isActive(rec.State) {
+			op.stage("stop", rec.Name)
+			if rec, err = s.stopLocked(ctx, op, rec, false); err != nil {
+				return rec, op.fail(err)
+			}
+		}
+		if rec, err = s.startLocked(ctx, op, rec); err != nil {
+			return rec, op.fail(err)
+		}
+		op.done()
+		return rec, nil
+	})
+}
+
+// runningAgent returns a running VM's record and live handle.
+func (s *VMService) runningVM(ctx context.Context, name string) (model.VMRecord, *liveVM, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return rec, nil, err
+	}
+	lv := s.getLive(rec.ID)
+	if rec.State != model.StateRunning || lv == nil {
+		return rec, nil, api.Errorf(api.KindConflict, "VM %q is not running (state %s): `banger vm start %s`", rec.Name, rec.State, rec.Name)
+	}
+	return rec, lv, nil
+}
+
+// Exec runs a command in the guest over the agent channel and returns its
+// output (for SDK callers; the CLI streams through vm.proxy instead).
+func (s *VMService) Exec(ctx context.Context, p api.ExecParams) (api.ExecResult, error) {
+	if len(p.Cmd) == 0 {
+		return api.ExecResult{}, api.Errorf(api.KindInvalidArgument, "vm.exec: cmd is empty")
+	}
+	rec, lv, err := s.runningVM(ctx, p.Name)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	c, err := s.agentClient(ctx, rec, lv)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	var out, errb bytes.Buffer
+	code, err := c.Exec(ctx, shellJoin(p.Cmd), nil, strings.NewReader(p.Stdin), &out, &errb)
+	if err != nil {
+		return api.ExecResult{}, api.Errorf(api.KindUnavailable, "exec in %q: %v", rec.Name, err)
+	}
+	return api.ExecResult{ExitCode: code, Stdout: out.String(), Stderr: errb.String()}, nil
+}
+
+// shellJoin quotes argv for `sh -c`.
+func shellJoin(argv []string) string {
+	if len(argv) == 1 {
+		return argv[0] // a single string is a shell command line, like ssh
+	}
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@%+", r))
+		}) < 0 {
+			q[i] = a
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// Logs returns the console log from offset.
+func (s *VMService) Logs(ctx context.Context, p api.LogsParams) (api.LogsResult, error) {
+	rec, err := s.find(ctx, p.Name)
+	if err != nil {
+		return api.LogsResult{}, err
+	}
+	f, err := os.Open(filepath.Join(rec.Runtime.Dir, "console.log"))
+	if os.IsNotExist(err) {
+		return api.LogsResult{State: string(rec.State), Offset: 0}, nil
+	}
+	if err != nil {
+		return api.LogsResult{}, err
+	}
+	defer f.Close()
+	if p.Offset > 0 {
+		f.Seek(p.Offset, io.SeekStart)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4<<20))
+	if err != nil {
+		return api.LogsResult{}, err
+	}
+	return api.LogsResult{Data: string(b), Offset: p.Offset + int64(len(b)), State: string(rec.State)}, nil
+}
+
+// Prune removes every stopped (or failed) VM.
+func (s *VMService) Prune(ctx context.Context) (api.VMPruneResult, error) {
+	recs, err := s.d.store.ListVMs(ctx)
+	if err != nil {
+		return api.VMPruneResult{}, err
+	}
+	res := api.VMPruneResult{Removed: []string{}}
+	for _, r := range recs {
+		if isActive(r.State) {
+			continue
+		}
+		if _, err := s.DeleteVM(ctx, r.Name, false); err == nil {
+			res.Removed = append(res.Removed, r.Name)
+		}
+	}
+	return res, nil
+}
+
+// proxy pipes an RPC connection to the guest's SSH server (TCP 22 inside
+// the guest, reached as a direct-tcpip channel over the agent), so `vm
+// exec` and `vm ssh` work from any network namespace through the socket.
+func (s *VMService) proxy(ctx context.Context, raw json.RawMessage) (func(io.ReadWriteCloser), error) {
+	var p api.NameParams
+	if err := decode(raw, &p); err != nil {
+		return nil, err
+	}
+	rec, lv, err := s.runningVM(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.agentClient(ctx, rec, lv)
+	if err != nil {
+		return nil, err
+	}
+	guest, err := c.SSH().Dial("tcp", "127.0.0.1:22")
+	if err != nil {
+		return nil, api.Errorf(api.KindUnavailable, "open a channel to the SSH server of %q: %v", rec.Name, err)
+	}
+	return func(client io.ReadWriteCloser) {
+		defer guest.Close()
+		defer client.Close()
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(guest, client); closeWrite(guest); done <- struct{}{} }()
+		go func() { io.Copy(client, guest); done <- struct{}{} }()
+		<-done
+		<-done
+	}, nil
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+func (s *VMService) sshInfo(ctx context.Context, name string) (api.SSHInfo, error) {
+	rec, err := s.find(ctx, name)
+	if err != nil {
+		return api.SSHInfo{}, err
+	}
+	return api.SSHInfo{Name: rec.Name, GuestIP: rec.Runtime.GuestIP,
+		KeyPath: s.d.keys.privPath(), KnownHosts: filepath.Join(rec.Runtime.Dir, knownHostsName)}, nil
+}
+
+// reconcile runs at daemon start: re-adopt live VMMs, mark dead ones
+// stopped, remove orphan taps, NAT members and runtime dirs.
+func (s *VMService) reconcile(ctx context.Context) error {
+	recs, err := s.d.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	running := map[string]model.VMRecord{}
+	for _, rec := range recs {
+		if !isActive(rec.State) {
+			continue
+		}
+		h, err := s.adopt(rec)
+		if err != nil {
+			s.d.log.Info("VM not running after restart; marking stopped", "vm", rec.Name, "why", err)
+			s.markStopped(ctx, rec)
+			continue
+		}
+		lv := &liveVM{handle: h, done: make(chan struct{})}
+		s.setLive(rec.ID, lv)
+		go s.monitor(rec.ID, lv)
+		if rec.State != model.StateRunning {
+			rec.State = model.StateRunning
+			s.d.store.UpdateVM(ctx, rec)
+		}
+		running[rec.ID] = rec
+		s.d.log.Info("re-adopted running VM", "vm", rec.Name, "pid", h.PID())
+	}
+	if len(running) > 0 {
+		if err := s.d.net.ensure(); err != nil {
+			s.d.log.Warn("network after restart", "err", err)
+		}
+		for _, rec := range running {
+			if len(rec.Spec.Ports) > 0 {
+				if err := s.d.net.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
+					s.d.log.Warn("port forwards after restart", "vm", rec.Name, "err", err)
+				}
+			}
+			s.d.net.vmUp(ctx, rec)
+		}
+	}
+	s.d.net.reconcile(ctx, running)
+	s.killOrphanVMMs(running)
+	// Runtime dirs of VMs that are not running.
+	entries, _ := os.ReadDir(filepath.Join(s.d.cfg.RuntimeDir, "vms"))
+	keep := map[string]bool{}
+	for id := range running {
+		keep[id[:12]] = true
+	}
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			os.RemoveAll(filepath.Join(s.d.cfg.RuntimeDir, "vms", e.Name()))
+		}
+	}
+	// VM dirs without a row (the daemon died between delete and RemoveAll).
+	vmDirs, _ := os.ReadDir(filepath.Join(s.d.cfg.StateDir, "vms"))
+	rows := map[string]bool{}
+	for _, r := range recs {
+		rows[r.ID] = true
+	}
+	for _, e := range vmDirs {
+		if !rows[e.Name()] {
+			os.RemoveAll(filepath.Join(s.d.cfg.StateDir, "vms", e.Name()))
+		}
+	}
+	return nil
+}
+
+func (s *VMService) adopt(rec model.VMRecord) (vmm.Handle, error) {
+	if len(rec.Runtime.VMMState) == 0 {
+		return nil, errors.New("no VMM state recorded")
+	}
+	var st vmm.StateInfo
+	if err := json.Unmarshal(rec.Runtime.VMMState, &st); err != nil {
+		return nil, err
+	}
+	for _, d := range s.d.drivers {
+		if d.Name() == st.Driver {
+			return d.Adopt(st)
+		}
+	}
+	return nil, errors.New("unknown driver " + st.Driver)
+}
+
+// killOrphanVMMs kills VMM processes started for this state dir's VMs that
+// no record claims (e.g. a daemon died between spawn and persisting).
+func (s *VMService) killOrphanVMMs(running map[string]model.VMRecord) {
+	marker := filepath.Join(s.d.cfg.RuntimeDir, "vms") + "/"
+	pids := map[int]bool{}
+	for _, r := range running {
+		pids[r.Runtime.PID] = true
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid := atoiOr(p.Name(), -1)
+		if pid <= 0 || pids[pid] {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(cmd, []byte(marker)) {
+			continue
+		}
+		if proc, err := os.FindProcess(pid); err == nil {
+			s.d.log.Info("killing orphan VMM", "pid", pid)
+			proc.Kill()
+		}
+	}
+}
+
+func atoiOr(s string, def int) int {
+	n := 0
+	if s == "" {
+		return def
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return def
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func (s *VMService) registerOps() {
+	r := s.d.register
+	nameCall := func(fn func(ctx context.Context, name string) (model.VMRecord, error)) handlerFunc {
+		return func(ctx context.Context, raw json.RawMessage) (any, error) {
+			var p api.NameParams
+			if err := decode(raw, &p); err != nil {
+				return nil, err
+			}
+			rec, err := fn(ctx, p.Name)
+			if err != nil {
+				return nil, err
+			}
+			return api.VMFromRecord(rec), nil
+		}
+	}
+	r(api.MethodVMStart, nameCall(s.StartVM))
+	r(api.MethodVMRestart, nameCall(s.RestartVM))
+	r(api.MethodVMStop, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.VMStopParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		rec, err := s.StopVM(ctx, p.Name, p.Force)
+		if err != nil {
+			return nil, err
+		}
+		return api.VMFromRecord(rec), nil
+	})
+	r(api.MethodVMExec, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.ExecParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		return s.Exec(ctx, p)
+	})
+	r(api.MethodVMLogs, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.LogsParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		return s.Logs(ctx, p)
+	})
+	r(api.MethodVMPrune, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		return s.Prune(ctx)
+	})
+	r(api.MethodVMSSHInfo, func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p api.NameParams
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		return s.sshInfo(ctx, p.Name)
+	})
+	s.d.upgraders[api.MethodVMProxy] = s.proxy
+}
