@@ -49,14 +49,18 @@ type Options struct {
 	// the caller can publish it with one rename.
 	WorkDir string
 	// CacheDir keeps compressed layer blobs by digest
-	// (<CacheDir>/sha256/<hex>); empty means no cache.
+	// (<CacheDir>/sha256/<hex>) and the disks built from each pulled
+	// image manifest digest (<CacheDir>/built/v1-<hex>/), so a re-pull
+	// fetches only missing layers and a same-digest re-pull skips the
+	// build. Empty means no cache.
 	CacheDir string
 	// AuthorizedKey is one OpenSSH public key line, written to the work
 	// seed's .ssh/authorized_keys. Required.
 	AuthorizedKey []byte
 	// Progress, if set, receives stages ("resolve", "layer", "apply",
-	// "mkfs", "seed", "fsck", "done"); for "layer", msg is the short
-	// digest and done/total are bytes. Calls are serialized.
+	// "mkfs", "cached", "seed", "fsck", "done"); for "layer", msg is the
+	// short digest and done/total are bytes; for "apply", done/total count
+	// layers. Calls are serialized.
 	Progress func(stage, msg string, done, total int64)
 	// Platform picked from multi-arch indexes; DefaultPlatform if empty.
 	Platform string
@@ -205,13 +209,28 @@ func (b *build) splitRoot(tree string) (string, error) {
 
 // finish turns the tree into rootfs.ext4 and the seed source (a directory,
 // or "" for an empty seed) into work-seed.ext4 with the key, checks both,
-// and writes manifest.json.
+// and writes manifest.json. A pulled image's disks are also kept in the
+// built-image cache, so a re-pull of the same digest skips the build.
 func (b *build) finish(ctx context.Context, tree, seedSrc string, m *Manifest) (*Result, error) {
+	if err := b.buildDisks(ctx, tree, seedSrc); err != nil {
+		return nil, err
+	}
+	if b.o.CacheDir != "" && m.Source == "oci" {
+		// Best effort: a cache that cannot be written costs speed only.
+		_ = blobCache{dir: b.o.CacheDir}.saveBuilt(m.Digest,
+			filepath.Join(b.o.WorkDir, RootfsName), filepath.Join(b.o.WorkDir, WorkSeedName))
+	}
+	return b.publish(ctx, m)
+}
+
+// buildDisks makes WorkDir/rootfs.ext4 (checked) and a key-less
+// WorkDir/work-seed.ext4.
+func (b *build) buildDisks(ctx context.Context, tree, seedSrc string) error {
 	dir := b.o.WorkDir
 	if seedSrc == "" {
 		seedSrc = filepath.Join(dir, seedTree)
 		if err := os.MkdirAll(seedSrc, 0o700); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	rootfs, seed := filepath.Join(dir, RootfsName), filepath.Join(dir, WorkSeedName)
@@ -235,30 +254,38 @@ func (b *build) finish(ctx context.Context, tree, seedSrc string, m *Manifest) (
 		if err := disk.MkfsExt4FromDir(gctx, seedSrc, seed, size, "banger-work"); err != nil {
 			return err
 		}
-		b.progress("seed", WorkSeedName, 0, 0)
 		// mkfs -d does not carry the source root's mode; the seed's root
 		// is the guest's /root, usually 0700.
 		st, err := os.Stat(seedSrc)
 		if err != nil {
 			return err
 		}
-		if err := disk.MkdirExt4(gctx, seed, "/", st.Mode().Perm(), 0, 0); err != nil {
-			return err
-		}
-		if err := installKey(gctx, seed, b.key); err != nil {
-			return err
-		}
-		return disk.Fsck(gctx, seed)
+		return disk.MkdirExt4(gctx, seed, "/", st.Mode().Perm(), 0, 0)
 	})
 	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, p := range []string{filepath.Join(dir, treeName), filepath.Join(dir, seedTree), filepath.Join(dir, "blobs")} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("remove build tree: %w", err)
+		}
+	}
+	return nil
+}
+
+// publish installs the key into WorkDir/work-seed.ext4, checks it, syncs
+// both disks and writes manifest.json.
+func (b *build) publish(ctx context.Context, m *Manifest) (*Result, error) {
+	dir := b.o.WorkDir
+	rootfs, seed := filepath.Join(dir, RootfsName), filepath.Join(dir, WorkSeedName)
+	b.progress("seed", WorkSeedName, 0, 0)
+	if err := installKey(ctx, seed, b.key); err != nil {
+		return nil, err
+	}
+	if err := disk.Fsck(ctx, seed); err != nil {
 		return nil, err
 	}
 	b.progress("fsck", "ok", 0, 0)
-	for _, p := range []string{filepath.Join(dir, treeName), filepath.Join(dir, seedTree), filepath.Join(dir, "blobs")} {
-		if err := os.RemoveAll(p); err != nil {
-			return nil, fmt.Errorf("remove build tree: %w", err)
-		}
-	}
 	rst, err := os.Stat(rootfs)
 	if err != nil {
 		return nil, err

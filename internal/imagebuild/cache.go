@@ -3,6 +3,7 @@ package imagebuild
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -77,15 +78,18 @@ func (c blobCache) store(d v1.Hash, r io.Reader) (string, error) {
 	return p, nil
 }
 
-// cleanStale removes temp files that a killed pull left in the cache.
+// cleanStale removes temp files and directories that a killed pull left
+// in the cache. Age keeps it off a concurrent pull's live temp files.
 func (c blobCache) cleanStale(olderThan time.Duration) {
-	ents, _ := os.ReadDir(filepath.Join(c.dir, "sha256"))
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".tmp") {
-			continue
-		}
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > olderThan {
-			os.Remove(filepath.Join(c.dir, "sha256", e.Name()))
+	for _, sub := range []string{"sha256", "built"} {
+		ents, _ := os.ReadDir(filepath.Join(c.dir, sub))
+		for _, e := range ents {
+			if !strings.HasSuffix(e.Name(), ".tmp") {
+				continue
+			}
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > olderThan {
+				os.RemoveAll(filepath.Join(c.dir, sub, e.Name()))
+			}
 		}
 	}
 }
@@ -142,4 +146,89 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 	default:
 		return io.NopCloser(br), nil
 	}
+}
+
+// builtVersion names the layout of built-image cache entries; bump it when
+// the way a tree becomes disks changes, so old entries stop matching.
+const builtVersion = "v1"
+
+// builtDir is where the disks built from image manifest digest d are kept:
+// <dir>/built/v1-<hex>/{rootfs.ext4,seed.ext4}. The seed there has no key.
+// The manifest digest pins the config and every layer, so the same digest
+// always builds the same disks.
+func (c blobCache) builtDir(digest string) (string, bool) {
+	h, err := v1.NewHash(digest)
+	if err != nil || h.Algorithm != "sha256" {
+		return "", false
+	}
+	return filepath.Join(c.dir, "built", builtVersion+"-"+h.Hex), true
+}
+
+// saveBuilt keeps a checked rootfs (hard-linked where possible: it is
+// read-only from here on) and a key-less seed (copied: the key goes into
+// the image's own copy) under the digest. The entry appears with one
+// directory rename, so a reader sees all of it or none.
+func (c blobCache) saveBuilt(digest, rootfs, seed string) error {
+	final, ok := c.builtDir(digest)
+	if !ok {
+		return fmt.Errorf("digest %q: not a sha256 digest", digest)
+	}
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return err
+	}
+	tmp := disk.TempSibling(final, "part")
+	err := func() error {
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return err
+		}
+		if err := os.Link(rootfs, filepath.Join(tmp, "rootfs.ext4")); err != nil {
+			if err := disk.CopySparse(rootfs, filepath.Join(tmp, "rootfs.ext4")); err != nil {
+				return err
+			}
+		}
+		if err := disk.CopySparse(seed, filepath.Join(tmp, "seed.ext4")); err != nil {
+			return err
+		}
+		if err := disk.SyncDir(tmp); err != nil {
+			return err
+		}
+		return os.Rename(tmp, final)
+	}()
+	if err != nil {
+		os.RemoveAll(tmp) // includes losing a rename race to a peer
+		return err
+	}
+	return disk.SyncDir(filepath.Dir(final))
+}
+
+// loadBuilt copies the cached disks for digest to rootfs and seed (fresh
+// inodes, so the image owns its files) and checks the rootfs. A damaged
+// entry is removed and reported as absent.
+func (c blobCache) loadBuilt(ctx context.Context, digest, rootfs, seed string) bool {
+	dir, ok := c.builtDir(digest)
+	if !ok {
+		return false
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return false
+	}
+	err := disk.CopySparse(filepath.Join(dir, "rootfs.ext4"), rootfs)
+	if err == nil {
+		err = disk.CopySparse(filepath.Join(dir, "seed.ext4"), seed)
+	}
+	if err == nil {
+		err = disk.Fsck(ctx, rootfs)
+	}
+	if err != nil {
+		os.Remove(rootfs)
+		os.Remove(seed)
+		if ctx.Err() == nil {
+			os.RemoveAll(dir)
+		}
+		return false
+	}
+	return true
 }

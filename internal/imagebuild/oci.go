@@ -75,6 +75,15 @@ func (b *build) pull(ctx context.Context, ref string) (*Result, error) {
 	if err := b.describe(img, plat, m); err != nil {
 		return nil, err
 	}
+	if b.o.CacheDir != "" {
+		// Built from this exact digest before: reuse the disks, skip the
+		// layers.
+		cache := blobCache{dir: b.o.CacheDir}
+		if cache.loadBuilt(ctx, m.Digest, filepath.Join(b.o.WorkDir, RootfsName), filepath.Join(b.o.WorkDir, WorkSeedName)) {
+			b.progress("cached", m.Digest, 0, 0)
+			return b.publish(ctx, m)
+		}
+	}
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -348,15 +349,70 @@ func TestPullBusyboxAndCachedRepull(t *testing.T) {
 		t.Fatal("second image content wrong")
 	}
 
-	// A corrupt cache entry is noticed and fetched again.
-	bad := filepath.Join(cache, "sha256", lds[0].Hex)
-	os.WriteFile(bad, []byte("rot"), 0o644)
+	// A re-pull of the same digest reuses the built disks: no layer is
+	// fetched, the image gets its own files and the new key.
+	key3 := testKey(t)
 	work3 := filepath.Join(t.TempDir(), "img3")
-	if _, err := Pull(ctx, ref, Options{WorkDir: work3, CacheDir: cache, AuthorizedKey: key}); err != nil {
+	var sawCached bool
+	res3, err := Pull(ctx, ref, Options{WorkDir: work3, CacheDir: cache, AuthorizedKey: key3,
+		Progress: func(stage, _ string, _, _ int64) { sawCached = sawCached || stage == "cached" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sawCached || res3.Digest != res.Digest || !reflect.DeepEqual(res3.Config, busyboxConfig) {
+		t.Fatalf("re-pull of the same digest: cached=%v %+v", sawCached, res3)
+	}
+	for _, d := range lds {
+		if n := reg.getCount(d); n != 1 {
+			t.Fatalf("layer %s: %d GETs after a same-digest re-pull, want 1", d, n)
+		}
+	}
+	seed3 := filepath.Join(work3, WorkSeedName)
+	if got := readExt4(t, seed3, "/.ssh/authorized_keys"); got != string(key3)+"\n" {
+		t.Fatalf("cached seed key %q", got)
+	}
+	if readExt4(t, seed3, "/.profile") != "export PS1='bb# '\n" || readExt4(t, filepath.Join(work3, RootfsName), "/bin/busybox") != string(bb) {
+		t.Fatal("cached image content differs")
+	}
+	for _, p := range []string{filepath.Join(work3, RootfsName), seed3} {
+		if err := disk.Fsck(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var a, b syscall.Stat_t
+	syscall.Stat(filepath.Join(work3, RootfsName), &a)
+	syscall.Stat(rootfs, &b)
+	if a.Ino == b.Ino {
+		t.Fatal("re-pulled image shares its rootfs inode with the first")
+	}
+	// The first image's seed still holds the first key.
+	if got := readExt4(t, seed, "/.ssh/authorized_keys"); got != string(key)+"\n" {
+		t.Fatalf("first seed changed: %q", got)
+	}
+
+	// A damaged built entry is dropped and the image built from layers;
+	// a corrupt cached blob is noticed and fetched again.
+	built, _ := filepath.Glob(filepath.Join(cache, "built", "v1-"+wantDigest.Hex))
+	if len(built) != 1 {
+		t.Fatalf("built cache entry missing: %v", built)
+	}
+	os.Truncate(filepath.Join(built[0], "rootfs.ext4"), 1<<20)
+	os.WriteFile(filepath.Join(cache, "sha256", lds[0].Hex), []byte("rot"), 0o644)
+	work4 := filepath.Join(t.TempDir(), "img4")
+	if _, err := Pull(ctx, ref, Options{WorkDir: work4, CacheDir: cache, AuthorizedKey: key}); err != nil {
 		t.Fatal(err)
 	}
 	if n := reg.getCount(lds[0]); n != 2 {
 		t.Fatalf("corrupt cached layer: %d GETs, want 2", n)
+	}
+	if n := reg.getCount(lds[1]); n != 1 {
+		t.Fatalf("intact cached layer: %d GETs, want 1", n)
+	}
+	if err := disk.Fsck(ctx, filepath.Join(work4, RootfsName)); err != nil {
+		t.Fatal(err)
+	}
+	if readExt4(t, filepath.Join(work4, RootfsName), "/bin/busybox") != string(bb) {
+		t.Fatal("rebuilt image content differs")
 	}
 }
 
