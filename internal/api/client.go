@@ -118,3 +118,68 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	}
 	return errors.New(method + ": daemon closed the connection without answering (did it exit? see its log)")
 }
+
+// Stream makes a call that turns the connection into a raw byte stream
+// (vm.proxy): on success the returned conn carries the stream.
+func (c *Client) Stream(ctx context.Context, method string, params any) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, &UnreachableError{Socket: c.Socket, Err: err}
+	}
+	b, err := json.Marshal(params)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	req, _ := json.Marshal(Request{JSONRPC: "2.0", ID: json.RawMessage(`1`), Method: method, Params: b})
+	if _, err := conn.Write(append(req, '\n')); err != nil {
+		conn.Close()
+		return nil, &UnreachableError{Socket: c.Socket, Err: err}
+	}
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s: daemon closed the connection: %w", method, err)
+		}
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Error  *WireError      `json:"error"`
+		}
+		if err := json.Unmarshal(line, &msg); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("bad message from daemon: %w", err)
+		}
+		if msg.Method == ProgressMethod {
+			continue
+		}
+		if msg.Error != nil {
+			conn.Close()
+			kind := KindInternal
+			if msg.Error.Data != nil {
+				kind = msg.Error.Data.Kind
+			}
+			return nil, &Error{Kind: kind, Message: msg.Error.Message}
+		}
+		return &streamConn{Conn: conn, r: r}, nil
+	}
+}
+
+// streamConn reads through the buffer that may already hold stream bytes.
+type streamConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *streamConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the underlying unix socket.
+func (c *streamConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

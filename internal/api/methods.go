@@ -127,8 +127,9 @@ type ImagePullParams struct {
 
 // ImageImportParams are the params of image.import.
 type ImageImportParams struct {
-	Path string `json:"path"`
-	Name string `json:"name"`
+	Path   string `json:"path"`
+	Name   string `json:"name"`
+	Kernel string `json:"kernel,omitempty"`
 }
 
 // KernelImportParams are the params of kernel.import.

@@ -278,7 +278,10 @@ func (s *ImageService) publishImage(ctx context.Context, res *imagebuild.Result,
 }
 
 // ImportImage builds an image from an OCI layout dir or docker-save tarball.
-func (s *ImageService) ImportImage(ctx context.Context, path, name string) (model.Image, error) {
+func (s *ImageService) ImportImage(ctx context.Context, path, name, kernel string) (model.Image, error) {
+	if kernel == "" {
+		kernel = kernelcat.DefaultKernel
+	}
 	if name == "" {
 		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: --name is required")
 	}
@@ -309,7 +312,7 @@ func (s *ImageService) ImportImage(ctx context.Context, path, name string) (mode
 	if err != nil {
 		return model.Image{}, op.fail(api.Errorf(api.KindInvalidArgument, "import %s: %v", path, err))
 	}
-	img, err := s.publishImage(ctx, res, model.Image{Name: name, Source: "import:" + path, Kernel: kernelcat.DefaultKernel})
+	img, err := s.publishImage(ctx, res, model.Image{Name: name, Source: "import:" + path, Kernel: kernel})
 	if err != nil {
 		return img, op.fail(err)
 	}
@@ -402,7 +405,7 @@ func (s *ImageService) register() {
 		if err := decode(raw, &p); err != nil {
 			return nil, err
 		}
-		return s.ImportImage(ctx, p.Path, p.Name)
+		return s.ImportImage(ctx, p.Path, p.Name, p.Kernel)
 	})
 	r(api.MethodImageList, func(ctx context.Context, raw json.RawMessage) (any, error) {
 		if err := decode(raw, &struct{}{}); err != nil {

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/model"
+)
+
+func init() { extraCommands = append(extraCommands, newImageCmd, newSSHKeyCmd, newDoctorCmd) }
+
+func newImageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Pull, import, list and remove images"}
+	var pullName string
+	pull := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from a registry (or build a catalog image)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var img model.Image
+			if err := call(cmd.Context(), api.MethodImagePull, api.ImagePullParams{Ref: args[0], Name: pullName}, &img); err != nil {
+				return err
+			}
+			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
+			return nil
+		},
+	}
+	pull.Flags().StringVar(&pullName, "name", "", "local name (default: REF)")
+	var ip api.ImageImportParams
+	imp := &cobra.Command{
+		Use:   "import PATH --name N",
+		Short: "Import an OCI image layout directory or a `docker save` tarball",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			abs, err := absPath(args[0])
+			if err != nil {
+				return err
+			}
+			ip.Path = abs
+			var img model.Image
+			if err := call(cmd.Context(), api.MethodImageImport, ip, &img); err != nil {
+				return err
+			}
+			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
+			return nil
+		},
+	}
+	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
+	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
+	imp.MarkFlagRequired("name")
+	var output string
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var imgs []model.Image
+			if err := call(cmd.Context(), api.MethodImageList, nil, &imgs); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(imgs)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED")
+			for _, i := range imgs {
+				dg := i.Digest
+				if len(dg) > 19 {
+					dg = dg[:19]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	rm := &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Remove images no VM uses",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
+				if err := call(ctx, api.MethodImageDelete, api.NameParams{Name: name}, nil); err != nil {
+					return err
+				}
+				fmt.Println(name)
+				return nil
+			})
+		},
+	}
+	var catOut string
+	cat := &cobra.Command{
+		Use:   "catalog",
+		Short: "List catalog images (pulled on first use)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return printCatalog(cmd, api.MethodImageCatalog, catOut)
+		},
+	}
+	cat.Flags().StringVarP(&catOut, "output", "o", "", "output format: table or json")
+	cmd.AddCommand(pull, imp, ls, rm, cat)
+	return cmd
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func newSSHKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ssh-key", Short: "Manage the daemon's SSH key"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new key; new VMs get it, existing VMs get it on their next start",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res map[string]any
+			if err := call(cmd.Context(), api.MethodSSHKeyRotate, nil, &res); err != nil {
+				return err
+			}
+			fmt.Println(res["fingerprint"])
+			return nil
+		},
+	})
+	return cmd
+}
+
+func newDoctorCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check what this host can run, and why",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var res api.DoctorResult
+			if err := call(cmd.Context(), api.MethodDoctor, nil, &res); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(res)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			for _, c := range res.Checks {
+				mark := "ok"
+				if !c.OK {
+					mark = "--"
+				}
+				fmt.Fprintf(tw, "[%s]\t%s\t%s\n", mark, c.Name, c.Detail)
+			}
+			tw.Flush()
+			if res.Backend != "" {
+				fmt.Printf("\nbackend: %s (%s)\n", res.Backend, res.Why)
+			} else {
+				fmt.Printf("\nbackend: none usable: %s\n", res.Why)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return cmd
+}
