@@ -38,8 +38,11 @@ const (
 	// DefaultPlatform is what a multi-arch index is resolved to.
 	DefaultPlatform = "linux/amd64"
 
-	treeName = "rootfs.tree"
-	seedTree = "seed.tree"
+	// scratch holds every intermediate of a build. It is 0700 because a
+	// layer's setuid binaries sit in it on the host until mkfs has run.
+	scratch  = "build.tmp"
+	treeName = scratch + "/rootfs"
+	seedTree = scratch + "/seed"
 )
 
 // Options say where and how to build.
@@ -125,6 +128,13 @@ func newBuild(o Options) (*build, error) {
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
+	sc := filepath.Join(o.WorkDir, scratch)
+	if err := os.RemoveAll(sc); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
+	if err := os.Mkdir(sc, 0o700); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
 	b := &build{o: o, key: key, fp: fp, progress: func(string, string, int64, int64) {}}
 	if o.Progress != nil {
 		var mu sync.Mutex
@@ -167,7 +177,7 @@ func truncate(s string, n int) string {
 // cleanup removes everything this build may have made in WorkDir; called
 // when a build fails so no partial image is left.
 func (b *build) cleanup() {
-	for _, n := range []string{treeName, seedTree, RootfsName, WorkSeedName, ManifestName, "blobs"} {
+	for _, n := range []string{scratch, RootfsName, WorkSeedName, ManifestName} {
 		os.RemoveAll(filepath.Join(b.o.WorkDir, n))
 	}
 }
@@ -265,10 +275,8 @@ func (b *build) buildDisks(ctx context.Context, tree, seedSrc string) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	for _, p := range []string{filepath.Join(dir, treeName), filepath.Join(dir, seedTree), filepath.Join(dir, "blobs")} {
-		if err := os.RemoveAll(p); err != nil {
-			return fmt.Errorf("remove build tree: %w", err)
-		}
+	if err := os.RemoveAll(filepath.Join(dir, scratch)); err != nil {
+		return fmt.Errorf("remove build tree: %w", err)
 	}
 	return nil
 }

@@ -162,7 +162,7 @@ func (b *build) fetchAndApply(ctx context.Context, tree string, layers []v1.Laye
 		cache = blobCache{dir: b.o.CacheDir}
 		cache.cleanStale(24 * time.Hour)
 	} else {
-		cache = blobCache{dir: filepath.Join(b.o.WorkDir, "blobs")}
+		cache = blobCache{dir: filepath.Join(b.o.WorkDir, scratch, "blobs")}
 	}
 	type fetched struct {
 		path string

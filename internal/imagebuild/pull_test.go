@@ -671,3 +671,25 @@ func TestBuildFromTree(t *testing.T) {
 		t.Fatal("a file accepted as a tree")
 	}
 }
+
+// The build tree holds the image's setuid binaries on the host: only root
+// may reach it.
+func TestScratchIsPrivate(t *testing.T) {
+	work := filepath.Join(t.TempDir(), "w")
+	b, err := newBuild(Options{WorkDir: work, AuthorizedKey: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := b.freshTree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Dir(tree))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("scratch dir %s: %v %v", filepath.Dir(tree), st.Mode(), err)
+	}
+	b.cleanup()
+	if got := dirNames(t, work); len(got) != 0 {
+		t.Fatalf("cleanup left %v", got)
+	}
+}
