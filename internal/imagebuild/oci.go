@@ -195,6 +195,9 @@ func (b *build) fetchAndApply(ctx context.Context, tree string, layers []v1.Laye
 		case <-ctx.Done():
 			f.err = ctx.Err()
 		}
+		if f.err == nil {
+			f.err = ctx.Err()
+		}
 		if f.err != nil {
 			applyErr = f.err
 			break

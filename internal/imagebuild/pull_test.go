@@ -693,3 +693,30 @@ func TestScratchIsPrivate(t *testing.T) {
 		t.Fatalf("cleanup left %v", got)
 	}
 }
+
+func TestPullCancelledLeavesNothing(t *testing.T) {
+	needE2fs(t)
+	reg := startRegistry(t)
+	img := makeImage(t, model.ImageConfig{}, "amd64",
+		layerTar(t, file("a", strings.Repeat("a", 3<<20))), layerTar(t, file("b", "b")), layerTar(t, file("c", "c")))
+	ref := reg.push(t, "cancel:1", img)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	work := filepath.Join(t.TempDir(), "w")
+	cache := filepath.Join(t.TempDir(), "cache")
+	res, err := Pull(ctx, ref, Options{WorkDir: work, CacheDir: cache, AuthorizedKey: testKey(t),
+		Progress: func(stage, _ string, _, _ int64) {
+			if stage == "apply" {
+				cancel()
+			}
+		}})
+	if err == nil || res != nil {
+		t.Fatalf("cancelled pull: %+v %v", res, err)
+	}
+	if got := dirNames(t, work); len(got) != 0 {
+		t.Fatalf("cancelled pull left %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "built")); err == nil {
+		t.Fatal("cancelled pull left a built cache entry")
+	}
+}
