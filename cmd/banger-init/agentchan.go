@@ -82,7 +82,13 @@ func serveAgent(srv *sshServer, kind string) error {
 					time.Sleep(100 * time.Millisecond)
 					continue
 				}
-				go srv.serveConn(c)
+				go func() {
+					if err := agentHandshake(c); err != nil {
+						c.Close()
+						return
+					}
+					srv.serveConn(c)
+				}()
 			}
 		}()
 		return nil
@@ -123,7 +129,7 @@ func findVirtioPort(sysDir, name string, timeout time.Duration) (string, error) 
 }
 
 // serveSerial serves one SSH connection at a time over the port, forever.
-// Each starts with the resynchronization of guestproto.SerialSync, so that
+// Each starts with the resynchronization of guestproto.AgentSync, so that
 // bytes left in flight by an earlier host connection are discarded.
 func serveSerial(srv *sshServer, dev string) {
 	for {
@@ -137,7 +143,7 @@ func serveSerial(srv *sshServer, dev string) {
 		}
 		f := os.NewFile(uintptr(fd), dev)
 		t0 := time.Now()
-		if err := serialHandshake(f); err != nil {
+		if err := agentHandshake(f); err != nil {
 			f.Close()
 		} else if err := srv.serveConn(fileConn{f}); err != nil {
 			logf("agent: %v", err)
@@ -149,11 +155,11 @@ func serveSerial(srv *sshServer, dev string) {
 	}
 }
 
-// serialHandshake is the guest half of the serial resynchronization: answer
+// agentHandshake is the guest half of the agent resynchronization: answer
 // the newest host's sync line, then wait for its GO. Everything else read
 // is stale and dropped. It reads a byte at a time so that not one byte of
 // the SSH stream after GO is consumed here.
-func serialHandshake(rw io.ReadWriter) error {
+func agentHandshake(rw io.ReadWriter) error {
 	// With no host attached the port's reads return EOF at once, but writes
 	// block until a host attaches: this newline (discarded by the host) is
 	// how we wait without spinning.
@@ -184,14 +190,14 @@ func serialHandshake(rw io.ReadWriter) error {
 		line, overflow = line[:0], false
 		switch {
 		case !ok:
-		case strings.HasPrefix(s, guestproto.SerialSync):
-			if n := strings.TrimPrefix(s, guestproto.SerialSync); n != "" && n != nonce {
+		case strings.HasPrefix(s, guestproto.AgentSync):
+			if n := strings.TrimPrefix(s, guestproto.AgentSync); n != "" && n != nonce {
 				nonce = n
-				if _, err := rw.Write([]byte(guestproto.SerialSyncOK + nonce + "\n")); err != nil {
+				if _, err := rw.Write([]byte(guestproto.AgentSyncOK + nonce + "\n")); err != nil {
 					return err
 				}
 			}
-		case nonce != "" && s == guestproto.SerialGo+nonce:
+		case nonce != "" && s == guestproto.AgentGo+nonce:
 			return nil
 		}
 	}

@@ -106,7 +106,7 @@ func TestSerialResync(t *testing.T) {
 	go cd.dev.Write([]byte("garbage BANGER-SYNC 0000\nBANGER-GO 0000 no\n"))
 	go func() { // the guest's serve loop, on a port that never closes
 		for {
-			if err := serialHandshake(cd.guest); err != nil {
+			if err := agentHandshake(cd.guest); err != nil {
 				return
 			}
 			ts.srv.serveConn(noCloseConn{cd.guest})
@@ -116,7 +116,7 @@ func TestSerialResync(t *testing.T) {
 	for i := range 3 {
 		host := cd.attach(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		c, err := agent.DialSerial(ctx, host, ts.signer, agent.TOFU(t.TempDir()+"/kh"))
+		c, err := agent.Dial(ctx, host, ts.signer, agent.TOFU(t.TempDir()+"/kh"))
 		cancel()
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
@@ -136,12 +136,3 @@ func TestSerialResync(t *testing.T) {
 type noCloseConn struct{ net.Conn }
 
 func (noCloseConn) Close() error { return nil }
-
-func TestSerialSyncTimesOut(t *testing.T) {
-	host, _ := socketPairConns(t) // nobody answers
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	if err := agent.SyncSerial(ctx, host); err == nil || !strings.Contains(err.Error(), "did not answer") {
-		t.Fatalf("got %v", err)
-	}
-}

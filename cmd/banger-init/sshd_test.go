@@ -71,7 +71,13 @@ func (ts *testServer) connect(t *testing.T, signer ssh.Signer) (*agent.Client, e
 		return c
 	}
 	srvConn, cliConn := mk(fds[0]), mk(fds[1])
-	go ts.srv.serveConn(srvConn)
+	go func() {
+		if err := agentHandshake(srvConn); err != nil {
+			srvConn.Close()
+			return
+		}
+		ts.srv.serveConn(srvConn)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := agent.Dial(ctx, cliConn, signer, agent.TOFU(filepath.Join(t.TempDir(), "known_hosts")))

@@ -122,7 +122,7 @@ func (v *vm) dial(signer ssh.Signer, knownHosts string) *agent.Client {
 			r <- res{nil, err}
 			return
 		}
-		c, err := agent.DialSerial(ctx, conn, signer, agent.TOFU(knownHosts, "testvm"))
+		c, err := agent.Dial(ctx, conn, signer, agent.TOFU(knownHosts, "testvm"))
 		r <- res{c, err}
 	}()
 	select {

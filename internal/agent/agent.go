@@ -30,13 +30,21 @@ type Client struct {
 	ssh *ssh.Client
 }
 
-// Dial runs the SSH handshake over conn, authenticating with signer and
-// checking the guest's host key with hostKey (see TOFU). It gives up when
-// ctx ends; conn is closed on any error.
+// Dial connects to banger-init over conn, a freshly connected agent stream
+// of any transport (the virtio-serial unix socket, a vsock connection, a
+// Firecracker hybrid vsock after CONNECT/OK): it resynchronizes the stream
+// (guestproto.AgentSync) and runs the SSH handshake, authenticating with
+// signer and checking the guest's host key with hostKey (see TOFU). It
+// waits for a guest that is still booting until ctx ends; conn is closed on
+// any error.
 func Dial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.HostKeyCallback) (*Client, error) {
 	if hostKey == nil {
 		conn.Close()
 		return nil, errors.New("agent: a host key callback is required (use agent.TOFU with the VM's known_hosts file)")
+	}
+	if err := syncStream(ctx, conn); err != nil {
+		conn.Close()
+		return nil, err
 	}
 	cfg := &ssh.ClientConfig{
 		User:            User,

@@ -80,8 +80,8 @@ func TestDialSilentPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err := Dial(ctx, c, key(t), TOFU(filepath.Join(t.TempDir(), "kh")))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want deadline exceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("got %v, want deadline exceeded, guest did not answer", err)
 	}
 
 	c2, _ := socketPair(t)

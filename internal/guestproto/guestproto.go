@@ -188,21 +188,23 @@ func (c Config) Args() []string {
 	return a
 }
 
-// The serial agent channel is one byte stream that outlives any one host
-// connection: bytes the previous connection left in flight (QEMU holds
-// guest output while no host is attached; the guest may not yet have seen
-// the host go) would corrupt the next SSH handshake. So each connection
-// starts with a resynchronization the stale bytes cannot fake:
+// Every agent connection (virtio-serial, vsock, Firecracker hybrid vsock
+// after its CONNECT/OK) starts with a resynchronization before SSH; TCP :22
+// is plain SSH. It exists for the serial channel, one byte stream that
+// outlives any host connection: bytes the previous connection left in
+// flight (QEMU holds guest output while no host is attached; the guest may
+// not yet have seen the host go) would corrupt the next SSH handshake.
+// Running it on vsock too keeps one Dial for every transport.
 //
-//	host:  SerialSync + nonce + "\n"      (repeated until answered)
-//	guest: SerialSyncOK + nonce + "\n"    (once per nonce)
-//	host:  SerialGo + nonce + "\n"        (once)
+//	host:  AgentSync + nonce + "\n"      (repeated until answered)
+//	guest: AgentSyncOK + nonce + "\n"    (once per nonce)
+//	host:  AgentGo + nonce + "\n"        (once)
 //
 // then SSH. Each side discards everything else it reads before that point.
 // The guest writes nothing between its OK and the host's GO, so the host
-// can read in chunks. vsock connections are separate streams and skip this.
+// can read in chunks.
 const (
-	SerialSync   = "BANGER-SYNC "
-	SerialSyncOK = "BANGER-SYNC-OK "
-	SerialGo     = "BANGER-GO "
+	AgentSync   = "BANGER-SYNC "
+	AgentSyncOK = "BANGER-SYNC-OK "
+	AgentGo     = "BANGER-GO "
 )

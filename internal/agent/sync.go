@@ -10,32 +10,19 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"banger/internal/guestproto"
 )
 
-// syncInterval is how often SyncSerial repeats its sync line: a guest that
+// syncInterval is how often syncStream repeats its sync line: a guest that
 // is still booting, or an old SSH session in the guest that swallows the
 // first one, gets another.
 const syncInterval = 250 * time.Millisecond
 
-// DialSerial is Dial for the virtio-serial agent channel: it first runs
-// SyncSerial so bytes left over from an earlier connection (a daemon restart,
-// a dropped client) cannot corrupt the handshake. Use Dial for vsock.
-func DialSerial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.HostKeyCallback) (*Client, error) {
-	if err := SyncSerial(ctx, conn); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return Dial(ctx, conn, signer, hostKey)
-}
-
-// SyncSerial runs the resynchronization described at guestproto.SerialSync
-// on a freshly connected serial stream. It returns when the guest is ready
+// syncStream runs the resynchronization described at guestproto.AgentSync
+// on a freshly connected agent stream. It returns when the guest is ready
 // for SSH, or with ctx's error (the guest never answered: still booting,
 // crashed). It closes conn when ctx ends.
-func SyncSerial(ctx context.Context, conn net.Conn) error {
+func syncStream(ctx context.Context, conn net.Conn) error {
 	var nb [8]byte
 	rand.Read(nb[:])
 	nonce := hex.EncodeToString(nb[:])
@@ -53,7 +40,7 @@ func SyncSerial(ctx context.Context, conn net.Conn) error {
 		defer t.Stop()
 		for {
 			// A leading newline ends any partial line stale bytes left.
-			if _, err := conn.Write([]byte("\n" + guestproto.SerialSync + nonce + "\n")); err != nil {
+			if _, err := conn.Write([]byte("\n" + guestproto.AgentSync + nonce + "\n")); err != nil {
 				return
 			}
 			select {
@@ -63,17 +50,17 @@ func SyncSerial(ctx context.Context, conn net.Conn) error {
 			}
 		}
 	}()
-	err := awaitLine(conn, guestproto.SerialSyncOK+nonce)
+	err := awaitLine(conn, guestproto.AgentSyncOK+nonce)
 	close(done)
 	wg.Wait()
 	if err == nil {
-		_, err = conn.Write([]byte(guestproto.SerialGo + nonce + "\n"))
+		_, err = conn.Write([]byte(guestproto.AgentGo + nonce + "\n"))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("agent serial sync: guest did not answer: %w", ctx.Err())
+			return fmt.Errorf("agent sync: guest did not answer: %w", ctx.Err())
 		}
-		return fmt.Errorf("agent serial sync: %w", err)
+		return fmt.Errorf("agent sync: %w", err)
 	}
 	return nil
 }
