@@ -1,0 +1,82 @@
+// Command banger-fixture makes the test fixtures banger's smoke suite and
+// end-to-end tests use: a busybox OCI image (layout dir or pushed to a
+// registry) and an in-process OCI registry that counts manifest fetches
+// (GET /_counts). It is a test tool, not part of banger.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"banger/internal/testfixture"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	tag := fs.String("tag", "v1", "marker written to /etc/banger-fixture")
+	addr := fs.String("addr", "127.0.0.1:5000", "registry listen address")
+	fs.Parse(os.Args[2:])
+	var err error
+	switch os.Args[1] {
+	case "busybox-layout":
+		if fs.NArg() != 1 {
+			usage()
+		}
+		err = layoutCmd(fs.Arg(0), *tag)
+	case "push":
+		if fs.NArg() != 1 {
+			usage()
+		}
+		err = pushCmd(fs.Arg(0), *tag)
+	case "registry":
+		err = registryCmd(*addr)
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "banger-fixture:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: banger-fixture busybox-layout DIR [-tag T] | push REF [-tag T] | registry [-addr A]")
+	os.Exit(2)
+}
+
+func layoutCmd(dir, tag string) error {
+	img, err := testfixture.BusyboxImage(tag)
+	if err != nil {
+		return err
+	}
+	return testfixture.WriteLayout(dir, img)
+}
+
+func pushCmd(ref, tag string) error {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	img, err := testfixture.BusyboxImage(tag)
+	if err != nil {
+		return err
+	}
+	return remote.Write(r, img)
+}
+
+func registryCmd(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	return testfixture.NewRegistry().Serve(ln)
+}
