@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,8 +89,16 @@ func (s *sshServer) serveConn(c net.Conn) error {
 	go s.globalRequests(reqs)
 	var wg sync.WaitGroup
 	for nc := range chans {
+		if nc.ChannelType() == "direct-tcpip" {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				directTCPIP(nc)
+			}()
+			continue
+		}
 		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "banger-init serves only session channels")
+			nc.Reject(ssh.UnknownChannelType, "banger-init serves only session and direct-tcpip channels")
 			continue
 		}
 		ch, creqs, err := nc.Accept()
@@ -421,4 +430,50 @@ func (ss *session) sftp() {
 		code = 1
 	}
 	ss.finish(unix.WaitStatus(code << 8))
+}
+
+// directTCPIP serves a "direct-tcpip" channel (RFC 4254 7.2): the host
+// reaches a TCP port inside the guest over the agent channel, which is how
+// `vm ssh`/`vm exec` reach the SSH server on :22 without any network and
+// how the host can reach guest services when the guest has no route back.
+func directTCPIP(nc ssh.NewChannel) {
+	var req struct {
+		Host     string
+		Port     uint32
+		OrigHost string
+		OrigPort uint32
+	}
+	if err := ssh.Unmarshal(nc.ExtraData(), &req); err != nil {
+		nc.Reject(ssh.ConnectionFailed, "bad direct-tcpip request")
+		return
+	}
+	target := net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port)))
+	conn, err := net.DialTimeout("tcp", target, 10*time.Second)
+	if err != nil {
+		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("dial %s: %v", target, err))
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		conn.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	done := make(chan struct{}, 2)
+	go func() {
+		io.Copy(conn, ch)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(ch, conn)
+		ch.CloseWrite()
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+	ch.Close()
+	conn.Close()
 }

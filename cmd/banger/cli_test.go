@@ -42,13 +42,34 @@ type daemonProc struct {
 	cmd      *exec.Cmd
 	stateDir string
 	socket   string
-	log      *bytes.Buffer
+	log      *syncBuffer
 }
+
+// syncBuffer is a bytes.Buffer safe for the daemon's writes and our reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startDaemonProc(t *testing.T, stateDir, runDir string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{stateDir: stateDir, socket: filepath.Join(runDir, "banger.sock"), log: &bytes.Buffer{}}
-	d.cmd = exec.Command(bangerBin, "daemon", "--state-dir", stateDir, "--runtime-dir", runDir, "--bridge-ip", "10.201.0.1/24")
+	return startDaemonProcArgs(t, stateDir, runDir)
+}
+
+// startDaemonProcArgs starts `banger daemon`; "--netns NS" as the first
+// extra args runs it inside that network namespace.
+func startDaemonProcArgs(t *testing.T, stateDir, runDir string, extra ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{stateDir: stateDir, socket: filepath.Join(runDir, "banger.sock"), log: &syncBuffer{}}
+	args := []string{"daemon", "--state-dir", stateDir, "--runtime-dir", runDir, "--default-image", "busybox", "--ready-timeout", "90s"}
+	if len(extra) >= 2 && extra[0] == "--netns" {
+		d.cmd = exec.Command("ip", append([]string{"netns", "exec", extra[1], bangerBin}, args...)...)
+	} else {
+		d.cmd = exec.Command(bangerBin, append(args, "--bridge-ip", "10.201.0.1/24")...)
+	}
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

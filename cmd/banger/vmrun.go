@@ -136,7 +136,7 @@ func dialGuest(ctx context.Context, name string) (*agent.Client, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := agent.Dial(dctx, conn, signer, agent.TOFU(info.KnownHosts, info.Name, info.GuestIP, info.Name+".vm"))
+	c, err := agent.DialSSH(dctx, conn, signer, agent.TOFU(info.KnownHosts, info.Name, info.GuestIP, info.Name+".vm"))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("SSH to %s: %w", name, err)

@@ -46,6 +46,17 @@ func Dial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.Hos
 		conn.Close()
 		return nil, err
 	}
+	return DialSSH(ctx, conn, signer, hostKey)
+}
+
+// DialSSH is Dial without the agent-stream resync: for a stream that
+// reaches the guest's plain SSH server (TCP :22, e.g. through the daemon's
+// vm.proxy), where there are no stale bytes to drop.
+func DialSSH(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.HostKeyCallback) (*Client, error) {
+	if hostKey == nil {
+		conn.Close()
+		return nil, errors.New("agent: a host key callback is required (use agent.TOFU with the VM's known_hosts file)")
+	}
 	cfg := &ssh.ClientConfig{
 		User:            User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
@@ -136,7 +147,10 @@ func (c *Client) Exec(ctx context.Context, cmd string, env map[string]string, st
 	if err := setenv(s, env); err != nil {
 		return -1, err
 	}
-	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	s.Stdout, s.Stderr = stdout, stderr
+	if err := pumpStdin(s, stdin); err != nil {
+		return -1, err
+	}
 	if err := s.Start(cmd); err != nil {
 		return -1, fmt.Errorf("agent exec %q: %w", cmd, err)
 	}
@@ -179,7 +193,10 @@ func (c *Client) pty(ctx context.Context, cmd, term string, size TermSize, resiz
 	if err := s.RequestPty(term, size.Rows, size.Cols, ssh.TerminalModes{}); err != nil {
 		return -1, fmt.Errorf("agent shell: request pty: %w", err)
 	}
-	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
+	s.Stdout, s.Stderr = stdout, stderr
+	if err := pumpStdin(s, stdin); err != nil {
+		return -1, err
+	}
 	if cmd == "" {
 		err = s.Shell()
 	} else {
@@ -236,4 +253,22 @@ func wait(ctx context.Context, s *ssh.Session, cmd string) (int, error) {
 		return ee.ExitStatus(), nil
 	}
 	return -1, fmt.Errorf("agent exec %q: %w", cmd, err)
+}
+
+// pumpStdin copies stdin to the session in a goroutine of our own. Setting
+// Session.Stdin instead would make Wait block until stdin hits EOF, so a
+// command that exits without reading a terminal's stdin would hang.
+func pumpStdin(s *ssh.Session, stdin io.Reader) error {
+	if stdin == nil {
+		return nil
+	}
+	w, err := s.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("agent: stdin: %w", err)
+	}
+	go func() {
+		io.Copy(w, stdin)
+		w.Close()
+	}()
+	return nil
 }

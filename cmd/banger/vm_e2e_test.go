@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/testfixture"
+)
+
+// vmEnv is a daemon running inside a network namespace this test made,
+// with the default kernel pulled and a busybox image imported.
+type vmEnv struct {
+	*daemonProc
+	ns      string
+	runDir  string
+	release string
+}
+
+// kernelCache keeps one pulled default kernel for the whole test binary:
+// each env copies it into its state dir instead of pulling again.
+var kernelCache struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func needVMHost(t *testing.T) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("booting VMs needs root (bridge, taps, netns); CI runs as root")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "mkfs.ext4", "ip", "apt-get", "dpkg-deb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", tool)
+		}
+	}
+	if _, err := os.Stat(testfixture.BusyboxPath); err != nil {
+		t.Skip("busybox-static not installed")
+	}
+}
+
+func pulledKernel(t *testing.T) string {
+	kernelCache.once.Do(func() {
+		dir, err := os.MkdirTemp("", "banger-kcache")
+		if err != nil {
+			kernelCache.err = err
+			return
+		}
+		state := filepath.Join(dir, "state")
+		d := startDaemonProcArgs(t, state, filepath.Join(dir, "run"))
+		if _, stderr, err := d.run("kernel", "pull", "debian-cloud-amd64"); err != nil {
+			kernelCache.err = fmt.Errorf("kernel pull: %v: %s", err, stderr)
+		}
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		d.cmd.Wait()
+		kernelCache.dir = filepath.Join(state, "kernels", "debian-cloud-amd64")
+	})
+	if kernelCache.err != nil {
+		t.Fatal(kernelCache.err)
+	}
+	return kernelCache.dir
+}
+
+func newVMEnv(t *testing.T) *vmEnv {
+	t.Helper()
+	needVMHost(t)
+	kdir := pulledKernel(t)
+	dir := t.TempDir()
+	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
+	if err := os.MkdirAll(filepath.Join(state, "kernels"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", kdir, filepath.Join(state, "kernels")).CombinedOutput(); err != nil {
+		t.Fatalf("copy kernel: %v %s", err, out)
+	}
+	ns := fmt.Sprintf("bgt%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	exec.Command("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up").Run()
+	t.Cleanup(func() {
+		// Kill what runs in the namespace (VMMs) before deleting it.
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		for _, p := range strings.Fields(string(out)) {
+			exec.Command("kill", "-9", p).Run()
+		}
+		time.Sleep(200 * time.Millisecond)
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	d := startDaemonProcArgs(t, state, run, "--netns", ns)
+	env := &vmEnv{daemonProc: d, ns: ns, runDir: run}
+	layout := filepath.Join(dir, "bb")
+	img, err := testfixture.BusyboxImage("e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testfixture.WriteLayout(layout, img); err != nil {
+		t.Fatal(err)
+	}
+	env.mustRun(t, "image", "import", layout, "--name", "busybox")
+	var ks []map[string]any
+	json.Unmarshal([]byte(env.mustRun(t, "kernel", "ls", "-o", "json")), &ks)
+	if len(ks) != 1 {
+		t.Fatalf("kernels: %v", ks)
+	}
+	env.release = ks[0]["release"].(string)
+	return env
+}
+
+func (e *vmEnv) mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, stderr, err := e.run(args...)
+	if err != nil {
+		t.Fatalf("banger %s: %v\nstdout: %s\nstderr: %s\ndaemon log tail: %s", strings.Join(args, " "), err, out, stderr, tail(e.log.String(), 20))
+	}
+	return out
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
+}
+
+func TestVMRunCommandAndExitCode(t *testing.T) {
+	e := newVMEnv(t)
+	out := e.mustRun(t, "vm", "run", "--image", "busybox", "--rm", "--", "uname", "-r")
+	if strings.TrimSpace(out) != e.release {
+		t.Fatalf("uname -r = %q, want %q", out, e.release)
+	}
+	_, _, err := e.run("vm", "run", "--image", "busybox", "--rm", "--", "sh", "-c", "exit 7")
+	if exitCode(err) != 7 {
+		t.Fatalf("exit status %d (%v), want 7", exitCode(err), err)
+	}
+	// --rm removed both.
+	var vms []any
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "ls", "-a", "-o", "json")), &vms)
+	if len(vms) != 0 {
+		t.Fatalf("--rm left VMs: %v", vms)
+	}
+}
+
+func TestVMPersistenceAndIsolation(t *testing.T) {
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "p1")
+	e.mustRun(t, "vm", "exec", "p1", "--", "sh", "-c", "echo work > /root/f && echo sys > /etc/x")
+	e.mustRun(t, "vm", "stop", "p1")
+	e.mustRun(t, "vm", "start", "p1")
+	if out := e.mustRun(t, "vm", "exec", "p1", "--", "cat", "/root/f", "/etc/x"); out != "work\nsys\n" {
+		t.Fatalf("after restart: %q", out)
+	}
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "p2")
+	out, _, _ := e.run("vm", "exec", "p2", "--", "sh", "-c", "ls /root/f /etc/x 2>&1; true")
+	if strings.Count(out, "No such file") != 2 {
+		t.Fatalf("new VM sees another VM's files: %q", out)
+	}
+	// Stdin passes through exec.
+	cmd := exec.Command(bangerBin, "--socket", e.socket, "vm", "exec", "p2", "--", "cat")
+	cmd.Stdin = strings.NewReader("piped\n")
+	if b, err := cmd.Output(); err != nil || string(b) != "piped\n" {
+		t.Fatalf("stdin passthrough: %q %v", b, err)
+	}
+	e.mustRun(t, "vm", "rm", "-f", "p1", "p2")
+}
+
+func TestVMParallelCreates(t *testing.T) {
+	e := newVMEnv(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, stderr, err := e.run("vm", "create", "--image", "busybox", "--name", fmt.Sprintf("par-%d", i)); err != nil {
+				errs <- fmt.Errorf("par-%d: %v %s", i, err, stderr)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var vms []map[string]any
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "ls", "-o", "json")), &vms)
+	ips, macs := map[any]bool{}, map[any]bool{}
+	for _, v := range vms {
+		if v["state"] != "running" {
+			t.Fatalf("not running: %v", v)
+		}
+		ips[v["guest_ip"]], macs[v["mac"]] = true, true
+	}
+	if len(vms) != 4 || len(ips) != 4 || len(macs) != 4 {
+		t.Fatalf("%d vms, %d ips, %d macs", len(vms), len(ips), len(macs))
+	}
+	for i := 0; i < 4; i++ {
+		name := fmt.Sprintf("par-%d", i)
+		if out := e.mustRun(t, "vm", "exec", name, "--", "hostname"); strings.TrimSpace(out) != name {
+			t.Fatalf("hostname %q want %q", out, name)
+		}
+	}
+}
+
+func TestVMSurvivesDaemonKill(t *testing.T) {
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "surv")
+	e.cmd.Process.Signal(syscall.SIGKILL)
+	e.cmd.Wait()
+	d2 := startDaemonProcArgs(t, e.stateDir, e.runDir, "--netns", e.ns)
+	e.daemonProc = d2
+	if out := e.mustRun(t, "vm", "exec", "surv", "--", "echo", "alive"); out != "alive\n" {
+		t.Fatalf("after daemon restart: %q", out)
+	}
+	var vm map[string]any
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "inspect", "surv", "-o", "json")), &vm)
+	pid := int(vm["pid"].(float64))
+	syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		json.Unmarshal([]byte(e.mustRun(t, "vm", "inspect", "surv", "-o", "json")), &vm)
+		if vm["state"] == "stopped" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VMM killed, state still %v after 5s", vm["state"])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestVMBootFailureShowsConsole(t *testing.T) {
+	e := newVMEnv(t)
+	// A kernel without its modules cannot see its virtio disks: banger-init
+	// fails and the error must carry the console tail, not hang.
+	kdir := filepath.Join(e.stateDir, "kernels", "debian-cloud-amd64")
+	e.mustRun(t, "kernel", "import", "--name", "nomods", "--kernel", filepath.Join(kdir, "vmlinuz"))
+	start := time.Now()
+	_, stderr, err := e.run("vm", "create", "--image", "busybox", "--kernel", "nomods", "--name", "broken")
+	if err == nil {
+		t.Fatal("boot without modules succeeded")
+	}
+	if !strings.Contains(stderr, "last lines of the console") || !strings.Contains(stderr, "banger-init") {
+		t.Fatalf("error lacks the console tail: %s", stderr)
+	}
+	t.Logf("failed after %s: %s", time.Since(start).Round(time.Second), tail(stderr, 5))
+	var vm map[string]any
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "inspect", "broken", "-o", "json")), &vm)
+	if vm["state"] != "error" {
+		t.Fatalf("state %v, want error", vm["state"])
+	}
+	if logs := e.mustRun(t, "vm", "logs", "broken"); !strings.Contains(logs, "Linux version") {
+		t.Fatalf("vm logs lacks the console: %q", logs)
+	}
+	_ = context.Background
+}
