@@ -18,6 +18,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"banger/internal/model"
+	"banger/internal/testfixture"
 )
 
 var bangerBin string
@@ -51,8 +52,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startDaemonProc(t *testing.T, stateDir, runDir string) *daemonProc {
 	t.Helper()
@@ -87,6 +92,30 @@ func startDaemonProcArgs(t *testing.T, stateDir, runDir string, extra ...string)
 	return nil
 }
 
+// seedFake imports a tiny fake kernel and the busybox image (as "busybox",
+// the daemons' default image) so reservation-only creates pull nothing.
+func seedFake(t *testing.T, d *daemonProc) {
+	t.Helper()
+	dir := t.TempDir()
+	k := filepath.Join(dir, "vmlinux")
+	body := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 56)...)
+	body = append(body, []byte("Linux version 6.1.0-fake (test@banger) #1 SMP\x00")...)
+	os.WriteFile(k, body, 0o644)
+	if _, stderr, err := d.run("kernel", "import", "--name", "fake", "--kernel", k); err != nil {
+		t.Fatalf("kernel import: %v %s", err, stderr)
+	}
+	img, err := testfixture.BusyboxImage("cli")
+	if err != nil {
+		t.Skip(err)
+	}
+	if err := testfixture.WriteLayout(filepath.Join(dir, "bb"), img); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := d.run("image", "import", filepath.Join(dir, "bb"), "--name", "busybox", "--kernel", "fake"); err != nil {
+		t.Fatalf("image import: %v %s", err, stderr)
+	}
+}
+
 func (d *daemonProc) run(args ...string) (string, string, error) {
 	cmd := exec.Command(bangerBin, append([]string{"--socket", d.socket}, args...)...)
 	var out, errb bytes.Buffer
@@ -115,6 +144,7 @@ func TestCLIUnreachable(t *testing.T) {
 func TestCLIParallelCreates(t *testing.T) {
 	dir := t.TempDir()
 	d := startDaemonProc(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	seedFake(t, d)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok, exists := 0, 0
@@ -125,7 +155,7 @@ func TestCLIParallelCreates(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			_, stderr, err := d.run("vm", "create", "--no-start", "--name", fmt.Sprintf("p-%d", i%50), "--image", "img")
+			_, stderr, err := d.run("vm", "create", "--no-start", "--name", fmt.Sprintf("p-%d", i%50), "--image", "busybox")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -169,6 +199,7 @@ func TestSIGKILLDuringLoad(t *testing.T) {
 	dir := t.TempDir()
 	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
 	d := startDaemonProc(t, state, run)
+	seedFake(t, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
@@ -229,6 +260,7 @@ func TestSIGKILLDuringLoad(t *testing.T) {
 func TestCLIInvalidInput(t *testing.T) {
 	dir := t.TempDir()
 	d := startDaemonProc(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	seedFake(t, d)
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -44,6 +44,7 @@ func newDaemonCmd() *cobra.Command {
 			set("kernel-catalog", &final.KernelCatalog, cfg.KernelCatalog)
 			set("image-catalog", &final.ImageCatalog, cfg.ImageCatalog)
 			set("apt-mirror", &final.AptMirror, cfg.AptMirror)
+			set("ready-timeout", &final.ReadyTimeout, cfg.ReadyTimeout)
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
@@ -65,6 +66,7 @@ func newDaemonCmd() *cobra.Command {
 	f.StringVar(&cfg.VMM, "vmm", cfg.VMM, "hypervisor: auto, firecracker or qemu")
 	f.StringVar(&cfg.KernelCatalog, "kernel-catalog", "", "extra kernel catalog file (JSON)")
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
+	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
 	return cmd
 }
