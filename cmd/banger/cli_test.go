@@ -34,6 +34,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build banger: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// banger finds banger-init next to itself; it must be static.
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "banger-init"), "../banger-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build banger-init: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -11,7 +11,31 @@ import (
 	"banger/internal/model"
 )
 
-func init() { extraCommands = append(extraCommands, newImageCmd, newSSHKeyCmd, newDoctorCmd) }
+func init() {
+	extraCommands = append(extraCommands, newImageCmd, newSSHKeyCmd, newDoctorCmd, newDNSCmd)
+}
+
+func newDNSCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dns", Short: "Resolve <name>.vm on the host through systemd-resolved"}
+	for _, v := range []struct{ use, short, method string }{
+		{"setup", "resolvectl dns <bridge> <bridge-ip>; resolvectl domain <bridge> ~vm", api.MethodDNSSetup},
+		{"teardown", "resolvectl revert <bridge>", api.MethodDNSTeardown},
+	} {
+		v := v
+		cmd.AddCommand(&cobra.Command{
+			Use: v.use, Short: v.short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				var res map[string]string
+				if err := call(cmd.Context(), v.method, nil, &res); err != nil {
+					return err
+				}
+				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res["bridge"], res["dns"], res["domain"])
+				return nil
+			},
+		})
+	}
+	return cmd
+}
 
 func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Pull, import, list and remove images"}

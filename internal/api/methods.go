@@ -29,6 +29,8 @@ const (
 	MethodKernelCatalog = "kernel.catalog"
 	MethodSSHKeyRotate  = "sshkey.rotate"
 	MethodDoctor        = "daemon.doctor"
+	MethodDNSSetup      = "dns.setup"
+	MethodDNSTeardown   = "dns.teardown"
 )
 
 // PingResult answers daemon.ping.

@@ -237,6 +237,12 @@ func (d *Daemon) registerMethods() {
 	d.register(api.MethodDoctor, func(ctx context.Context, _ json.RawMessage) (any, error) {
 		return d.doctor(), nil
 	})
+	d.register(api.MethodDNSSetup, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		return d.net.resolvedSetup(false)
+	})
+	d.register(api.MethodDNSTeardown, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		return d.net.resolvedSetup(true)
+	})
 }
 
 // reconcile brings the store in line with the disk and the running

@@ -74,13 +74,15 @@ func (n *netState) ensure() error {
 // attach makes the VM's tap on the bridge and reserves its port forwards,
 // so a taken host port fails before the VM boots.
 func (n *netState) attach(rec model.VMRecord) (string, error) {
-	if err := n.ensure(); err != nil {
-		return "", err
-	}
+	// Ports first: a clash must fail before anything is created.
 	if len(rec.Spec.Ports) > 0 {
 		if err := n.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
 			return "", api.Errorf(api.KindConflict, "%v", err)
 		}
+	}
+	if err := n.ensure(); err != nil {
+		n.fwd.Release(rec.Name)
+		return "", err
 	}
 	tap := hostnet.TapName(rec.ID)
 	if err := hostnet.CreateTap(tap, n.d.cfg.BridgeName); err != nil {
@@ -202,4 +204,21 @@ func parsePorts(specs []string) ([]model.PortForward, error) {
 		out = append(out, model.PortForward{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort, Protocol: f.Proto})
 	}
 	return out, nil
+}
+
+// resolvedSetup points systemd-resolved at vmdns for the .vm domain.
+func (n *netState) resolvedSetup(teardown bool) (any, error) {
+	cfg := n.d.cfg
+	var err error
+	if teardown {
+		err = vmdns.TeardownResolved(cfg.BridgeName)
+	} else {
+		if err = n.ensure(); err == nil {
+			err = vmdns.SetupResolved(cfg.BridgeName, n.prefix().Addr().String())
+		}
+	}
+	if err != nil {
+		return nil, api.Errorf(api.KindUnavailable, "%v", err)
+	}
+	return map[string]string{"bridge": cfg.BridgeName, "dns": n.prefix().Addr().String(), "domain": "~vm"}, nil
 }

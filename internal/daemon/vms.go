@@ -185,12 +185,25 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 		op.done()
 		return rec, nil
 	}
-	rec, err = s.startLocked(ctx, op, rec)
+	// Phase 3: boot under this VM's lock only; other creates run on.
+	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
 	if err != nil {
 		return rec, op.fail(err)
 	}
+	defer unlock()
+	booted, err := s.startLocked(ctx, op, rec)
+	if err != nil {
+		if booted.State != model.StateError {
+			// It failed before a VMM ran (tap, port clash, disks): undo
+			// the reservation so a failed create leaves nothing behind. A
+			// boot failure keeps the VM in state error for `vm logs`.
+			s.d.store.DeleteVM(context.WithoutCancel(ctx), rec.ID)
+			os.RemoveAll(rec.Runtime.Dir)
+		}
+		return booted, op.fail(err)
+	}
 	op.done()
-	return rec, nil
+	return booted, nil
 }
 
 // reserveVM holds createVMMu only long enough to pick or verify the name,
