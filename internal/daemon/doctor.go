@@ -98,12 +98,18 @@ func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, op.fail(err)
 	}
+	// One broken image must not stop the others: a seed that could not be
+	// refreshed now is retried by the next create from it (ensureSeedKey).
+	refreshed, failed := 0, []string{}
 	for _, img := range imgs {
 		op.stage("refresh_seed", img.Name)
 		if _, err := d.images.refreshManagedWorkSeedFingerprint(ctx, img); err != nil {
-			return nil, op.fail(err)
+			op.log.Warn("refresh work seed", "image", img.Name, "err", err)
+			failed = append(failed, img.Name)
+			continue
 		}
+		refreshed++
 	}
 	op.done()
-	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": len(imgs)}, nil
+	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": refreshed, "images_failed": failed}, nil
 }
