@@ -29,7 +29,71 @@ bench_vmls() {
   echo "  mean wall time over $runs runs: $(( (end - start) / runs / 1000000 )) ms"
 }
 
+# bench_boot: `vm create` (create -> agent ready) against a bare qemu boot
+# of the same kernel, initramfs and disks to banger-init's "ready" line,
+# alternating, in a network namespace made here. Also the idle RSS of one
+# VM's qemu process.
+bench_boot() {
+  runs=${BOOT_RUNS:-5}
+  ns=bbench$$
+  ip netns add $ns; ip netns exec $ns ip link set lo up
+  trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
+  sock=$work/run/banger.sock; export BANGER_SOCKET=$sock
+  # Pull in the root namespace (touches no interface), boot in $ns.
+  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon0.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  "$bin" kernel pull debian-cloud-amd64 >/dev/null 2>&1
+  go build -o "$work/fixture" ./cmd/banger-fixture
+  "$work/fixture" busybox-layout "$work/bb"
+  "$bin" image import "$work/bb" --name busybox >/dev/null 2>&1
+  kill $dpid; wait $dpid 2>/dev/null
+  ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  "$bin" vm create --image busybox --name warm >/dev/null 2>&1   # builds the initramfs once
+  pid=$("$bin" vm inspect warm -o json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  sleep 5
+  echo "idle VM qemu RSS: $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status) (1 vCPU, 512 MiB guest, TCG)"
+  mapfile -d '' qargs < /proc/$pid/cmdline
+  vmdir=$("$bin" vm inspect warm -o json | sed -n 's/.*"dir": "\(.*\)".*/\1/p')
+  "$bin" vm stop warm >/dev/null 2>&1
+  bare=$work/bare; mkdir -p $bare
+  bt=(); bg=()
+  for i in $(seq $runs); do
+    s=$(date +%s%N); "$bin" vm create --image busybox --name b$i >/dev/null 2>&1 || echo "create b$i failed"; e=$(date +%s%N)
+    bg+=($(( (e-s)/1000000 )))
+    "$bin" vm rm -f b$i >/dev/null 2>&1
+    cp --sparse=always "$vmdir/system.cow" "$vmdir/root.ext4" $bare/
+    a=()
+    for x in "${qargs[@]}"; do
+      x=${x//$vmdir\/system.cow/$bare/system.cow}; x=${x//$vmdir\/root.ext4/$bare/root.ext4}
+      x=${x//$vmdir\/console.log/$bare/console.log}
+      x=${x//-netdev tap*/}
+      a+=("$x")
+    done
+    # Drop the tap netdev + device pair (the bare boot needs no network) and
+    # move sockets/pidfile into $bare.
+    b=(); skip=0
+    for x in "${a[@]}"; do
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case "$x" in -netdev) skip=1; continue;; virtio-net-device*) b=("${b[@]:0:${#b[@]}-1}"); continue;; esac
+      x=$(echo "$x" | sed "s#$work/run/vms/[0-9a-f]*/#$bare/#g")
+      b+=("$x")
+    done
+    rm -f $bare/console.log
+    s=$(date +%s%N)
+    ip netns exec $ns "${b[@]}" >/dev/null 2>&1 & qp=$!
+    for _ in $(seq 1200); do grep -q "banger-init: ready" $bare/console.log 2>/dev/null && break; sleep 0.05; done
+    e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null
+    bt+=($(( (e-s)/1000000 )))
+  done
+  echo "vm create -> ready (ms):     ${bg[*]}"
+  echo "bare qemu -> ready (ms):     ${bt[*]}"
+  sb=0; st=0; for v in "${bg[@]}"; do sb=$((sb+v)); done; for v in "${bt[@]}"; do st=$((st+v)); done
+  echo "mean: banger $((sb/runs)) ms, bare $((st/runs)) ms, ratio $(awk "BEGIN{printf \"%.2f\", $sb/$st}")"
+}
+
 case "$which" in
+  boot) bench_boot ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;
 esac

@@ -269,7 +269,7 @@ func TestVMBootFailureShowsConsole(t *testing.T) {
 	if vm["state"] != "error" {
 		t.Fatalf("state %v, want error", vm["state"])
 	}
-	if logs := e.mustRun(t, "vm", "logs", "broken"); !strings.Contains(logs, "Linux version") {
+	if logs := e.mustRun(t, "vm", "logs", "broken"); !strings.Contains(logs, "banger-init: boot failed") {
 		t.Fatalf("vm logs lacks the console: %q", logs)
 	}
 	_ = context.Background
