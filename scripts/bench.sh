@@ -46,7 +46,7 @@ bench_boot() {
   go build -o "$work/fixture" ./cmd/banger-fixture
   "$work/fixture" busybox-layout "$work/bb"
   "$bin" image import "$work/bb" --name busybox >/dev/null 2>&1
-  kill $dpid; wait $dpid 2>/dev/null
+  kill $dpid; wait $dpid 2>/dev/null || true
   ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon.log" & dpid=$!
   for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
   "$bin" vm create --image busybox --name warm >/dev/null 2>&1   # builds the initramfs once
@@ -83,7 +83,7 @@ bench_boot() {
     s=$(date +%s%N)
     ip netns exec $ns "${b[@]}" >/dev/null 2>&1 & qp=$!
     for _ in $(seq 1200); do grep -q "banger-init: ready" $bare/console.log 2>/dev/null && break; sleep 0.05; done
-    e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null
+    e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null || true
     bt+=($(( (e-s)/1000000 )))
   done
   echo "vm create -> ready (ms):     ${bg[*]}"
@@ -92,7 +92,51 @@ bench_boot() {
   echo "mean: banger $((sb/runs)) ms, bare $((st/runs)) ms, ratio $(awk "BEGIN{printf \"%.2f\", $sb/$st}")"
 }
 
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+
+# bench_pull: `image pull` (OCI pull + layer apply + ext4 build + work seed)
+# of a ~100 MB, 6-layer image from a loopback registry, cold and re-pulled,
+# against skopeo copy + umoci unpack + mkfs.ext4 -d on the same image.
+bench_pull() {
+  runs=${PULL_RUNS:-3}
+  go build -o "$work/fixture" ./cmd/banger-fixture
+  "$work/fixture" registry -addr 127.0.0.1:0 > "$work/reg.addr" & rpid=$!
+  for _ in $(seq 50); do [ -s "$work/reg.addr" ] && break; sleep 0.1; done
+  addr=$(head -1 "$work/reg.addr"); ref=$addr/big:1
+  "$work/fixture" push-big "$ref"
+  start_daemon
+  bc=(); br=(); sc=(); sr=()
+  for i in $(seq $runs); do
+    rm -rf "$work/state/cache"
+    t=$(date +%s%N); "$bin" image pull "$ref" >/dev/null 2>&1; bc+=($(ms_since $t))
+    "$bin" image rm "$ref" >/dev/null
+    t=$(date +%s%N); "$bin" image pull "$ref" >/dev/null 2>&1; br+=($(ms_since $t))
+    "$bin" image rm "$ref" >/dev/null
+    rm -rf "$work/oci" "$work/bundle" "$work/rootfs.ext4"
+    t=$(date +%s%N)
+    skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$work/oci:big" &&
+      umoci unpack --image "$work/oci:big" "$work/bundle" >/dev/null 2>&1 &&
+      mkfs.ext4 -q -F -d "$work/bundle/rootfs" "$work/rootfs.ext4" $(( $(du -sm "$work/bundle/rootfs" | cut -f1) * 12 / 10 + 64 ))M
+    sc+=($(ms_since $t))
+    rm -rf "$work/bundle" "$work/rootfs.ext4"
+    t=$(date +%s%N)   # re-pull: the OCI layout already holds every blob
+    skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$work/oci:big" &&
+      umoci unpack --image "$work/oci:big" "$work/bundle" >/dev/null 2>&1 &&
+      mkfs.ext4 -q -F -d "$work/bundle/rootfs" "$work/rootfs.ext4" $(( $(du -sm "$work/bundle/rootfs" | cut -f1) * 12 / 10 + 64 ))M
+    sr+=($(ms_since $t))
+  done
+  kill $rpid
+  mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
+  echo "image: $ref ($(du -sh "$work/oci" | cut -f1) in the OCI layout)"
+  echo "banger image pull, cold (ms):        ${bc[*]}  mean $(mean "${bc[@]}")"
+  echo "banger image pull, re-pull (ms):     ${br[*]}  mean $(mean "${br[@]}")"
+  echo "skopeo+umoci+mkfs, cold (ms):        ${sc[*]}  mean $(mean "${sc[@]}")"
+  echo "skopeo+umoci+mkfs, re-pull (ms):     ${sr[*]}  mean $(mean "${sr[@]}")"
+  echo "ratio cold: $(awk "BEGIN{printf \"%.2f\", $(mean "${bc[@]}")/$(mean "${sc[@]}")}")x; re-pull vs skopeo cold: $(awk "BEGIN{printf \"%.2f\", $(mean "${br[@]}")/$(mean "${sc[@]}")}")x"
+}
+
 case "$which" in
+  pull) bench_pull ;;
   boot) bench_boot ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;

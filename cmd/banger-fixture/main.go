@@ -36,6 +36,11 @@ func main() {
 			usage()
 		}
 		err = pushCmd(fs.Arg(0), *tag)
+	case "push-big":
+		if fs.NArg() != 1 {
+			usage()
+		}
+		err = pushBigCmd(fs.Arg(0))
 	case "registry":
 		err = registryCmd(*addr)
 	default:
@@ -48,7 +53,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: banger-fixture busybox-layout DIR [-tag T] | push REF [-tag T] | registry [-addr A]")
+	fmt.Fprintln(os.Stderr, "usage: banger-fixture busybox-layout DIR [-tag T] | push REF [-tag T] | push-big REF | registry [-addr A]")
 	os.Exit(2)
 }
 
@@ -66,6 +71,18 @@ func pushCmd(ref, tag string) error {
 		return err
 	}
 	img, err := testfixture.BusyboxImage(tag)
+	if err != nil {
+		return err
+	}
+	return remote.Write(r, img)
+}
+
+func pushBigCmd(ref string) error {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	img, err := testfixture.BigImage(5, 100)
 	if err != nil {
 		return err
 	}

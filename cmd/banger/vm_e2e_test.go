@@ -274,3 +274,91 @@ func TestVMBootFailureShowsConsole(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// nsRun runs a command inside the env's network namespace.
+func (e *vmEnv) nsRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, _ := exec.Command("ip", append([]string{"netns", "exec", e.ns}, args...)...).CombinedOutput()
+	return string(out)
+}
+
+func (e *vmEnv) inspect(t *testing.T, name string) map[string]any {
+	t.Helper()
+	var vm map[string]any
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "inspect", name, "-o", "json")), &vm)
+	return vm
+}
+
+func TestNetworkNoLeaksAfterCycles(t *testing.T) {
+	e := newVMEnv(t)
+	for _, tool := range []string{"dig", "nft", "ss"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	var ips []string
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("cyc-%d", i)
+		e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "-p", "127.0.0.1:18080:80", "--name", name)
+		vm := e.inspect(t, name)
+		ip := vm["guest_ip"].(string)
+		ips = append(ips, ip)
+		if i == 0 {
+			// While running: DNS answers, the NAT set holds it, the port listens.
+			if out := e.nsRun(t, "dig", "+short", "@172.30.0.1", name+".vm"); strings.TrimSpace(out) != ip {
+				t.Fatalf("dig %s.vm = %q, want %s", name, out, ip)
+			}
+			if out := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests"); !strings.Contains(out, ip) {
+				t.Fatalf("nat_guests lacks %s: %s", ip, out)
+			}
+			if out := e.nsRun(t, "ss", "-ltn"); !strings.Contains(out, "127.0.0.1:18080") {
+				t.Fatalf("forward not listening: %s", out)
+			}
+		}
+		e.mustRun(t, "vm", "rm", "-f", name)
+	}
+	if out := e.nsRun(t, "ip", "-o", "link"); strings.Contains(out, "bgr") {
+		t.Fatalf("taps left: %s", out)
+	}
+	out := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests")
+	for _, ip := range ips {
+		if strings.Contains(out, ip+",") || strings.Contains(out, ip+" ") {
+			t.Fatalf("NAT set still holds %s: %s", ip, out)
+		}
+	}
+	if out := e.nsRun(t, "ss", "-ltn"); strings.Contains(out, ":18080") {
+		t.Fatalf("forward port still listening: %s", out)
+	}
+	if out := e.nsRun(t, "dig", "@172.30.0.1", "cyc-0.vm"); !strings.Contains(out, "NXDOMAIN") {
+		t.Fatalf("DNS record left: %s", out)
+	}
+}
+
+func TestNATVMsAfterDaemonKill(t *testing.T) {
+	e := newVMEnv(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed")
+	}
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "n1")
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "n2")
+	v1, v2 := e.inspect(t, "n1"), e.inspect(t, "n2")
+	e.cmd.Process.Signal(syscall.SIGKILL)
+	e.cmd.Wait()
+	syscall.Kill(int(v1["pid"].(float64)), syscall.SIGKILL)
+	time.Sleep(500 * time.Millisecond)
+	e.daemonProc = startDaemonProcArgs(t, e.stateDir, e.runDir, "--netns", e.ns)
+	if st := e.inspect(t, "n1")["state"]; st != "stopped" {
+		t.Fatalf("dead VM state %v", st)
+	}
+	links := e.nsRun(t, "ip", "-o", "link")
+	if n := strings.Count(links, "bgr"); n != 1 {
+		t.Fatalf("want exactly n2's tap, got %d: %s", n, links)
+	}
+	set := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests")
+	if strings.Contains(set, v1["guest_ip"].(string)+" ") || strings.Contains(set, v1["guest_ip"].(string)+",") || !strings.Contains(set, v2["guest_ip"].(string)) {
+		t.Fatalf("NAT set after restart: %s", set)
+	}
+	if out := e.mustRun(t, "vm", "exec", "n2", "--", "echo", "ok"); out != "ok\n" {
+		t.Fatalf("n2 after restart: %q", out)
+	}
+}
