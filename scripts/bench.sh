@@ -67,18 +67,17 @@ bench_boot() {
     for x in "${qargs[@]}"; do
       x=${x//$vmdir\/system.cow/$bare/system.cow}; x=${x//$vmdir\/root.ext4/$bare/root.ext4}
       x=${x//$vmdir\/console.log/$bare/console.log}
-      x=${x//-netdev tap*/}
       a+=("$x")
     done
-    # Drop the tap netdev + device pair (the bare boot needs no network) and
-    # move sockets/pidfile into $bare.
-    b=(); skip=0
+    # Same devices, with a tap of its own on the bridge; sockets and the
+    # pidfile move into $bare.
+    b=()
     for x in "${a[@]}"; do
-      if [ $skip = 1 ]; then skip=0; continue; fi
-      case "$x" in -netdev) skip=1; continue;; virtio-net-device*) b=("${b[@]:0:${#b[@]}-1}"); continue;; esac
-      x=$(echo "$x" | sed "s#$work/run/vms/[0-9a-f]*/#$bare/#g")
+      x=$(echo "$x" | sed -e "s#$work/run/vms/[0-9a-f]*/#$bare/#g" -e 's/ifname=bgr[0-9a-f]*/ifname=bgrbare/')
       b+=("$x")
     done
+    ip -n $ns link show bgrbare >/dev/null 2>&1 || {
+      ip -n $ns tuntap add bgrbare mode tap; ip -n $ns link set bgrbare master banger0 up; }
     rm -f $bare/console.log
     s=$(date +%s%N)
     ip netns exec $ns "${b[@]}" >/dev/null 2>&1 & qp=$!

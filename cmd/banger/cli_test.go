@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	_ "modernc.org/sqlite"
 
 	"banger/internal/model"
@@ -285,4 +289,61 @@ func TestCLIInvalidInput(t *testing.T) {
 	if _, _, err := d.run("vm", "ls"); err != nil {
 		t.Fatal("daemon stopped answering")
 	}
+}
+
+// TestKilledMidPull SIGKILLs the daemon while it pulls from a slow
+// registry: after a restart no partial image is listed and no temp file is
+// left in images/ or the layer cache.
+func TestKilledMidPull(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("e2fsprogs not installed")
+	}
+	reg := testfixture.NewRegistry()
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			time.Sleep(3 * time.Second)
+		}
+		reg.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(slow)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := testfixture.BusyboxImage("kill")
+	if err != nil {
+		t.Skip(err)
+	}
+	ref := host + "/slow/busybox:1"
+	// Push with the plain handler (the slow one would delay the push too).
+	psrv := httptest.NewServer(reg)
+	defer psrv.Close()
+	pr, _ := name.ParseReference(strings.TrimPrefix(psrv.URL, "http://")+"/slow/busybox:1", name.Insecure)
+	if err := remote.Write(pr, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
+	d := startDaemonProc(t, state, run)
+	pull := exec.Command(bangerBin, "--socket", d.socket, "image", "pull", ref)
+	pull.Start()
+	time.Sleep(1500 * time.Millisecond)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	pull.Wait()
+	d2 := startDaemonProc(t, state, run)
+	out, _, err := d2.run("image", "ls", "-o", "json")
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("after kill mid-pull: %q %v", out, err)
+	}
+	filepath.Walk(filepath.Join(state, "images"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && p != filepath.Join(state, "images") {
+			t.Errorf("left in images/: %s", p)
+		}
+		return nil
+	})
+	filepath.Walk(filepath.Join(state, "cache"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && strings.HasSuffix(p, ".tmp") {
+			t.Errorf("temp file left in cache: %s", p)
+		}
+		return nil
+	})
 }

@@ -66,6 +66,7 @@ func (s *ImageService) reconcile(ctx context.Context) error {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return err
 	}
+	imagebuild.CleanCacheTemp(s.cacheDir)
 	entries, _ := os.ReadDir(s.dir)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".tmp-") {

@@ -232,3 +232,10 @@ func (c blobCache) loadBuilt(ctx context.Context, digest, rootfs, seed string) b
 	}
 	return true
 }
+
+// CleanCacheTemp removes every temp file a killed pull left in cacheDir.
+// Only for a caller that knows no pull is running (the daemon at start,
+// holding its state-dir lock); live pulls use cleanStale's age guard.
+func CleanCacheTemp(cacheDir string) {
+	blobCache{dir: cacheDir}.cleanStale(0)
+}
