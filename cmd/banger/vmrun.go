@@ -166,15 +166,17 @@ func shellQuote(argv []string) string {
 	return strings.Join(q, " ")
 }
 
-func newVMLifecycleCmd(use, short, method string) func() *cobra.Command {
+// newVMLifecycleCmd builds a command that calls method once per VM name;
+// params makes each call's params (flags bound by addFlags).
+func newVMLifecycleCmd(use, short, method string, params func(name string) any, addFlags func(*cobra.Command)) func() *cobra.Command {
 	return func() *cobra.Command {
-		return &cobra.Command{
+		cmd := &cobra.Command{
 			Use:   use + " NAME...",
 			Short: short,
 			Args:  cobra.MinimumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
-					if err := call(ctx, method, api.NameParams{Name: name}, nil); err != nil {
+					if err := call(ctx, method, params(name), nil); err != nil {
 						return err
 					}
 					fmt.Println(name)
@@ -182,33 +184,24 @@ func newVMLifecycleCmd(use, short, method string) func() *cobra.Command {
 				})
 			},
 		}
+		if addFlags != nil {
+			addFlags(cmd)
+		}
+		return cmd
 	}
 }
+
+func nameParams(name string) any { return api.NameParams{Name: name} }
+
+var stopForce bool
 
 var (
-	newVMStartCmd   = newVMLifecycleCmd("start", "Boot stopped VMs", api.MethodVMStart)
-	newVMRestartCmd = newVMLifecycleCmd("restart", "Stop and boot VMs again", api.MethodVMRestart)
+	newVMStartCmd   = newVMLifecycleCmd("start", "Boot stopped VMs", api.MethodVMStart, nameParams, nil)
+	newVMRestartCmd = newVMLifecycleCmd("restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams, nil)
+	newVMStopCmd    = newVMLifecycleCmd("stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
+		func(name string) any { return api.VMStopParams{Name: name, Force: stopForce} },
+		func(c *cobra.Command) { c.Flags().BoolVarP(&stopForce, "force", "f", false, "kill the VMM at once") })
 )
-
-func newVMStopCmd() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "stop NAME...",
-		Short: "Stop VMs (the guest powers off cleanly; --force kills the VMM)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
-				if err := call(ctx, api.MethodVMStop, api.VMStopParams{Name: name, Force: force}, nil); err != nil {
-					return err
-				}
-				fmt.Println(name)
-				return nil
-			})
-		},
-	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM at once")
-	return cmd
-}
 
 func newVMExecCmd() *cobra.Command {
 	var tty bool

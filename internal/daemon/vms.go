@@ -258,40 +258,30 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 
 // DeleteVM removes a VM: its files and its row. A running VM needs force.
 func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (model.VMRecord, error) {
-	rec, err := s.find(ctx, name)
-	if err != nil {
-		return rec, err
-	}
-	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
-	if err != nil {
-		return rec, err
-	}
-	defer unlock()
-	op := s.d.beginOperation(ctx, "vm.delete", "vm_id", rec.ID, "vm", rec.Name)
-	// Re-read under the lock: a start may have finished while we waited.
-	if rec, err = s.d.store.GetVM(ctx, rec.ID); err != nil {
-		return rec, op.fail(err)
-	}
-	if isActive(rec.State) {
-		if !force {
-			return rec, op.fail(api.Errorf(api.KindConflict, "VM %q is %s: stop it first or use `banger vm rm -f %s`", rec.Name, rec.State, rec.Name))
+	return s.withVM(ctx, name, func(rec model.VMRecord) (model.VMRecord, error) {
+		op := s.d.beginOperation(ctx, "vm.delete", "vm_id", rec.ID, "vm", rec.Name)
+		if isActive(rec.State) {
+			if !force {
+				return rec, op.fail(api.Errorf(api.KindConflict, "VM %q is %s: stop it first or use `banger vm rm -f %s`", rec.Name, rec.State, rec.Name))
+			}
+			op.stage("stop", "force-stopping "+rec.Name)
+			var err error
+			if rec, err = s.stopLocked(ctx, op, rec, true); err != nil {
+				return rec, op.fail(err)
+			}
 		}
-		op.stage("stop", "force-stopping "+rec.Name)
-		if rec, err = s.stopLocked(ctx, op, rec, true); err != nil {
+		op.stage("remove", rec.Name)
+		if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
 			return rec, op.fail(err)
 		}
-	}
-	op.stage("remove", rec.Name)
-	if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
-		return rec, op.fail(err)
-	}
-	// The row goes first: a crash between the two leaves an orphan
-	// directory that reconcile removes, never a row pointing at nothing.
-	if rec.Runtime.Dir != "" {
-		os.RemoveAll(rec.Runtime.Dir)
-	}
-	op.done()
-	return rec, nil
+		// The row goes first: a crash between the two leaves an orphan
+		// directory that reconcile removes, never a row pointing at nothing.
+		if rec.Runtime.Dir != "" {
+			os.RemoveAll(rec.Runtime.Dir)
+		}
+		op.done()
+		return rec, nil
+	})
 }
 
 func isActive(st model.VMState) bool {
