@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -84,7 +87,7 @@ func startDaemonProcArgs(t *testing.T, stateDir, runDir string, extra ...string)
 	if len(extra) >= 2 && extra[0] == "--netns" {
 		d.cmd = exec.Command("ip", append([]string{"netns", "exec", extra[1], bangerBin}, args...)...)
 	} else {
-		d.cmd = exec.Command(bangerBin, append(args, "--bridge-ip", "10.201.0.1/24")...)
+		d.cmd = exec.Command(bangerBin, append(append(args, "--bridge-ip", "10.201.0.1/24"), extra...)...)
 	}
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
@@ -346,4 +349,57 @@ func TestKilledMidPull(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCLIParallelKernelPull runs 8 `banger kernel pull` processes for one
+// catalog kernel served slowly over loopback: one fetch, one success, seven
+// "already pulled", never a parse error.
+func TestCLIParallelKernelPull(t *testing.T) {
+	body := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 56)...)
+	body = append(body, []byte("Linux version 6.1.0-par (test@banger) #1 SMP\x00")...)
+	body = append(body, bytes.Repeat([]byte("k"), 1<<20)...)
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gets.Add(1)
+		for i := 0; i < len(body); i += len(body) / 8 {
+			w.Write(body[i:min(i+len(body)/8, len(body))])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	sum := sha256.Sum256(body)
+	dir := t.TempDir()
+	cat := filepath.Join(dir, "kernels.json")
+	os.WriteFile(cat, []byte(fmt.Sprintf(`{"kernels":[{"name":"k1","description":"test","source":{"type":"url","url":%q,"sha256":%q}}]}`, srv.URL+"/vmlinux", hex.EncodeToString(sum[:]))), 0o644)
+	d := startDaemonProcArgs(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"), "--kernel-catalog", cat)
+	var wg sync.WaitGroup
+	var ok, already atomic.Int32
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, stderr, err := d.run("kernel", "pull", "k1")
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case strings.Contains(stderr, "already pulled"):
+				already.Add(1)
+			default:
+				t.Errorf("kernel pull: %v %s", err, stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || already.Load() != 7 || gets.Load() != 1 {
+		t.Fatalf("ok=%d already=%d GETs=%d; want 1, 7, 1", ok.Load(), already.Load(), gets.Load())
+	}
+	out, _, _ := d.run("kernel", "ls", "-o", "json")
+	if !strings.Contains(out, `"release": "6.1.0-par"`) {
+		t.Fatalf("kernel ls: %s", out)
+	}
+	_, stderr, err := d.run("kernel", "pull", "nosuch")
+	if err == nil || !strings.Contains(stderr, "k1") || !strings.Contains(stderr, "debian-cloud-amd64") {
+		t.Fatalf("unknown kernel should list the catalog: %v %s", err, stderr)
+	}
 }

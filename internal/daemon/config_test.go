@@ -1,0 +1,45 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.toml")
+	os.WriteFile(p, []byte("state_dir = \"/srv/banger\"\nbridge_ip = \"10.5.0.1/16\"\nvmm = \"qemu\"\nready_timeout = \"45s\"\n"), 0o644)
+	c := DefaultConfig()
+	if err := LoadConfigFile(&c, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/srv/banger" || c.VMM != "qemu" || c.BridgePrefix().Bits() != 16 || c.readyTimeout().Seconds() != 45 {
+		t.Fatalf("%+v", c)
+	}
+	if c.Socket != "/run/banger/banger.sock" {
+		t.Fatalf("socket default %q", c.Socket)
+	}
+	os.WriteFile(p, []byte("stat_dir = \"/x\"\n"), 0o644)
+	if err := LoadConfigFile(&c, p); err == nil || !strings.Contains(err.Error(), "stat_dir") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.VMM = "vbox" },
+		func(c *Config) { c.BridgeIP = "10.0.0.0/24" },
+		func(c *Config) { c.BridgeIP = "10.0.0.1/31" },
+		func(c *Config) { c.LogFormat = "xml" },
+		func(c *Config) { c.ReadyTimeout = "soon" },
+		func(c *Config) { c.BridgeName = "a-very-long-bridge-name" },
+	} {
+		c := DefaultConfig()
+		bad(&c)
+		if err := c.Finish(); err == nil {
+			t.Errorf("accepted %+v", c)
+		}
+	}
+}
