@@ -1,0 +1,125 @@
+# Fixtures for the smoke suite, cached under $SMOKE_CACHE and keyed by their
+# inputs (sourced by run.sh; uses ROOT, BANGER, FIXTURE, SMOKE_CACHE, log).
+#
+#   busybox-<key>/          OCI layout of the busybox-static test image
+#                           (key: busybox-static version + testfixture code)
+#   state-<key>/            a daemon state dir snapshot taken with the daemon
+#                           stopped, after `kernel pull debian-cloud-amd64`,
+#                           `image import <busybox layout> --name busybox` and
+#                           `image pull debian-bookworm` (debootstrap). Each run
+#                           copies it (cp -a) into its own state dir before its
+#                           daemon starts. The store records image dirs as
+#                           absolute paths, so the copy's rows are rewritten
+#                           (sqlite3) from the snapshot's origin path to the
+#                           run's; origin is in state-<key>.origin.
+#                           (key: kernel package version, debootstrap and
+#                           busybox versions, image catalog, image/kernel/store
+#                           code)
+#   kernel-<key>.tar.gz     vmlinuz + modules/ of the snapshot's kernel, a
+#                           url-type kernel bundle served over loopback HTTP for
+#                           kernel_pull; .sha256 beside it.
+#
+# Building state-<key> needs the host's apt mirrors (apt-get download,
+# debootstrap), which a fresh network namespace cannot reach, so that one
+# daemon runs in the root namespace. It only pulls: the daemon creates no
+# bridge, tap, route or nftables rule until a VM starts, and this script
+# starts none there. Before starting it we check the root namespace holds no
+# banger taps or nftables table, so its startup reconcile has nothing to
+# remove either.
+
+fixture_hash() { sha256sum | cut -c1-16; }
+
+src_hash() {
+	(cd "$ROOT" && find "$@" -name '*.go' ! -name '*_test.go' -print0 2>/dev/null | sort -z | xargs -0 cat 2>/dev/null) | sha256sum | cut -c1-16
+}
+
+pkg_version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo none; }
+
+kernel_pkg_version() {
+	local p
+	p=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image/{print $2; exit}')
+	echo "$p=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/{print $2}')"
+}
+
+fixtures_ensure() {
+	local kbb kst
+	kbb=$(printf '%s\n' "$(pkg_version busybox-static)" "$(src_hash internal/testfixture cmd/banger-fixture)" | fixture_hash)
+	kst=$(printf '%s\n' "$kbb" "$(kernel_pkg_version)" "$(pkg_version debootstrap)" \
+		"$(cat "$ROOT"/internal/imagecat/*.json | sha256sum)" \
+		"$(src_hash internal/imagebuild internal/imagecat internal/kernelcat internal/store internal/model internal/disk)" | fixture_hash)
+	FIX_LAYOUT=$SMOKE_CACHE/busybox-$kbb
+	FIX_SNAPSHOT=$SMOKE_CACHE/state-$kst
+	FIX_KBUNDLE=$SMOKE_CACHE/kernel-$kst.tar.gz
+
+	if [[ ! -f $FIX_LAYOUT/index.json ]]; then
+		log "fixture: busybox OCI layout -> $FIX_LAYOUT"
+		rm -rf "$FIX_LAYOUT.tmp"
+		"$FIXTURE" busybox-layout "$FIX_LAYOUT.tmp" || return 1
+		mv "$FIX_LAYOUT.tmp" "$FIX_LAYOUT" || return 1
+	fi
+	if [[ ! -f $FIX_SNAPSHOT.origin ]]; then
+		build_snapshot || return 1
+	fi
+	if [[ ! -f $FIX_KBUNDLE.sha256 ]]; then
+		log "fixture: kernel bundle -> $FIX_KBUNDLE"
+		local kd=$FIX_SNAPSHOT/kernels/debian-cloud-amd64 tmp
+		tmp=$(mktemp -d "$SMOKE_CACHE/.kb.XXXXXX")
+		cp "$kd/vmlinuz" "$tmp/vmlinuz" && cp -a "$kd/modules" "$tmp/modules" &&
+			tar -C "$tmp" -czf "$FIX_KBUNDLE.tmp" vmlinuz modules &&
+			mv "$FIX_KBUNDLE.tmp" "$FIX_KBUNDLE" &&
+			sha256sum "$FIX_KBUNDLE" | cut -d' ' -f1 >"$FIX_KBUNDLE.sha256.tmp" &&
+			mv "$FIX_KBUNDLE.sha256.tmp" "$FIX_KBUNDLE.sha256"
+		local rc=$?
+		rm -rf "$tmp"
+		((rc == 0)) || return 1
+	fi
+	log "fixtures ready (cache $SMOKE_CACHE)"
+}
+
+build_snapshot() {
+	log "fixture: state snapshot (kernel pull + debootstrap image, ~2 min) -> $FIX_SNAPSHOT"
+	if ip -o link show 2>/dev/null | grep -q ': bgr'; then
+		log "root namespace has banger taps (bgr*): refusing to start the fixture daemon there"
+		return 1
+	fi
+	if nft list table inet banger >/dev/null 2>&1; then
+		log "root namespace has an nftables table 'inet banger': refusing to start the fixture daemon there"
+		return 1
+	fi
+	local b=$SMOKE_CACHE/.build
+	rm -rf "$b" "$FIX_SNAPSHOT"
+	mkdir -p "$b/run"
+	"$BANGER" daemon --state-dir "$b/state" --runtime-dir "$b/run" --bridge-name bsmkfix0 >"$b/daemon.log" 2>&1 &
+	FIXDAEMON_PID=$!
+	local sock=$b/run/banger.sock i ok=0
+	for i in $(seq 1 100); do
+		"$BANGER" --socket "$sock" version 2>/dev/null | grep -qi daemon && { ok=1; break; }
+		sleep 0.2
+	done
+	if ((ok)); then
+		ok=0
+		"$BANGER" --socket "$sock" kernel pull debian-cloud-amd64 &&
+			"$BANGER" --socket "$sock" image import "$FIX_LAYOUT" --name busybox &&
+			"$BANGER" --socket "$sock" image pull debian-bookworm &&
+			"$BANGER" --socket "$sock" image ls && ok=1
+	fi
+	kill -TERM "$FIXDAEMON_PID" 2>/dev/null
+	wait "$FIXDAEMON_PID" 2>/dev/null
+	FIXDAEMON_PID=
+	if ((!ok)); then
+		tail -20 "$b/daemon.log"
+		return 1
+	fi
+	rm -rf "$b/run" "$b/state/vms"
+	mv "$b/state" "$FIX_SNAPSHOT" || return 1
+	echo "$b/state" >"$FIX_SNAPSHOT.origin"
+	rm -rf "$b"
+}
+
+# snapshot_restore DIR: a private copy of the snapshot for this run's daemon.
+snapshot_restore() {
+	local dst=$1 origin
+	origin=$(cat "$FIX_SNAPSHOT.origin")
+	cp -a --sparse=always "$FIX_SNAPSHOT" "$dst" || return 1
+	sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$origin/', '\"$dst/');" || return 1
+}

@@ -1,0 +1,36 @@
+# SIGKILL the daemon while VMs run, start it again in the same namespace:
+# running VMs are re-adopted (exec works, NAT and DNS still there), a VM whose
+# VMM died meanwhile is marked stopped, and new VMs can be made.
+CLASS=global
+COST=40
+
+run() {
+	local a b dpid pa pb ipa
+	a=$(uniq_name dra)
+	b=$(uniq_name drb)
+	vm_create "$a" --image busybox --nat
+	vm_create "$b" --image busybox
+	pa=$(vm_pid "$a")
+	pb=$(vm_pid "$b")
+	ipa=$(vm_ip "$a")
+	dpid=$(bg version | sed -n 's/.*daemon .*(pid \([0-9]*\).*/\1/p')
+	[[ -n $dpid ]] || fail "no daemon pid in banger version"
+	step "SIGKILL daemon $dpid; then kill $b's VMM ($pb)"
+	kill -KILL "$dpid"
+	for i in $(seq 1 20); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.25; done
+	kill -0 "$pa" || fail "VMM of $a died with the daemon"
+	kill -KILL "$pb"
+	step "restart the daemon"
+	start_daemon || fail "daemon did not come back; log: $(tail -20 "$WORK/daemon.log")"
+	assert_eq running "$(vm_state "$a")" "state of $a after restart"
+	assert_eq "$pa" "$(vm_pid "$a")" "VMM pid of $a (re-adopted)"
+	assert_eq ok "$(x "$a" echo ok)" "exec in $a after restart"
+	assert_eq stopped "$(vm_state "$b")" "state of $b (VMM killed while the daemon was down)"
+	assert_eq "$UPLINK_TOKEN" "$(x "$a" wget -q -T 10 -O - http://192.0.2.1/)" "NAT of $a after restart"
+	assert_eq "$ipa" "$(ip netns exec "$NS_D" dig +short +time=2 +tries=2 @172.30.0.1 "$a.vm" A)" "DNS of $a after restart"
+	step "start $b again"
+	bg vm start "$b"
+	assert_eq ok "$(x "$b" echo ok)" "exec in $b"
+	bg vm stop "$a"
+	assert_not_contains "$(ip netns exec "$NS_D" nft list ruleset)" "$ipa" "nft ruleset after stopping $a"
+}
