@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -78,6 +79,14 @@ func TestStartTimeAndAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Kill()
+	// Spawn returns after fork; wait for the exec of sleep so /proc/<pid>/
+	// cmdline is stable (it reads empty mid-execve).
+	for i := 0; i < 100; i++ {
+		if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID())); bytes.HasPrefix(cl, []byte("sleep")) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	st, err := StartTime(p.PID())
 	if err != nil || st != p.StartTime() || st == 0 {
 		t.Fatalf("StartTime = %d, %v; spawn recorded %d", st, err, p.StartTime())

@@ -209,8 +209,13 @@ func TestPowerButton(t *testing.T) {
 	kf := cloudKernel(t)
 	mods := kf.modules(t, "evdev", "button")
 	// dd returns after the first input event (24 bytes) on the power button.
-	script := `$B echo WAITING-FOR-POWER
-$B dd if=/dev/input/event0 of=/dev/null bs=24 count=1 2>/dev/null
+	// It must have the device open before the host presses the button
+	// (events before open are not delivered), so the marker comes after it
+	// started, with a margin for a loaded TCG guest.
+	script := `$B dd if=/dev/input/event0 of=/dev/null bs=24 count=1 2>/dev/null &
+$B sleep 3
+$B echo WAITING-FOR-POWER
+wait
 $B echo POWER-BUTTON-PRESSED`
 	s := spec(t, kf, initramfs(t, mods, script))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
