@@ -16,14 +16,12 @@
 package imagecat
 
 import (
-	"bytes"
+	"banger/internal/catalog"
 	_ "embed"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
 	"regexp"
-	"sort"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -94,47 +92,22 @@ func LoadFile(path string) (*Catalog, error) {
 
 func parse(data []byte) (*Catalog, error) {
 	var c Catalog
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("parse JSON (want {\"images\": [{\"name\", \"kernel\", \"source\": {\"type\": \"oci\"|\"debootstrap\"|\"bundle\", …}}]}): %w", err)
+	if err := catalog.Decode(data, &c, "{\"images\": [{\"name\", \"kernel\", \"source\": {\"type\": \"oci\"|\"debootstrap\"|\"bundle\", …}}]}"); err != nil {
+		return nil, err
 	}
-	seen := map[string]bool{}
-	for i, e := range c.Images {
-		if err := ValidateEntry(e); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-		if seen[e.Name] {
-			return nil, fmt.Errorf("entry %d: duplicate image name %q", i, e.Name)
-		}
-		seen[e.Name] = true
+	if err := catalog.Check(c.Images, "image", ValidateEntry); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
 
+// EntryName makes Entry a catalog.Named.
+func (e Entry) EntryName() string { return e.Name }
+
 // ValidateName checks an image catalog name: lowercase letters, digits,
 // '-', '.', '_', at most 63, starting and ending with a letter or digit (the
 // kernel name rule; '.' and '_' allow versions like "alpine-3.20").
-func ValidateName(n string) error {
-	if n == "" {
-		return fmt.Errorf("invalid image name %q: must not be empty", n)
-	}
-	if len(n) > 63 {
-		return fmt.Errorf("invalid image name %q: longer than 63 characters", n)
-	}
-	for i := 0; i < len(n); i++ {
-		c := n[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return fmt.Errorf("invalid image name %q: only lowercase letters, digits, '-', '.' and '_' are allowed (found %q)", n, string(rune(c)))
-		}
-	}
-	if !isAlnum(n[0]) || !isAlnum(n[len(n)-1]) {
-		return fmt.Errorf("invalid image name %q: must start and end with a letter or digit", n)
-	}
-	return nil
-}
-
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+func ValidateName(name string) error { return catalog.ValidateName("image", name) }
 
 var (
 	debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
@@ -227,47 +200,23 @@ func checkURL(s string) error {
 // Merge returns a new catalog: c's entries with override's added, an
 // override entry replacing c's entry of the same name in place.
 func (c *Catalog) Merge(override *Catalog) *Catalog {
-	out := &Catalog{}
-	idx := map[string]int{}
-	for _, src := range []*Catalog{c, override} {
-		if src == nil {
-			continue
-		}
-		for _, e := range src.Images {
-			e.Source.Packages = append([]string(nil), e.Source.Packages...)
-			if i, ok := idx[e.Name]; ok {
-				out.Images[i] = e
-				continue
-			}
-			idx[e.Name] = len(out.Images)
-			out.Images = append(out.Images, e)
-		}
+	out := &Catalog{Images: catalog.Merge(c.entries(), override.entries())}
+	// Copy the package lists so the result shares no slice with its inputs.
+	for i := range out.Images {
+		out.Images[i].Source.Packages = append([]string(nil), out.Images[i].Source.Packages...)
 	}
 	return out
 }
 
-// Lookup finds an entry by exact name.
-func (c *Catalog) Lookup(n string) (Entry, bool) {
-	if c == nil {
-		return Entry{}, false
-	}
-	for _, e := range c.Images {
-		if e.Name == n {
-			return e, true
-		}
-	}
-	return Entry{}, false
-}
-
-// Names lists entry names, sorted.
-func (c *Catalog) Names() []string {
+func (c *Catalog) entries() []Entry {
 	if c == nil {
 		return nil
 	}
-	out := make([]string, 0, len(c.Images))
-	for _, e := range c.Images {
-		out = append(out, e.Name)
-	}
-	sort.Strings(out)
-	return out
+	return c.Images
 }
+
+// Lookup finds an entry by exact name.
+func (c *Catalog) Lookup(name string) (Entry, bool) { return catalog.Lookup(c.entries(), name) }
+
+// Names lists entry names, sorted, for "unknown image; available: …" errors.
+func (c *Catalog) Names() []string { return catalog.Names(c.entries()) }

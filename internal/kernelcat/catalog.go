@@ -8,14 +8,12 @@
 package kernelcat
 
 import (
-	"bytes"
+	"banger/internal/catalog"
 	_ "embed"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
 	"regexp"
-	"sort"
 )
 
 // Source says where a kernel comes from.
@@ -83,48 +81,23 @@ func LoadFile(path string) (*Catalog, error) {
 
 func parse(data []byte) (*Catalog, error) {
 	var c Catalog
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("parse JSON (want {\"kernels\": [{\"name\", \"source\": {\"type\": \"deb\"|\"url\", …}}]}): %w", err)
+	if err := catalog.Decode(data, &c, "{\"kernels\": [{\"name\", \"source\": {\"type\": \"deb\"|\"url\", …}}]}"); err != nil {
+		return nil, err
 	}
-	seen := map[string]bool{}
-	for i, e := range c.Kernels {
-		if err := ValidateEntry(e); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-		if seen[e.Name] {
-			return nil, fmt.Errorf("entry %d: duplicate kernel name %q", i, e.Name)
-		}
-		seen[e.Name] = true
+	if err := catalog.Check(c.Kernels, "kernel", ValidateEntry); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
+
+// EntryName makes Entry a catalog.Named.
+func (e Entry) EntryName() string { return e.Name }
 
 // ValidateName checks a kernel name. The rule is model.ValidateVMName's
 // (lowercase letters, digits, '-', at most 63) plus '.' and '_', because
 // kernel names like "firecracker-6.1" carry versions. A name must start with
 // a letter or digit: names beginning with '.' are banger's temp dirs.
-func ValidateName(name string) error {
-	if name == "" {
-		return fmt.Errorf("invalid kernel name %q: must not be empty", name)
-	}
-	if len(name) > 63 {
-		return fmt.Errorf("invalid kernel name %q: longer than 63 characters", name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return fmt.Errorf("invalid kernel name %q: only lowercase letters, digits, '-', '.' and '_' are allowed (found %q)", name, string(rune(c)))
-		}
-	}
-	if !isAlnum(name[0]) || !isAlnum(name[len(name)-1]) {
-		return fmt.Errorf("invalid kernel name %q: must start and end with a letter or digit", name)
-	}
-	return nil
-}
-
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+func ValidateName(name string) error { return catalog.ValidateName("kernel", name) }
 
 var (
 	debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
@@ -182,49 +155,19 @@ func validateSource(name string, s Source) error {
 // Merge returns a new catalog: c's entries with override's added, an override
 // entry replacing c's entry of the same name in place. Neither input changes.
 func (c *Catalog) Merge(override *Catalog) *Catalog {
-	out := &Catalog{}
-	idx := map[string]int{}
-	if c != nil {
-		for _, e := range c.Kernels {
-			idx[e.Name] = len(out.Kernels)
-			out.Kernels = append(out.Kernels, e)
-		}
-	}
-	if override != nil {
-		for _, e := range override.Kernels {
-			if i, ok := idx[e.Name]; ok {
-				out.Kernels[i] = e
-				continue
-			}
-			idx[e.Name] = len(out.Kernels)
-			out.Kernels = append(out.Kernels, e)
-		}
-	}
+	out := &Catalog{Kernels: catalog.Merge(c.entries(), override.entries())}
 	return out
 }
 
-// Lookup finds an entry by exact name.
-func (c *Catalog) Lookup(name string) (Entry, bool) {
-	if c == nil {
-		return Entry{}, false
-	}
-	for _, e := range c.Kernels {
-		if e.Name == name {
-			return e, true
-		}
-	}
-	return Entry{}, false
-}
-
-// Names lists entry names, sorted, for "unknown kernel; available: …" errors.
-func (c *Catalog) Names() []string {
+func (c *Catalog) entries() []Entry {
 	if c == nil {
 		return nil
 	}
-	names := make([]string, 0, len(c.Kernels))
-	for _, e := range c.Kernels {
-		names = append(names, e.Name)
-	}
-	sort.Strings(names)
-	return names
+	return c.Kernels
 }
+
+// Lookup finds an entry by exact name.
+func (c *Catalog) Lookup(name string) (Entry, bool) { return catalog.Lookup(c.entries(), name) }
+
+// Names lists entry names, sorted, for "unknown kernel; available: …" errors.
+func (c *Catalog) Names() []string { return catalog.Names(c.entries()) }
