@@ -6,9 +6,13 @@ set -euo pipefail
 pkgs=(qemu-system-x86 e2fsprogs busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client ca-certificates make git)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive
+# The default kernel is fetched with `apt-get download`, which needs package
+# lists even when every tool is already installed.
+if ((${#missing[@]})) || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
   apt-get update -qq
+fi
+if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if ! command -v go >/dev/null; then
