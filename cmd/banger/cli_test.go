@@ -162,7 +162,7 @@ func TestCLIParallelCreates(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok, exists := 0, 0
-	sem := make(chan struct{}, 50) // bound concurrent processes on a 2-core box
+	sem := make(chan struct{}, 200) // all 200 CLI processes at once
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
 		go func(i int) {
