@@ -73,6 +73,14 @@ fixtures_ensure() {
 		rm -rf "$tmp"
 		((rc == 0)) || return 1
 	fi
+	# Entries for inputs that changed are dead weight: keep only the current.
+	local e
+	for e in "$SMOKE_CACHE"/busybox-* "$SMOKE_CACHE"/state-* "$SMOKE_CACHE"/kernel-*; do
+		case $e in
+		"$FIX_LAYOUT" | "$FIX_SNAPSHOT" | "$FIX_SNAPSHOT.origin" | "$FIX_KBUNDLE" | "$FIX_KBUNDLE.sha256") ;;
+		*) [[ -e $e ]] && rm -rf "$e" ;;
+		esac
+	done
 	log "fixtures ready (cache $SMOKE_CACHE)"
 }
 

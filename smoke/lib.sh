@@ -92,6 +92,13 @@ x() {
 	bg vm exec "$name" -- "$@"
 }
 
+# guest_http NAME HOST [PATH]: the body of http://HOST/PATH fetched from
+# inside the guest with busybox nc (busybox-static's wget segfaults in the
+# guest: exit 139). Fails if the connection fails.
+guest_http() {
+	x "$1" sh -c "printf 'GET /${3:-} HTTP/1.0\r\nHost: $2\r\n\r\n' | nc -w 5 $2 80 >/tmp/http.out && sed '1,/^\r\?\$/d' /tmp/http.out"
+}
+
 # vm_field NAME FIELD: one field of the VM's `vm ls -a -o json` entry
 # (empty if there is no such VM or field).
 vm_field() {
@@ -130,7 +137,7 @@ cleanup_tracked() {
 			"$BANGER" --socket "$SOCK" vm rm -f "$n" >/dev/null 2>&1
 		done
 	fi
-	if ((rc != 0)) && [[ -n ${FAIL_HOOK:-} ]]; then $FAIL_HOOK; fi
+	if ((rc != 0)) && [[ -n ${FAIL_HOOK:-} ]]; then eval "$FAIL_HOOK" >/dev/null 2>&1; fi
 	exit $rc
 }
 

@@ -139,7 +139,7 @@ cat >"$WORK/kernels.json" <<EOF
 EOF
 cat >"$WORK/config.toml" <<EOF
 # smoke: a boot that cannot become ready fails after this long (vm_boot_failure)
-ready_timeout = "90s"
+ready_timeout = "60s"
 EOF
 SOCK=$RT/banger.sock
 start_daemon() {
@@ -160,7 +160,7 @@ log "daemon in $NS_D, state $STATE"
 start_daemon || { tail -20 "$WORK/daemon.log"; die "daemon did not answer on $SOCK"; }
 for i in $(seq 1 50); do nsd curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && break; sleep 0.2; done
 
-export BANGER SOCK STATE WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE
+export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE
 export BANGER_SOCKET=$SOCK
 export -f start_daemon nsd nsu log
 export T0

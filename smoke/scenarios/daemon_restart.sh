@@ -1,6 +1,7 @@
 # SIGKILL the daemon while VMs run, start it again in the same namespace:
 # running VMs are re-adopted (exec works, NAT and DNS still there), a VM whose
-# VMM died meanwhile is marked stopped, and new VMs can be made.
+# VMM died meanwhile is marked stopped, and new VMs can be made. (Starting
+# the dead VM again is vm_unclean_stop's subject.)
 CLASS=global
 COST=40
 
@@ -26,11 +27,15 @@ run() {
 	assert_eq "$pa" "$(vm_pid "$a")" "VMM pid of $a (re-adopted)"
 	assert_eq ok "$(x "$a" echo ok)" "exec in $a after restart"
 	assert_eq stopped "$(vm_state "$b")" "state of $b (VMM killed while the daemon was down)"
-	assert_eq "$UPLINK_TOKEN" "$(x "$a" wget -q -T 10 -O - http://192.0.2.1/)" "NAT of $a after restart"
+	assert_eq "$UPLINK_TOKEN" "$(guest_http "$a" 192.0.2.1)" "NAT of $a after restart"
 	assert_eq "$ipa" "$(ip netns exec "$NS_D" dig +short +time=2 +tries=2 @172.30.0.1 "$a.vm" A)" "DNS of $a after restart"
-	step "start $b again"
-	bg vm start "$b"
-	assert_eq ok "$(x "$b" echo ok)" "exec in $b"
+	step "a new VM after the restart"
+	local c
+	c=$(uniq_name drc)
+	vm_create "$c" --image busybox
+	assert_eq ok "$(x "$c" echo ok)" "exec in $c"
+	bg vm rm "$b"
+	! vm_exists "$b" || fail "$b still listed after rm"
 	bg vm stop "$a"
 	assert_not_contains "$(ip netns exec "$NS_D" nft list ruleset)" "$ipa" "nft ruleset after stopping $a"
 }

@@ -17,8 +17,9 @@ run() {
 	n=$(uniq_name pullvm)
 	track "$n"
 	assert_contains "$(bg vm run --rm --name "$n" --image "$img" -- cat /etc/banger-fixture)" "$tag" "fixture marker in the guest"
-	step "pulling again is a no-op success"
-	bg image pull "$ref" --name "$img"
+	step "pulling again is refused, saying what to do"
+	must_fail bg image pull "$ref" --name "$img"
+	assert_contains "$OUT" "image rm $img" "error for pulling a pulled image"
 	assert_eq 1 "$(bg image ls | grep -c "^$img ")" "images named $img"
 	must_fail bg image pull "127.0.0.1:5000/smoke/none-$tag:v1"
 	assert_contains "$OUT" "none-$tag" "error for a missing repo"

@@ -14,8 +14,9 @@ run() {
 	n=$(uniq_name kvm)
 	track "$n"
 	assert_eq "$rel" "$(bg vm run --rm --name "$n" --image busybox --kernel smoke-url -- uname -r)" "guest kernel release"
-	step "kernel pull again: already there, success"
-	bg kernel pull smoke-url
+	step "kernel pull again: refused, saying what to do"
+	must_fail bg kernel pull smoke-url
+	assert_contains "$OUT" "kernel rm smoke-url" "error for pulling a pulled kernel"
 	bg kernel rm smoke-url
 	assert_not_contains "$(bg kernel ls)" "smoke-url" "kernel ls after rm"
 	must_fail bg kernel pull no-such-kernel-xyz

@@ -20,7 +20,7 @@ run() {
 	assert_contains "$OUT" "console" "boot failure error"
 	assert_contains "$OUT" "banger-init" "console tail in the error"
 	assert_eq error "$(vm_state "$n")" "state of the failed VM"
-	assert_contains "$(bg vm logs "$n")" "Linux version" "vm logs of the failed VM"
+	assert_contains "$(bg vm logs "$n")" "banger-init: boot failed" "vm logs of the failed VM"
 	bg vm rm -f "$n"
 	bg kernel rm "$k"
 }

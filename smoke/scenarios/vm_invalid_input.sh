@@ -18,7 +18,7 @@ run() {
 		assert_contains "$OUT" "$2" "error for $1 $2"
 		! vm_exists "$n" || fail "VM $n exists after a rejected create ($1 $2)"
 	}
-	check --vcpu 0
+	check --vcpu -1
 	check --vcpu 4096
 	check --memory 1
 	check --system-overlay-size lots

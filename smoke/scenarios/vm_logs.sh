@@ -7,7 +7,7 @@ run() {
 	n=$(uniq_name logs)
 	vm_create "$n" --image busybox
 	assert_contains "$(bg vm logs "$n")" "banger-init" "console log"
-	assert_contains "$(bg vm logs "$n")" "Linux version" "console log"
+	assert_contains "$(bg vm logs "$n")" "banger-init: ready" "console log"
 	f=$WORK/out/$n.follow
 	bg vm logs -f "$n" >"$f" 2>&1 &
 	local fp=$!

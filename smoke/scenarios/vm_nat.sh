@@ -13,9 +13,9 @@ run() {
 	ipa=$(vm_ip "$a")
 	assert_contains "$(ip netns exec "$NS_D" nft list ruleset)" "$ipa" "nft ruleset with $a running"
 	step "$a fetches http://192.0.2.1/"
-	assert_eq "$UPLINK_TOKEN" "$(x "$a" wget -q -T 10 -O - http://192.0.2.1/)" "page fetched through NAT"
+	assert_eq "$UPLINK_TOKEN" "$(guest_http "$a" 192.0.2.1)" "page fetched through NAT"
 	step "$b (no --nat) cannot"
-	must_fail bg vm exec "$b" -- wget -q -T 5 -O - http://192.0.2.1/
+	must_fail guest_http "$b" 192.0.2.1
 	step "both reach the bridge address"
 	x "$b" ping -c 1 -W 5 172.30.0.1 >/dev/null || fail "$b cannot ping the bridge"
 	step "stop $a: no nft element for $ipa"
@@ -23,5 +23,5 @@ run() {
 	assert_not_contains "$(ip netns exec "$NS_D" nft list ruleset)" "$ipa" "nft ruleset after stopping $a"
 	step "start $a again: NAT is back"
 	bg vm start "$a"
-	assert_eq "$UPLINK_TOKEN" "$(x "$a" wget -q -T 10 -O - http://192.0.2.1/)" "page fetched after restart"
+	assert_eq "$UPLINK_TOKEN" "$(guest_http "$a" 192.0.2.1)" "page fetched after restart"
 }

@@ -10,7 +10,7 @@ run() {
 	vm_create "$n" --image busybox
 	assert_eq "$n" "$(bg vm ssh "$n" -- hostname </dev/null)" "hostname over vm ssh"
 	set +e
-	bg vm ssh "$n" -- sh -c 'exit 5' </dev/null
+	bg vm ssh "$n" -- exit 5 </dev/null
 	rc=$?
 	set -e
 	assert_eq 5 "$rc" "exit status over vm ssh"
