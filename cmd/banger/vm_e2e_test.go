@@ -362,3 +362,26 @@ func TestNATVMsAfterDaemonKill(t *testing.T) {
 		t.Fatalf("n2 after restart: %q", out)
 	}
 }
+
+// TestKeyRotation: a VM created before `ssh-key rotate` gets the new key
+// at its next start (its own keys kept); a VM created after has it at once.
+func TestKeyRotation(t *testing.T) {
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "old")
+	e.mustRun(t, "vm", "exec", "old", "--", "sh", "-c", "echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGuserownkeyuserownkeyuserownkeyuserownkey00 me@laptop' >> /root/.ssh/authorized_keys")
+	e.mustRun(t, "vm", "stop", "old")
+	e.mustRun(t, "ssh-key", "rotate")
+	e.mustRun(t, "vm", "start", "old")
+	keys := e.mustRun(t, "vm", "exec", "old", "--", "cat", "/root/.ssh/authorized_keys")
+	pub, err := os.ReadFile(filepath.Join(e.stateDir, "ssh", "id_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(keys, strings.TrimSpace(string(pub))) || !strings.Contains(keys, "me@laptop") {
+		t.Fatalf("authorized_keys after rotation:\n%s", keys)
+	}
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "new")
+	if got := e.mustRun(t, "vm", "exec", "new", "--", "cat", "/root/.ssh/authorized_keys"); strings.TrimSpace(got) != strings.TrimSpace(string(pub)) {
+		t.Fatalf("new VM keys %q, want exactly the new key", got)
+	}
+}

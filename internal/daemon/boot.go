@@ -235,15 +235,7 @@ func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img m
 // created). The user's other keys stay.
 func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string) error {
 	_, pub := s.d.keys.current()
-	have, err := imagebuild.AuthorizedKeysOnDisk(ctx, work)
-	if err == nil && strings.Contains(string(have), strings.TrimSpace(string(pub))) {
-		return nil
-	}
-	keys := append([]byte(strings.TrimRight(string(have), "\n")+"\n"), pub...)
-	if len(have) == 0 {
-		keys = pub
-	}
-	if _, err := imagebuild.SetAuthorizedKey(ctx, work, keys); err != nil {
+	if _, err := imagebuild.AddAuthorizedKey(ctx, work, pub); err != nil {
 		return fmt.Errorf("authorize the daemon's key on the work disk: %w", err)
 	}
 	return nil

@@ -1,10 +1,15 @@
 package imagebuild
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/crypto/ssh"
 
 	"banger/internal/disk"
 )
@@ -134,4 +139,42 @@ func SetAuthorizedKey(ctx context.Context, img string, authorizedKey []byte) (st
 		return "", err
 	}
 	return fp, nil
+}
+
+// AddAuthorizedKey makes sure a stopped VM's work disk authorizes key (one
+// OpenSSH public key line), keeping every key already there: after `ssh-key
+// rotate` an existing VM gets the new key at its next start without losing
+// the user's own keys. It reports whether the disk changed.
+func AddAuthorizedKey(ctx context.Context, img string, key []byte) (bool, error) {
+	line, _, err := parseKey(key)
+	if err != nil {
+		return false, err
+	}
+	want, _, _, _, err := ssh.ParseAuthorizedKey(line)
+	if err != nil {
+		return false, err
+	}
+	have, err := AuthorizedKeysOnDisk(ctx, img)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	for rest := have; len(rest) > 0; {
+		k, _, _, next, err := ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			break
+		}
+		if bytes.Equal(k.Marshal(), want.Marshal()) {
+			return false, nil
+		}
+		rest = next
+	}
+	content := append([]byte{}, have...)
+	if len(content) > 0 && content[len(content)-1] != '\n' {
+		content = append(content, '\n')
+	}
+	content = append(content, line...)
+	if err := installKey(ctx, img, content); err != nil {
+		return false, err
+	}
+	return true, disk.SyncFile(img)
 }

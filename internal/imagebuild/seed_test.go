@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -203,5 +204,35 @@ func TestWorkSeedTornRead(t *testing.T) {
 	// 20 refreshes starting with B end on A.
 	if got, _ := AuthorizedKeysOnDisk(ctx, seed); string(got) != wantA {
 		t.Fatalf("final seed key %q", got)
+	}
+}
+
+func TestAddAuthorizedKey(t *testing.T) {
+	needE2fs(t)
+	keyA, keyB := testKey(t), testKey(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(src, ".ssh", "authorized_keys"), append([]byte("# user's own\n"), keyA...), 0o600)
+	img := filepath.Join(dir, "work.ext4")
+	if err := disk.MkfsExt4FromDir(context.Background(), src, img, 32<<20, "work"); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := AddAuthorizedKey(context.Background(), img, keyA)
+	if err != nil || changed {
+		t.Fatalf("key already there: changed=%v err=%v", changed, err)
+	}
+	if changed, err = AddAuthorizedKey(context.Background(), img, keyB); err != nil || !changed {
+		t.Fatalf("new key: changed=%v err=%v", changed, err)
+	}
+	got, _ := AuthorizedKeysOnDisk(context.Background(), img)
+	if !bytes.Contains(got, bytes.TrimSpace(keyA)) || !bytes.Contains(got, bytes.TrimSpace(keyB)) || !bytes.Contains(got, []byte("# user's own")) {
+		t.Fatalf("authorized_keys now:\n%s", got)
+	}
+	if err := disk.Fsck(context.Background(), img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddAuthorizedKey(context.Background(), img, []byte("not a key")); err == nil {
+		t.Fatal("accepted junk")
 	}
 }
