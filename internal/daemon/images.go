@@ -216,9 +216,31 @@ func (s *ImageService) pullCatalogLocked(ctx context.Context, e imagecat.Entry) 
 		return s.pullRefLocked(ctx, e.Source.Ref, e.Name, kernel)
 	case "debootstrap":
 		return s.buildDebootstrapLocked(ctx, e, kernel)
+	case "bundle":
+		return s.fetchBundleLocked(ctx, e, kernel)
 	default:
 		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image %q: source type %q is not supported by this build", e.Name, e.Source.Type)
 	}
+}
+
+func (s *ImageService) fetchBundleLocked(ctx context.Context, e imagecat.Entry, kernel string) (model.Image, error) {
+	op := s.d.beginOperation(ctx, "image.pull", "image", e.Name, "bundle", e.Source.URL)
+	work, err := s.tempDir()
+	if err != nil {
+		return model.Image{}, op.fail(err)
+	}
+	defer os.RemoveAll(work)
+	op.stage("pull_bundle", e.Source.URL)
+	res, err := imagebuild.FetchBundle(ctx, e.Source.URL, e.Source.SHA256, s.buildOptions(ctx, work))
+	if err != nil {
+		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "pull image %q: %v", e.Name, err))
+	}
+	img, err := s.publishImage(ctx, res, model.Image{Name: e.Name, Source: "bundle:" + e.Source.URL, Kernel: kernel})
+	if err != nil {
+		return img, op.fail(err)
+	}
+	op.done()
+	return img, nil
 }
 
 func (s *ImageService) buildDebootstrapLocked(ctx context.Context, e imagecat.Entry, kernel string) (model.Image, error) {
