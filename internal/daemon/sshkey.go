@@ -78,7 +78,7 @@ func (k *sshKeys) rotate() error {
 func (k *sshKeys) current() (ssh.Signer, []byte) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.signer, k.pub
+	return k.signer, append([]byte(nil), k.pub...) // callers may not share the array
 }
 
 func (k *sshKeys) fingerprint() string {

@@ -164,7 +164,10 @@ func parseKey(key []byte) ([]byte, string, error) {
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, "", errors.New("authorized key has trailing data: pass exactly one OpenSSH public key line")
 	}
-	return append(line, '\n'), ssh.FingerprintSHA256(pub), nil
+	// A fresh slice: line shares the caller's array, which other builds
+	// may be reading (appending in place would write into it).
+	out := append(append(make([]byte, 0, len(line)+1), line...), '\n')
+	return out, ssh.FingerprintSHA256(pub), nil
 }
 
 func truncate(s string, n int) string {
