@@ -13,6 +13,8 @@ build:
 test: build
 	$(GO) vet ./...
 	$(GO) test -p 1 -timeout 60m ./...
+	# The concurrent core again under the race detector (needs cgo).
+	CGO_ENABLED=1 $(GO) test -race -timeout 20m ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
 
 bench: build
 	./scripts/bench.sh
