@@ -52,14 +52,29 @@ func (s *VMService) resolveImage(ctx context.Context, op *operation, spec *model
 	spec.ImageID = img.ID
 	spec.Image = img.Name
 	if spec.Kernel == "" {
-		spec.Kernel = img.Kernel
-	}
-	if spec.Kernel == "" {
-		spec.Kernel = kernelcat.DefaultKernel
+		spec.Kernel = s.d.defaultKernel(img.Kernel)
 	}
 	op.stage("resolve_kernel", spec.Kernel)
 	_, err = s.d.kernels.readOrAutoPullKernel(ctx, spec.Kernel)
 	return err
+}
+
+// firecrackerKernel is the catalog kernel used on Firecracker when the
+// image asks for the default one: Debian's cloud kernel finds its
+// virtio-mmio devices only through ACPI or the command line
+// (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is off), while Firecracker's CI
+// kernels are built for it. Unverified here (no KVM).
+const firecrackerKernel = "firecracker-6.1"
+
+// defaultKernel picks the kernel for an image whose VM named none.
+func (d *Daemon) defaultKernel(imageKernel string) string {
+	if imageKernel == "" {
+		imageKernel = kernelcat.DefaultKernel
+	}
+	if imageKernel == kernelcat.DefaultKernel && d.driver != nil && d.driver.Name() == "firecracker" {
+		return firecrackerKernel
+	}
+	return imageKernel
 }
 
 // vmRuntimeDir is a short per-VM socket dir (unix socket paths are capped

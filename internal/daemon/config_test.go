@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/kernelcat"
+	"banger/internal/vmm"
 )
 
 func TestConfigFile(t *testing.T) {
@@ -41,5 +44,28 @@ func TestConfigFile(t *testing.T) {
 		if err := c.Finish(); err == nil {
 			t.Errorf("accepted %+v", c)
 		}
+	}
+}
+
+// stubDriver only has a name: enough for defaultKernel.
+type stubDriver struct{ vmm.Driver }
+
+func (s stubDriver) Name() string { return "firecracker" }
+
+func TestDefaultKernelPerDriver(t *testing.T) {
+	d := &Daemon{}
+	if got := d.defaultKernel(""); got != kernelcat.DefaultKernel {
+		t.Fatalf("no driver: %s", got)
+	}
+	d.driver = stubDriver{}
+	if got := d.defaultKernel(""); got != firecrackerKernel {
+		t.Fatalf("firecracker: %s", got)
+	}
+	if got := d.defaultKernel("mine"); got != "mine" {
+		t.Fatalf("image's own kernel replaced: %s", got)
+	}
+	cat, _ := kernelcat.LoadEmbedded()
+	if _, ok := cat.Lookup(firecrackerKernel); !ok {
+		t.Fatalf("%s is not in the kernel catalog", firecrackerKernel)
 	}
 }
