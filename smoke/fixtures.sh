@@ -27,6 +27,18 @@
 # banger taps or nftables table, so its startup reconcile has nothing to
 # remove either.
 
+# waitfg CMD...: run CMD as a waited-for background job, so an INT/TERM trap in
+# run.sh fires at once (bash defers traps while a foreground child runs);
+# cleanup kills $FG_PID.
+waitfg() {
+	"$@" &
+	FG_PID=$!
+	wait "$FG_PID"
+	local rc=$?
+	FG_PID=
+	return $rc
+}
+
 fixture_hash() { sha256sum | cut -c1-16; }
 
 src_hash() {
@@ -54,7 +66,7 @@ fixtures_ensure() {
 	if [[ ! -f $FIX_LAYOUT/index.json ]]; then
 		log "fixture: busybox OCI layout -> $FIX_LAYOUT"
 		rm -rf "$FIX_LAYOUT.tmp"
-		"$FIXTURE" busybox-layout "$FIX_LAYOUT.tmp" || return 1
+		waitfg "$FIXTURE" busybox-layout "$FIX_LAYOUT.tmp" || return 1
 		mv "$FIX_LAYOUT.tmp" "$FIX_LAYOUT" || return 1
 	fi
 	if [[ ! -f $FIX_SNAPSHOT.origin ]]; then
@@ -65,7 +77,7 @@ fixtures_ensure() {
 		local kd=$FIX_SNAPSHOT/kernels/debian-cloud-amd64 tmp
 		tmp=$(mktemp -d "$SMOKE_CACHE/.kb.XXXXXX")
 		cp "$kd/vmlinuz" "$tmp/vmlinuz" && cp -a "$kd/modules" "$tmp/modules" &&
-			tar -C "$tmp" -czf "$FIX_KBUNDLE.tmp" vmlinuz modules &&
+			waitfg tar -C "$tmp" -czf "$FIX_KBUNDLE.tmp" vmlinuz modules &&
 			mv "$FIX_KBUNDLE.tmp" "$FIX_KBUNDLE" &&
 			sha256sum "$FIX_KBUNDLE" | cut -d' ' -f1 >"$FIX_KBUNDLE.sha256.tmp" &&
 			mv "$FIX_KBUNDLE.sha256.tmp" "$FIX_KBUNDLE.sha256"
@@ -106,9 +118,9 @@ build_snapshot() {
 	done
 	if ((ok)); then
 		ok=0
-		"$BANGER" --socket "$sock" kernel pull debian-cloud-amd64 &&
-			"$BANGER" --socket "$sock" image import "$FIX_LAYOUT" --name busybox &&
-			"$BANGER" --socket "$sock" image pull debian-bookworm &&
+		waitfg "$BANGER" --socket "$sock" kernel pull debian-cloud-amd64 &&
+			waitfg "$BANGER" --socket "$sock" image import "$FIX_LAYOUT" --name busybox &&
+			waitfg "$BANGER" --socket "$sock" image pull debian-bookworm &&
 			"$BANGER" --socket "$sock" image ls && ok=1
 	fi
 	kill -TERM "$FIXDAEMON_PID" 2>/dev/null
@@ -128,6 +140,6 @@ build_snapshot() {
 snapshot_restore() {
 	local dst=$1 origin
 	origin=$(cat "$FIX_SNAPSHOT.origin")
-	cp -a --sparse=always "$FIX_SNAPSHOT" "$dst" || return 1
+	waitfg cp -a --sparse=always "$FIX_SNAPSHOT" "$dst" || return 1
 	sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$origin/', '\"$dst/');" || return 1
 }

@@ -143,7 +143,13 @@ cleanup_tracked() {
 
 on_err() {
 	[[ $- == *e* ]] || return 0 # capture/must_fail: failure expected
-	echo "FAILED (exit $1) at ${BASH_SOURCE[1]##*/}:$2: $3"
+	local i=0 where=""
+	while caller $i >/dev/null; do
+		set -- "$@"
+		where+=" <- $(caller $i | awk '{n=split($3,p,"/"); print p[n]":"$1" ("$2")"}')"
+		i=$((i + 1))
+	done
+	echo "FAILED (exit $1): $3${where}"
 }
 
 scenario_main() {

@@ -71,6 +71,7 @@ cleanup() {
 	local p
 	for p in $(cat "$WORK"/pids/* 2>/dev/null); do kill -TERM -- "-$p" 2>/dev/null; done
 	wait 2>/dev/null
+	[[ -n ${FG_PID:-} ]] && kill -TERM "$FG_PID" 2>/dev/null
 	if [[ -n ${FIXDAEMON_PID:-} ]]; then kill -TERM "$FIXDAEMON_PID" 2>/dev/null; wait "$FIXDAEMON_PID" 2>/dev/null; fi
 	local ns i pids
 	for ns in "$NS_D" "$NS_U"; do
@@ -83,12 +84,20 @@ cleanup() {
 		done
 		ip netns del "$ns" 2>/dev/null
 	done
+	if [[ -n ${INTERRUPTED:-} ]]; then
+		local n_pass n_all
+		n_pass=$(grep -l PASS "$WORK"/res/* 2>/dev/null | wc -l)
+		n_all=${#SCEN[@]}
+		echo "interrupted ($INTERRUPTED): scenarios not finished count as failed"
+		echo "$n_pass passed, $((n_all - n_pass)) failed"
+	fi
 	[[ $KEEP == 1 ]] || rm -rf "$WORK"
 	exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'INTERRUPTED=SIGINT; exit 130' INT
+trap 'INTERRUPTED=SIGTERM; exit 143' TERM
+SCEN=()
 
 # ---- fixtures ---------------------------------------------------------
 source "$SMOKE_DIR/fixtures.sh"
