@@ -377,9 +377,17 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(keys, strings.TrimSpace(string(pub))) || !strings.Contains(keys, "me@laptop") {
-		t.Fatalf("authorized_keys after rotation:\n%s", keys)
+	if !strings.Contains(keys, strings.TrimSpace(string(pub))) || !strings.Contains(keys, "me@laptop") || strings.Count(keys, "ssh-ed25519") != 2 {
+		t.Fatalf("authorized_keys after rotation (want the new daemon key and the user's, not the old daemon key):\n%s", keys)
 	}
+	// A running VM gets the new key pushed at rotation and loses the old.
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "live")
+	e.mustRun(t, "ssh-key", "rotate")
+	pub2, _ := os.ReadFile(filepath.Join(e.stateDir, "ssh", "id_ed25519.pub"))
+	if got := e.mustRun(t, "vm", "exec", "live", "--", "cat", "/root/.ssh/authorized_keys"); strings.TrimSpace(got) != strings.TrimSpace(string(pub2)) {
+		t.Fatalf("running VM after rotation: %q, want only %q", got, pub2)
+	}
+	pub = pub2
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "new")
 	if got := e.mustRun(t, "vm", "exec", "new", "--", "cat", "/root/.ssh/authorized_keys"); strings.TrimSpace(got) != strings.TrimSpace(string(pub)) {
 		t.Fatalf("new VM keys %q, want exactly the new key", got)

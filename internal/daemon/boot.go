@@ -33,6 +33,54 @@ const (
 	consoleTail    = 30
 )
 
+// pushKey authorizes pub in every running VM over its agent connection
+// (authenticated with the current key). It returns the VMs it could not
+// reach; they get the key at their next start.
+func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []string {
+	s.liveMu.Lock()
+	ids := make([]string, 0, len(s.live))
+	for id := range s.live {
+		ids = append(ids, id)
+	}
+	s.liveMu.Unlock()
+	_, oldPub := s.d.keys.current()
+	failed := []string{}
+	for _, id := range ids {
+		rec, err := s.d.store.GetVM(ctx, id)
+		lv := s.getLive(id)
+		if err != nil || lv == nil {
+			continue
+		}
+		op.stage("push_key", rec.Name)
+		err = func() error {
+			c, err := s.agentClient(ctx, rec, lv)
+			if err != nil {
+				return err
+			}
+			// stdin: the new key, then the retired ones. The user's own
+			// lines stay; the daemon's old keys go.
+			const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
+				`read -r new; cat > "$f.retired"; grep -vxF -f "$f.retired" "$f" > "$f.new" || true; ` +
+				`grep -qxF "$new" "$f.new" || printf '%s\n' "$new" >> "$f.new"; chmod 600 "$f.new"; mv "$f.new" "$f"; rm -f "$f.retired"`
+			in := strings.TrimSpace(string(pub)) + "\n"
+			for _, r := range append(s.d.keys.retired(), oldPub) {
+				in += strings.TrimSpace(string(r)) + "\n"
+			}
+			var errb strings.Builder
+			code, err := c.Exec(ctx, script, nil, strings.NewReader(in), nil, &errb)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))
+			}
+			return err
+		}()
+		if err != nil {
+			op.log.Warn("push new key", "vm", rec.Name, "err", err)
+			failed = append(failed, rec.Name)
+		}
+	}
+	return failed
+}
+
 // liveVM is a VM whose VMM this daemon started or adopted.
 type liveVM struct {
 	handle vmm.Handle
@@ -88,6 +136,10 @@ func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VM
 	if isActive(rec.State) {
 		return rec, api.Errorf(api.KindConflict, "VM %q is already %s", rec.Name, rec.State)
 	}
+	// From disks to agent-ready one key is in use; rotation waits (see
+	// rotateKey).
+	s.d.keyUseMu.RLock()
+	defer s.d.keyUseMu.RUnlock()
 	drv, err := s.d.driverFor()
 	if err != nil {
 		return rec, err
@@ -250,27 +302,38 @@ func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img m
 // created). The user's other keys stay.
 func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string) error {
 	_, pub := s.d.keys.current()
-	if _, err := imagebuild.AddAuthorizedKey(ctx, work, pub); err != nil {
+	if _, err := imagebuild.AddAuthorizedKey(ctx, work, pub, s.d.keys.retired()); err != nil {
 		return fmt.Errorf("authorize the daemon's key on the work disk: %w", err)
 	}
 	return nil
 }
 
 // waitReady polls the agent until it answers, the VMM exits, or the
-// readiness timeout passes.
+// readiness timeout passes. Each attempt may take up to agentAttempt: the
+// sync line repeats until the guest answers, and an SSH handshake on a
+// loaded TCG guest can take seconds, so short attempts would abort
+// handshakes that were about to succeed (and each abort leaves the guest
+// mid-handshake, to be resynchronized again).
 func (s *VMService) waitReady(ctx context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
 	timeout := s.d.cfg.readyTimeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	exited := make(chan error, 1)
-	go func() { exited <- h.Wait(ctx) }()
+	var exitErr error
+	exited := make(chan struct{})
+	go func() {
+		err := h.Wait(ctx)
+		if ctx.Err() == nil {
+			exitErr = err
+			close(exited)
+			cancel() // ends the attempt in flight
+		}
+	}()
 	var last error
 	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, acancel := context.WithTimeout(ctx, agentAttempt)
 		c, err := s.dialAgent(actx, rec, h)
 		if err == nil {
-			err = c.Ping(actx)
-			if err == nil {
+			if err = c.Ping(actx); err == nil {
 				acancel()
 				return c, nil
 			}
@@ -279,17 +342,22 @@ func (s *VMService) waitReady(ctx context.Context, rec model.VMRecord, h vmm.Han
 		acancel()
 		last = err
 		select {
-		case err := <-exited:
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("not ready after %s (last agent error: %v)", timeout, last)
-			}
-			return nil, fmt.Errorf("the VMM exited before the guest was ready (%v)", err)
+		case <-exited:
+			return nil, fmt.Errorf("the VMM exited before the guest was ready (%v)", exitErr)
 		case <-ctx.Done():
+			select {
+			case <-exited:
+				return nil, fmt.Errorf("the VMM exited before the guest was ready (%v)", exitErr)
+			default:
+			}
 			return nil, fmt.Errorf("not ready after %s (last agent error: %v)", timeout, last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
+
+// agentAttempt bounds one agent dial + handshake + ping.
+const agentAttempt = 30 * time.Second
 
 func (s *VMService) dialAgent(ctx context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
 	conn, err := h.AgentConn(ctx)
@@ -426,7 +494,7 @@ func (s *VMService) agentClient(ctx context.Context, rec model.VMRecord, lv *liv
 		lv.agent.Close()
 		lv.agent = nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, agentAttempt)
 	defer cancel()
 	c, err := s.dialAgent(dctx, rec, lv.handle)
 	if err != nil {

@@ -36,7 +36,11 @@ type Daemon struct {
 	inflight  sync.WaitGroup
 	lockFile  *os.File
 
-	keys    *sshKeys
+	keys *sshKeys
+	// keyUseMu: boots hold it shared from preparing disks to agent-ready;
+	// ssh-key rotation holds it exclusively (see rotateKey).
+	keyUseMu sync.RWMutex
+
 	vms     *VMService
 	kernels *KernelService
 	images  *ImageService

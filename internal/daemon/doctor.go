@@ -86,12 +86,22 @@ func orMsg(ok string, err error, hint string) string {
 	return err.Error()
 }
 
-// rotateKey makes a new daemon key and rewrites every image's work seed.
-// Creates that run meanwhile pick up whichever seed is in place: each seed
-// is replaced by rename, never rewritten in place.
+// rotateKey makes a new daemon key. It holds keyUseMu exclusively, so no
+// boot is between "disks prepared with a key" and "agent answered with that
+// key" while the key changes: every VM either booted before (and gets the
+// new key pushed over its live agent connection, still authenticated with
+// the old one) or boots after (and gets a seed or work disk with the new
+// key). Seeds are replaced by rename, never rewritten in place.
 func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
+	d.keyUseMu.Lock()
+	defer d.keyUseMu.Unlock()
 	op := d.beginOperation(ctx, "sshkey.rotate")
-	if err := d.keys.rotate(); err != nil {
+	kp, err := newKeyPair()
+	if err != nil {
+		return nil, op.fail(err)
+	}
+	vmsFailed := d.vms.pushKey(ctx, op, kp.pub)
+	if err := d.keys.install(kp); err != nil {
 		return nil, op.fail(err)
 	}
 	imgs, err := d.store.ListImages(ctx)
@@ -111,5 +121,5 @@ func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
 		refreshed++
 	}
 	op.done()
-	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": refreshed, "images_failed": failed}, nil
+	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": refreshed, "images_failed": failed, "vms_failed": vmsFailed}, nil
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -47,32 +48,72 @@ func (k *sshKeys) load() error {
 	return nil
 }
 
-// rotate writes a new key pair (temp + rename, private key first) and
-// switches to it.
-func (k *sshKeys) rotate() error {
+// keyPair is a generated key not yet in use.
+type keyPair struct {
+	signer ssh.Signer
+	pub    []byte // authorized_keys line
+	pem    []byte
+}
+
+func newKeyPair() (keyPair, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return err
+		return keyPair{}, err
 	}
 	block, err := ssh.MarshalPrivateKey(priv, "banger")
 	if err != nil {
-		return err
+		return keyPair{}, err
 	}
 	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
+		return keyPair{}, err
+	}
+	return keyPair{signer: signer, pub: ssh.MarshalAuthorizedKey(signer.PublicKey()), pem: pem.EncodeToMemory(block)}, nil
+}
+
+func (k *sshKeys) retiredPath() string { return filepath.Join(k.dir, "retired_keys") }
+
+// retired returns the daemon's earlier public keys (one per rotation).
+func (k *sshKeys) retired() [][]byte {
+	b, _ := os.ReadFile(k.retiredPath())
+	var out [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// install writes kp (temp + rename, private key first), records the key it
+// replaces in retired_keys (work disks drop it at their next start), and
+// switches to kp.
+func (k *sshKeys) install(kp keyPair) error {
+	if _, old := k.current(); len(old) > 0 {
+		prev, _ := os.ReadFile(k.retiredPath())
+		if err := disk.WriteFileAtomic(k.retiredPath(), append(prev, old...), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := disk.WriteFileAtomic(k.privPath(), kp.pem, 0o600); err != nil {
 		return err
 	}
-	pub := ssh.MarshalAuthorizedKey(signer.PublicKey())
-	if err := disk.WriteFileAtomic(k.privPath(), pem.EncodeToMemory(block), 0o600); err != nil {
-		return err
-	}
-	if err := disk.WriteFileAtomic(k.privPath()+".pub", pub, 0o644); err != nil {
+	if err := disk.WriteFileAtomic(k.privPath()+".pub", kp.pub, 0o644); err != nil {
 		return err
 	}
 	k.mu.Lock()
-	k.signer, k.pub = signer, pub
+	k.signer, k.pub = kp.signer, kp.pub
 	k.mu.Unlock()
 	return nil
+}
+
+// rotate makes and installs a new key pair.
+func (k *sshKeys) rotate() error {
+	kp, err := newKeyPair()
+	if err != nil {
+		return err
+	}
+	return k.install(kp)
 }
 
 func (k *sshKeys) current() (ssh.Signer, []byte) {

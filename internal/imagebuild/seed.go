@@ -142,10 +142,11 @@ func SetAuthorizedKey(ctx context.Context, img string, authorizedKey []byte) (st
 }
 
 // AddAuthorizedKey makes sure a stopped VM's work disk authorizes key (one
-// OpenSSH public key line), keeping every key already there: after `ssh-key
-// rotate` an existing VM gets the new key at its next start without losing
-// the user's own keys. It reports whether the disk changed.
-func AddAuthorizedKey(ctx context.Context, img string, key []byte) (bool, error) {
+// OpenSSH public key line) and none of retire (the daemon's earlier keys),
+// keeping every other line: after `ssh-key rotate` an existing VM gets the
+// new key at its next start, loses the old one, and keeps the user's own
+// keys. It reports whether the disk changed.
+func AddAuthorizedKey(ctx context.Context, img string, key []byte, retire [][]byte) (bool, error) {
 	line, _, err := parseKey(key)
 	if err != nil {
 		return false, err
@@ -154,26 +155,44 @@ func AddAuthorizedKey(ctx context.Context, img string, key []byte) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	retired := map[string]bool{}
+	for _, r := range retire {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey(r); err == nil {
+			retired[string(k.Marshal())] = true
+		}
+	}
 	have, err := AuthorizedKeysOnDisk(ctx, img)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	for rest := have; len(rest) > 0; {
-		k, _, _, next, err := ssh.ParseAuthorizedKey(rest)
-		if err != nil {
-			break
+	var out []byte
+	present, changed := false, false
+	for _, l := range bytes.SplitAfter(have, []byte("\n")) {
+		if len(l) == 0 {
+			continue
 		}
-		if bytes.Equal(k.Marshal(), want.Marshal()) {
-			return false, nil
+		if k, _, _, _, err := ssh.ParseAuthorizedKey(l); err == nil {
+			if retired[string(k.Marshal())] {
+				changed = true
+				continue
+			}
+			if bytes.Equal(k.Marshal(), want.Marshal()) {
+				present = true
+			}
 		}
-		rest = next
+		out = append(out, l...)
+		if out[len(out)-1] != '\n' {
+			out = append(out, '\n')
+		}
 	}
-	content := append([]byte{}, have...)
-	if len(content) > 0 && content[len(content)-1] != '\n' {
-		content = append(content, '\n')
+	if !present {
+		out = append(out, line...)
+		changed = true
 	}
-	content = append(content, line...)
-	if err := installKey(ctx, img, content); err != nil {
+	if !changed {
+		return false, nil
+	}
+	if err := installKey(ctx, img, out); err != nil {
 		return false, err
 	}
 	return true, disk.SyncFile(img)

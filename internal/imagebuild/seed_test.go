@@ -218,11 +218,11 @@ func TestAddAuthorizedKey(t *testing.T) {
 	if err := disk.MkfsExt4FromDir(context.Background(), src, img, 32<<20, "work"); err != nil {
 		t.Fatal(err)
 	}
-	changed, err := AddAuthorizedKey(context.Background(), img, keyA)
+	changed, err := AddAuthorizedKey(context.Background(), img, keyA, nil)
 	if err != nil || changed {
 		t.Fatalf("key already there: changed=%v err=%v", changed, err)
 	}
-	if changed, err = AddAuthorizedKey(context.Background(), img, keyB); err != nil || !changed {
+	if changed, err = AddAuthorizedKey(context.Background(), img, keyB, nil); err != nil || !changed {
 		t.Fatalf("new key: changed=%v err=%v", changed, err)
 	}
 	got, _ := AuthorizedKeysOnDisk(context.Background(), img)
@@ -232,7 +232,16 @@ func TestAddAuthorizedKey(t *testing.T) {
 	if err := disk.Fsck(context.Background(), img); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := AddAuthorizedKey(context.Background(), img, []byte("not a key")); err == nil {
+	if _, err := AddAuthorizedKey(context.Background(), img, []byte("not a key"), nil); err == nil {
 		t.Fatal("accepted junk")
+	}
+	// Rotating again: C in, A (retired) out, the comment line stays.
+	keyC := testKey(t)
+	if changed, err = AddAuthorizedKey(context.Background(), img, keyC, [][]byte{keyA}); err != nil || !changed {
+		t.Fatalf("rotate: changed=%v err=%v", changed, err)
+	}
+	got, _ = AuthorizedKeysOnDisk(context.Background(), img)
+	if bytes.Contains(got, bytes.TrimSpace(keyA)) || !bytes.Contains(got, bytes.TrimSpace(keyB)) || !bytes.Contains(got, bytes.TrimSpace(keyC)) || !bytes.Contains(got, []byte("# user's own")) {
+		t.Fatalf("after retiring A:\n%s", got)
 	}
 }
