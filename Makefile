@@ -20,6 +20,7 @@ bench: build
 	./scripts/bench.sh
 
 smoke: build
+	$(GO) build -trimpath -o bin/banger-fixture ./cmd/banger-fixture
 	./smoke/run.sh $(if $(JOBS),-j $(JOBS),)
 
 fmt:

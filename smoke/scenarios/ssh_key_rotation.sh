@@ -26,9 +26,12 @@ run() {
 	for i in 0 1; do
 		wait "${pids[$i]}" || fail "create ${names[$i]} failed: $(cat "$WORK/out/${names[$i]}.create")"
 	done
+	echo "old key: $old"
+	echo "new key: $new"
 	for i in 0 1; do
 		k=$(akeys "${names[$i]}")
-		assert_eq 1 "$(grep -c . <<<"$k")" "authorized keys in ${names[$i]}"
+		[[ $(grep -c . <<<"$k") == 1 ]] || fail "${names[$i]} (created during the rotation) has $(grep -c . <<<"$k") authorized keys, want exactly 1:
+$k"
 		k=$(cut -d' ' -f1,2 <<<"$k")
 		[[ $k == "$old" || $k == "$new" ]] || fail "${names[$i]} holds neither key: $k"
 		step "${names[$i]}: $([[ $k == "$new" ]] && echo new || echo old) key"
