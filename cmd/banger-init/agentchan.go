@@ -43,6 +43,10 @@ func loadOrCreateHostKey(path string) (ssh.Signer, error) {
 	if err := writeFileAtomic(path, pem.EncodeToMemory(blk), 0o600); err != nil {
 		return nil, fmt.Errorf("save host key: %w", err)
 	}
+	// Commit it to system.cow now: a VM killed seconds after its first
+	// boot (before ext4's periodic commit) would otherwise come back with a
+	// new host key that no longer matches the host's known_hosts.
+	unix.Sync()
 	return ssh.NewSignerFromKey(priv)
 }
 

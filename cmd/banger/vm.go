@@ -45,7 +45,17 @@ func (c *createFlags) add(cmd *cobra.Command) {
 
 // validate checks flags locally for a fast, clear error; the daemon checks
 // again because any RPC caller may skip the CLI.
-func (c *createFlags) validate() error {
+func (c *createFlags) validate(cmd *cobra.Command) error {
+	// 0 means "the default" on the wire; typed on the command line it is a
+	// mistake, not a request for the default.
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"vcpu", c.p.VCPU}, {"memory", c.p.MemoryMiB}} {
+		if cmd.Flags().Changed(f.flag) && f.v <= 0 {
+			return fmt.Errorf("invalid --%s %d: must be positive", f.flag, f.v)
+		}
+	}
 	if c.p.Name != "" {
 		if err := model.ValidateVMName(c.p.Name); err != nil {
 			return err
@@ -69,7 +79,7 @@ func newVMCreateCmd() *cobra.Command {
 		Short: "Create a VM (and boot it unless --no-start)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cf.validate(); err != nil {
+			if err := cf.validate(cmd); err != nil {
 				return err
 			}
 			if err := checkOutput(output); err != nil {

@@ -32,7 +32,7 @@ func newVMRunCmd() *cobra.Command {
 		Use:   "run [create flags] [--rm] [-- CMD...]",
 		Short: "Create and boot a VM, then open a shell or run CMD in it",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := cf.validate(); err != nil {
+			if err := cf.validate(cmd); err != nil {
 				return err
 			}
 			ctx := cmd.Context()

@@ -60,6 +60,9 @@ func LoadConfigFile(c *Config, path string) error {
 
 // Finish fills derived defaults and validates.
 func (c *Config) Finish() error {
+	if c.StateDir == "" || c.RuntimeDir == "" {
+		return fmt.Errorf("state dir and runtime dir must not be empty (defaults %s, %s)", DefaultStateDir, DefaultRuntimeDir)
+	}
 	if c.Socket == "" {
 		c.Socket = filepath.Join(c.RuntimeDir, "banger.sock")
 	}
