@@ -12,9 +12,9 @@ build:
 # The whole suite; tests that boot VMs need root, qemu and e2fsprogs (see .ci/run).
 test: build
 	$(GO) vet ./...
-	$(GO) test -p 1 -timeout 60m ./...
+	$(GO) test -count=1 -p 1 -timeout 60m ./...
 	# The concurrent core again under the race detector (needs cgo).
-	CGO_ENABLED=1 $(GO) test -race -timeout 20m ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
+	CGO_ENABLED=1 $(GO) test -count=1 -race -timeout 20m ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
 
 bench: build
 	./scripts/bench.sh
