@@ -8,6 +8,7 @@
 package hostnet
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -59,6 +60,16 @@ func EnsureBridge(name, cidr string) error {
 	// AddrReplace is idempotent: no EEXIST when the address is there.
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("address %s on %s: %w", cidr, name, err)
+	}
+	// A fixed MAC: without one a bridge takes the lowest MAC of its ports,
+	// so removing one VM's tap can change the gateway's MAC under every
+	// other guest, whose ARP entry then points nowhere for tens of seconds.
+	// MACFromIP of the bridge's own address is free: no guest gets it.
+	mac, _ := net.ParseMAC(MACFromIP(addr.IP))
+	if !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set MAC %s on %s: %w", mac, name, err)
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %s: %w", name, err)

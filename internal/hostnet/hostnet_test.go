@@ -197,3 +197,35 @@ func next(ip net.IP) net.IP {
 	}
 	return n
 }
+
+// TestBridgeMACStable: the bridge's MAC is fixed, so taps joining and
+// leaving never change the guests' gateway MAC.
+func TestBridgeMACStable(t *testing.T) {
+	inNewNetns(t, func() {
+		if err := EnsureBridge("brmac", "172.30.8.1/24"); err != nil {
+			t.Error(err)
+			return
+		}
+		want := MACFromIP(net.ParseIP("172.30.8.1"))
+		mac := func() string {
+			l, err := netlink.LinkByName("brmac")
+			if err != nil {
+				return err.Error()
+			}
+			return l.Attrs().HardwareAddr.String()
+		}
+		if got := mac(); got != want {
+			t.Errorf("bridge MAC %s, want %s", got, want)
+		}
+		for _, tap := range []string{"bgrmac1", "bgrmac2"} {
+			if err := CreateTap(tap, "brmac"); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		DeleteTap("bgrmac1")
+		if got := mac(); got != want {
+			t.Errorf("bridge MAC moved to %s after tap changes", got)
+		}
+	})
+}
