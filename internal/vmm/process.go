@@ -217,3 +217,24 @@ func WaitForSocket[T any](ctx context.Context, p *Process, what string, dial fun
 		}
 	}
 }
+
+// Base is the part of a Handle every process-backed driver shares: the VMM
+// process and the state to persist. Drivers embed it.
+type Base struct {
+	Proc *Process
+	St   StateInfo // immutable after creation
+}
+
+func (b *Base) PID() int                       { return b.Proc.PID() }
+func (b *Base) State() (StateInfo, error)      { return b.St, nil }
+func (b *Base) Wait(ctx context.Context) error { return b.Proc.Wait(ctx) }
+func (b *Base) Kill() error                    { return b.Proc.Kill() }
+
+// AttachState re-attaches to the VMM st describes, refusing state written
+// by another driver; the process must still mention its control socket.
+func AttachState(driver string, st StateInfo) (*Process, error) {
+	if st.Driver != driver {
+		return nil, fmt.Errorf("state is for driver %q, not %s", st.Driver, driver)
+	}
+	return Attach(st.PID, st.StartTime, st.ControlSocket)
+}

@@ -216,11 +216,11 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.stderr, 10))
 	}
-	h := &handle{d: d, proc: proc, st: vmm.StateInfo{
+	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: vmm.StateInfo{
 		Driver: Name, PID: proc.PID(), StartTime: proc.StartTime(),
 		ControlSocket: p.api, AgentSocket: p.vsock, AgentMode: vmm.AgentVsock, CID: s.CID,
 		Dir: s.Dir, RuntimeDir: s.RuntimeDir,
-	}}
+	}}}
 	fail := func(err error) (vmm.Handle, error) {
 		proc.Kill()
 		return nil, fmt.Errorf("start firecracker: %w\n%s\n%s", err, vmm.Tail(p.stderr, 10), vmm.Tail(p.log, 10))
@@ -242,52 +242,43 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 
 // Adopt re-attaches to a Firecracker started by an earlier daemon.
 func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
-	if st.Driver != Name {
-		return nil, fmt.Errorf("state is for driver %q, not %s", st.Driver, Name)
-	}
-	proc, err := vmm.Attach(st.PID, st.StartTime, st.ControlSocket)
+	proc, err := vmm.AttachState(Name, st)
 	if err != nil {
 		return nil, err
 	}
-	return &handle{d: d, proc: proc, st: st}, nil
+	return &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}, nil
 }
 
 type handle struct {
-	d    *Driver
-	proc *vmm.Process
-	st   vmm.StateInfo // immutable after creation
+	vmm.Base
+	d *Driver
 }
-
-func (h *handle) PID() int                       { return h.proc.PID() }
-func (h *handle) State() (vmm.StateInfo, error)  { return h.st, nil }
-func (h *handle) Wait(ctx context.Context) error { return h.proc.Wait(ctx) }
-func (h *handle) Kill() error                    { return h.proc.Kill() }
 
 // Stop sends Ctrl+Alt+Del (the guest's i8042 sees it; the kernel then
 // signals init or reboots, and reboot=k makes Firecracker exit), waits up
 // to StopTimeout or ctx, then kills.
 func (h *handle) Stop(ctx context.Context) error {
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := NewClient(h.st.ControlSocket).Put(actx, "/actions", InstanceAction{ActionType: "SendCtrlAltDel"})
+	err := NewClient(h.St.ControlSocket).Put(actx, "/actions", InstanceAction{ActionType: "SendCtrlAltDel"})
 	cancel()
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, h.d.opt.StopTimeout)
-		h.proc.Wait(wctx)
+		h.Proc.Wait(wctx)
 		cancel()
 	}
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil
 	}
-	return h.proc.Kill()
+	return h.Proc.Kill()
 }
 
 // AgentConn connects to the guest agent over hybrid vsock.
 func (h *handle) AgentConn(ctx context.Context) (net.Conn, error) {
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil, fmt.Errorf("agent: %w", vmm.ErrNotRunning)
 	}
-	return DialHybridVsock(ctx, h.st.AgentSocket, vmm.AgentPort)
+	return DialHybridVsock(ctx, h.St.AgentSocket, vmm.AgentPort)
 }

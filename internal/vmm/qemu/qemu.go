@@ -276,13 +276,13 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
 	}
-	h := &handle{d: d, proc: proc, st: vmm.StateInfo{
+	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: vmm.StateInfo{
 		Driver: Name, PID: proc.PID(), StartTime: proc.StartTime(),
 		ControlSocket: p.qmp, AgentMode: mode, CID: s.CID,
 		Dir: s.Dir, RuntimeDir: s.RuntimeDir,
-	}}
+	}}}
 	if mode == vmm.AgentSerial {
-		h.st.AgentSocket = p.agent
+		h.St.AgentSocket = p.agent
 	}
 	if err := h.waitQMP(ctx); err != nil {
 		proc.Kill()
@@ -293,31 +293,22 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 
 // Adopt re-attaches to a QEMU started by an earlier daemon.
 func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
-	if st.Driver != Name {
-		return nil, fmt.Errorf("state is for driver %q, not %s", st.Driver, Name)
-	}
-	proc, err := vmm.Attach(st.PID, st.StartTime, st.ControlSocket)
+	proc, err := vmm.AttachState(Name, st)
 	if err != nil {
 		return nil, err
 	}
-	return &handle{d: d, proc: proc, st: st}, nil
+	return &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}, nil
 }
 
 type handle struct {
-	d    *Driver
-	proc *vmm.Process
-	st   vmm.StateInfo // immutable after creation
+	vmm.Base
+	d *Driver
 }
-
-func (h *handle) PID() int                       { return h.proc.PID() }
-func (h *handle) State() (vmm.StateInfo, error)  { return h.st, nil }
-func (h *handle) Wait(ctx context.Context) error { return h.proc.Wait(ctx) }
-func (h *handle) Kill() error                    { return h.proc.Kill() }
 
 // waitQMP waits for the QMP socket and checks the VM runs.
 func (h *handle) waitQMP(ctx context.Context) error {
-	q, err := vmm.WaitForSocket(ctx, h.proc, "qmp", func() (*QMP, error) {
-		return DialQMP(ctx, h.st.ControlSocket)
+	q, err := vmm.WaitForSocket(ctx, h.Proc, "qmp", func() (*QMP, error) {
+		return DialQMP(ctx, h.St.ControlSocket)
 	})
 	if err != nil {
 		return err
@@ -337,7 +328,7 @@ func (h *handle) waitQMP(ctx context.Context) error {
 func (h *handle) qmp(ctx context.Context, f func(*QMP) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	q, err := DialQMP(ctx, h.st.ControlSocket)
+	q, err := DialQMP(ctx, h.St.ControlSocket)
 	if err != nil {
 		return err
 	}
@@ -353,38 +344,38 @@ func (h *handle) qmp(ctx context.Context, f func(*QMP) error) error {
 // the guest halts only if its init acts on that key. The portable graceful
 // path is the agent's poweroff request, which the daemon sends before Stop.
 func (h *handle) Stop(ctx context.Context) error {
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil
 	}
 	// The power button is a courtesy: its failure must not stop the stop.
 	_ = h.qmp(ctx, func(q *QMP) error { return q.SystemPowerdown(ctx) })
 	wctx, cancel := context.WithTimeout(ctx, h.d.opt.StopTimeout)
-	h.proc.Wait(wctx)
+	h.Proc.Wait(wctx)
 	cancel()
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil
 	}
 	_ = h.qmp(context.Background(), func(q *QMP) error { return q.Quit(context.Background()) })
 	select {
-	case <-h.proc.Done():
+	case <-h.Proc.Done():
 		return nil
 	case <-time.After(quitWait):
 	}
-	return h.proc.Kill()
+	return h.Proc.Kill()
 }
 
 // AgentConn dials the agent channel. The virtio-serial chardev serves one
 // client at a time: a second connection is accepted by the kernel but gets
 // no data until the first closes.
 func (h *handle) AgentConn(ctx context.Context) (net.Conn, error) {
-	if h.proc.Exited() {
+	if h.Proc.Exited() {
 		return nil, fmt.Errorf("agent: %w", vmm.ErrNotRunning)
 	}
-	if h.st.AgentMode == vmm.AgentVsock {
-		return vmm.DialVsock(ctx, h.st.CID, vmm.AgentPort)
+	if h.St.AgentMode == vmm.AgentVsock {
+		return vmm.DialVsock(ctx, h.St.CID, vmm.AgentPort)
 	}
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", h.st.AgentSocket)
+	c, err := d.DialContext(ctx, "unix", h.St.AgentSocket)
 	if err != nil {
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
