@@ -3,9 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -504,8 +502,6 @@ func (s *VMService) agentClient(ctx context.Context, rec model.VMRecord, lv *liv
 	return c, nil
 }
 
-var errNoDriver = errors.New("no usable VMM")
-
 // driverFor returns the hypervisor selected at startup.
 func (d *Daemon) driverFor() (vmm.Driver, error) {
 	if d.driver == nil {
@@ -514,5 +510,3 @@ func (d *Daemon) driverFor() (vmm.Driver, error) {
 	return d.driver, nil
 }
 
-// conn helper for proxies.
-var _ net.Conn

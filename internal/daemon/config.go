@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -101,7 +100,6 @@ func (c *Config) Finish() error {
 // BridgePrefix is the parsed bridge_ip.
 func (c *Config) BridgePrefix() netip.Prefix { return netip.MustParsePrefix(c.BridgeIP) }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // readyTimeout parses ready_timeout (validated in Finish).
 func (c *Config) readyTimeout() time.Duration {
