@@ -509,4 +509,3 @@ func (d *Daemon) driverFor() (vmm.Driver, error) {
 	}
 	return d.driver, nil
 }
-

@@ -100,7 +100,6 @@ func (c *Config) Finish() error {
 // BridgePrefix is the parsed bridge_ip.
 func (c *Config) BridgePrefix() netip.Prefix { return netip.MustParsePrefix(c.BridgeIP) }
 
-
 // readyTimeout parses ready_timeout (validated in Finish).
 func (c *Config) readyTimeout() time.Duration {
 	if c.ReadyTimeout == "" {
