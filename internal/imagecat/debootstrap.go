@@ -1,11 +1,10 @@
 package imagecat
 
 import (
-	"bufio"
+	"banger/internal/cmdrun"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -117,40 +116,11 @@ func runLines(ctx context.Context, line func(string), name string, args ...strin
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return err
+	err := cmdrun.Lines(ctx, cmd, line)
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers only; ESRCH when none
 	}
-	var tail []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			l := strings.TrimSpace(sc.Text())
-			if l == "" {
-				continue
-			}
-			line(l)
-			if tail = append(tail, l); len(tail) > 5 {
-				tail = tail[1:]
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	err := cmd.Wait()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers only; ESRCH when none
-	pw.Close()
-	<-done
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("%v: %s", err, strings.Join(tail, " | "))
-	}
-	return nil
+	return err
 }
 
 // cleanTree removes per-host identity and caches. Paths are handled with

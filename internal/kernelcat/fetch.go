@@ -2,7 +2,7 @@ package kernelcat
 
 import (
 	"archive/tar"
-	"bufio"
+	"banger/internal/cmdrun"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -411,46 +411,12 @@ func resolveDebPackage(ctx context.Context, pkg string) (string, error) {
 	return pkg, nil
 }
 
-// runStreaming runs a command, passing each output line to line (if set),
-// and returns an error carrying the last lines of output.
+// runStreaming runs a command in dir, passing each output line to line (if
+// set), and returns an error carrying the last lines of output.
 func runStreaming(ctx context.Context, dir string, line func(string), name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	var tail []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			l := strings.TrimSpace(sc.Text())
-			if l == "" {
-				continue
-			}
-			if line != nil {
-				line(l)
-			}
-			tail = append(tail, l)
-			if len(tail) > 5 {
-				tail = tail[1:]
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	err := cmd.Wait()
-	pw.Close()
-	<-done
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("%v: %s", err, strings.Join(tail, " | "))
-	}
-	return nil
+	return cmdrun.Lines(ctx, cmd, line)
 }
 
 // fetchURL downloads, verifies and unpacks a url source.
