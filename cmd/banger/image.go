@@ -76,60 +76,16 @@ func newImageCmd() *cobra.Command {
 	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
-	var output string
-	ls := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List images",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
+	ls := newListCmd("List images", api.MethodImageList, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
+		func(i model.Image) string {
+			dg := i.Digest
+			if len(dg) > 19 {
+				dg = dg[:19]
 			}
-			var imgs []model.Image
-			if err := call(cmd.Context(), api.MethodImageList, nil, &imgs); err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(imgs)
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED")
-			for _, i := range imgs {
-				dg := i.Digest
-				if len(dg) > 19 {
-					dg = dg[:19]
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
-			}
-			return tw.Flush()
-		},
-	}
-	ls.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
-	rm := &cobra.Command{
-		Use:   "rm NAME...",
-		Short: "Remove images no VM uses",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
-				if err := call(ctx, api.MethodImageDelete, api.NameParams{Name: name}, nil); err != nil {
-					return err
-				}
-				fmt.Println(name)
-				return nil
-			})
-		},
-	}
-	var catOut string
-	cat := &cobra.Command{
-		Use:   "catalog",
-		Short: "List catalog images (pulled on first use)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return printCatalog(cmd, api.MethodImageCatalog, catOut)
-		},
-	}
-	cat.Flags().StringVarP(&catOut, "output", "o", "", "output format: table or json")
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+		})
+	rm := newPerNameCmd("rm", "Remove images no VM uses", api.MethodImageDelete, nameParams, nil)()
+	cat := newCatalogCmd("List catalog images (pulled on first use)", api.MethodImageCatalog)
 	cmd.AddCommand(pull, imp, ls, rm, cat)
 	return cmd
 }

@@ -15,7 +15,6 @@ func init() { extraCommands = append(extraCommands, newKernelCmd) }
 
 func newKernelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "kernel", Short: "Pull, import, list and remove guest kernels"}
-	var output string
 	pull := &cobra.Command{
 		Use:   "pull NAME",
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
@@ -29,45 +28,11 @@ func newKernelCmd() *cobra.Command {
 			return nil
 		},
 	}
-	ls := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List pulled kernels",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			var ks []model.Kernel
-			if err := call(cmd.Context(), api.MethodKernelList, nil, &ks); err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(ks)
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED")
-			for _, k := range ks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
-			}
-			return tw.Flush()
-		},
-	}
-	ls.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
-	rm := &cobra.Command{
-		Use:   "rm NAME...",
-		Short: "Remove kernels no VM uses",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
-				if err := call(ctx, api.MethodKernelDelete, api.NameParams{Name: name}, nil); err != nil {
-					return err
-				}
-				fmt.Println(name)
-				return nil
-			})
-		},
-	}
+	ls := newListCmd("List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
+		func(k model.Kernel) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
+		})
+	rm := newPerNameCmd("rm", "Remove kernels no VM uses", api.MethodKernelDelete, nameParams, nil)()
 	var ip api.KernelImportParams
 	imp := &cobra.Command{
 		Use:   "import --name N --kernel PATH [--initrd PATH] [--modules DIR]",
@@ -97,39 +62,52 @@ func newKernelCmd() *cobra.Command {
 	imp.Flags().StringVar(&ip.Modules, "modules", "", "optional modules dir (lib/modules/<release>)")
 	imp.MarkFlagRequired("name")
 	imp.MarkFlagRequired("kernel")
-	var catOut string
-	cat := &cobra.Command{
-		Use:   "catalog",
-		Short: "List kernels that can be pulled",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return printCatalog(cmd, api.MethodKernelCatalog, catOut)
-		},
-	}
-	cat.Flags().StringVarP(&catOut, "output", "o", "", "output format: table or json")
+	cat := newCatalogCmd("List kernels that can be pulled", api.MethodKernelCatalog)
 	cmd.AddCommand(pull, ls, rm, imp, cat)
 	return cmd
 }
 
-func printCatalog(cmd *cobra.Command, method, output string) error {
-	if err := checkOutput(output); err != nil {
-		return err
-	}
-	var es []api.CatalogEntry
-	if err := call(cmd.Context(), method, nil, &es); err != nil {
-		return err
-	}
-	if output == "json" {
-		return printJSON(es)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPULLED\tSOURCE\tDESCRIPTION")
-	for _, e := range es {
+// newCatalogCmd lists what a catalog offers and whether it is pulled.
+func newCatalogCmd(short, method string) *cobra.Command {
+	cmd := newListCmd(short, method, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
 		name := e.Name
 		if e.Default {
 			name += " (default)"
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\n", name, e.Pulled, e.Source, e.Description)
+		return fmt.Sprintf("%s\t%v\t%s\t%s", name, e.Pulled, e.Source, e.Description)
+	})
+	cmd.Use, cmd.Aliases = "catalog", nil
+	return cmd
+}
+
+// newListCmd builds an `ls` command: it calls method (no params) for a
+// list of T and prints it as JSON (-o json) or a table of header and row.
+func newListCmd[T any](short, method, header string, row func(T) string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   short,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var items []T
+			if err := call(cmd.Context(), method, nil, &items); err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(items)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, header)
+			for _, it := range items {
+				fmt.Fprintln(tw, row(it))
+			}
+			return tw.Flush()
+		},
 	}
-	return tw.Flush()
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return cmd
 }

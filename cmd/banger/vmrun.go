@@ -166,9 +166,10 @@ func shellQuote(argv []string) string {
 	return strings.Join(q, " ")
 }
 
-// newVMLifecycleCmd builds a command that calls method once per VM name;
+// newPerNameCmd builds a command that calls method once per name (VMs,
+// images, kernels);
 // params makes each call's params (flags bound by addFlags).
-func newVMLifecycleCmd(use, short, method string, params func(name string) any, addFlags func(*cobra.Command)) func() *cobra.Command {
+func newPerNameCmd(use, short, method string, params func(name string) any, addFlags func(*cobra.Command)) func() *cobra.Command {
 	return func() *cobra.Command {
 		cmd := &cobra.Command{
 			Use:   use + " NAME...",
@@ -196,9 +197,9 @@ func nameParams(name string) any { return api.NameParams{Name: name} }
 var stopForce bool
 
 var (
-	newVMStartCmd   = newVMLifecycleCmd("start", "Boot stopped VMs", api.MethodVMStart, nameParams, nil)
-	newVMRestartCmd = newVMLifecycleCmd("restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams, nil)
-	newVMStopCmd    = newVMLifecycleCmd("stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
+	newVMStartCmd   = newPerNameCmd("start", "Boot stopped VMs", api.MethodVMStart, nameParams, nil)
+	newVMRestartCmd = newPerNameCmd("restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams, nil)
+	newVMStopCmd    = newPerNameCmd("stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
 		func(name string) any { return api.VMStopParams{Name: name, Force: stopForce} },
 		func(c *cobra.Command) { c.Flags().BoolVarP(&stopForce, "force", "f", false, "kill the VMM at once") })
 )
