@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"banger/internal/api"
-	"banger/internal/store"
 )
 
 // handlerFunc serves one method. params is the raw JSON (may be empty);
@@ -172,22 +171,6 @@ func (d *Daemon) call(ctx context.Context, h handlerFunc, params json.RawMessage
 		}
 	}()
 	return h(ctx, params)
-}
-
-// errKind maps errors from any layer to a wire kind.
-func errKind(err error) api.Kind {
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		return ae.Kind
-	case errors.Is(err, store.ErrNotFound):
-		return api.KindNotFound
-	case errors.Is(err, store.ErrConflict):
-		return api.KindAlreadyExists
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return api.KindUnavailable
-	}
-	return api.KindInternal
 }
 
 func errorResponse(id json.RawMessage, code int, kind api.Kind, msg string) api.Response {
