@@ -23,4 +23,3 @@ func errKind(err error) api.Kind {
 	}
 	return api.KindInternal
 }
-
