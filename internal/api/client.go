@@ -55,6 +55,9 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx, method)
+		}
 		return &UnreachableError{Socket: c.Socket, Err: err}
 	}
 	defer conn.Close()
@@ -72,6 +75,9 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	}
 	b, _ := json.Marshal(req)
 	if _, err := conn.Write(append(b, '\n')); err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx, method)
+		}
 		return &UnreachableError{Socket: c.Socket, Err: err}
 	}
 	sc := bufio.NewScanner(conn)
@@ -97,11 +103,7 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 			continue
 		}
 		if msg.Error != nil {
-			kind := KindInternal
-			if msg.Error.Data != nil && msg.Error.Data.Kind != "" {
-				kind = msg.Error.Data.Kind
-			}
-			return &Error{Kind: kind, Message: msg.Error.Message}
+			return wireError(msg.Error)
 		}
 		if out != nil && len(msg.Result) > 0 {
 			if err := json.Unmarshal(msg.Result, out); err != nil {
@@ -111,7 +113,7 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		return nil
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return ctxError(ctx, method)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%s: connection to daemon failed: %w", method, err)
@@ -125,6 +127,9 @@ func (c *Client) Stream(ctx context.Context, method string, params any) (net.Con
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctxError(ctx, method)
+		}
 		return nil, &UnreachableError{Socket: c.Socket, Err: err}
 	}
 	b, err := json.Marshal(params)
@@ -142,6 +147,9 @@ func (c *Client) Stream(ctx context.Context, method string, params any) (net.Con
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			conn.Close()
+			if ctx.Err() != nil {
+				return nil, ctxError(ctx, method)
+			}
 			return nil, fmt.Errorf("%s: daemon closed the connection: %w", method, err)
 		}
 		var msg struct {
@@ -158,14 +166,34 @@ func (c *Client) Stream(ctx context.Context, method string, params any) (net.Con
 		}
 		if msg.Error != nil {
 			conn.Close()
-			kind := KindInternal
-			if msg.Error.Data != nil {
-				kind = msg.Error.Data.Kind
-			}
-			return nil, &Error{Kind: kind, Message: msg.Error.Message}
+			return nil, wireError(msg.Error)
 		}
 		return &streamConn{Conn: conn, r: r}, nil
 	}
+}
+
+// wireError rebuilds the daemon's error: its kind (internal when the answer
+// names none) and message; the cause chain stays in the daemon's log.
+func wireError(we *WireError) error {
+	kind := KindInternal
+	if we.Data != nil && we.Data.Kind != "" {
+		kind = we.Data.Kind
+	}
+	return &Error{Kind: kind, Message: we.Message}
+}
+
+// ctxError is the error of a call whose ctx ended: kind canceled or
+// deadline_exceeded, wrapping ctx.Err() (and the cancel cause, if one was
+// given) so errors.Is(err, context.Canceled) still holds.
+func ctxError(ctx context.Context, method string) error {
+	kind := KindCanceled
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		kind = KindDeadlineExceeded
+	}
+	if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+		return Errorf(kind, "%s: %w (%w)", method, ctx.Err(), cause)
+	}
+	return Errorf(kind, "%s: %w", method, ctx.Err())
 }
 
 // streamConn reads through the buffer that may already hold stream bytes.

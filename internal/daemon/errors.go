@@ -1,25 +1,20 @@
 package daemon
 
 import (
-	"context"
-	"errors"
-
 	"banger/internal/api"
 	"banger/internal/store"
 )
 
-// errKind maps errors from any layer to a wire kind.
+// storeSentinels are the store's errors that mean a kind.
+var storeSentinels = []api.Sentinel{
+	{Err: store.ErrNotFound, Kind: api.KindNotFound},
+	{Err: store.ErrConflict, Kind: api.KindAlreadyExists},
+}
+
+// errKind maps errors from any layer to a wire kind: api.Classify (see its
+// doc for the precedence) with the store's sentinels as precise causes.
+// Layers below keep causes with %w; this is the only place they become a
+// kind.
 func errKind(err error) api.Kind {
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		return ae.Kind
-	case errors.Is(err, store.ErrNotFound):
-		return api.KindNotFound
-	case errors.Is(err, store.ErrConflict):
-		return api.KindAlreadyExists
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return api.KindUnavailable
-	}
-	return api.KindInternal
+	return api.Classify(err, storeSentinels...)
 }

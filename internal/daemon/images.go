@@ -146,7 +146,7 @@ func (s *ImageService) PullImage(ctx context.Context, ref, name string) (model.I
 	}
 	if !inCatalog {
 		if _, err := imagebuild.ParseRef(ref); err != nil {
-			return model.Image{}, api.Errorf(api.KindInvalidArgument, "invalid image reference %q: %v (catalog images: %s)", ref, err, strings.Join(s.catalog.Names(), ", "))
+			return model.Image{}, api.Errorf(api.KindInvalidArgument, "invalid image reference %q: %w (catalog images: %s)", ref, err, strings.Join(s.catalog.Names(), ", "))
 		}
 	}
 	unlock, err := s.imagePullLock.Lock(ctx, name)
@@ -196,7 +196,7 @@ func (s *ImageService) pullRefLocked(ctx context.Context, ref, name, kernel stri
 	op.stage("pull_image", ref)
 	res, err := imagebuild.Pull(ctx, ref, s.buildOptions(ctx, work))
 	if err != nil {
-		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "pull image %q: %v", ref, err))
+		return model.Image{}, op.fail(fmt.Errorf("pull image %q: %w", ref, err))
 	}
 	img, err := s.publishImage(ctx, res, model.Image{Name: name, Source: "oci:" + ref, Kernel: kernel})
 	if err != nil {
@@ -233,7 +233,7 @@ func (s *ImageService) fetchBundleLocked(ctx context.Context, e imagecat.Entry, 
 	op.stage("pull_bundle", e.Source.URL)
 	res, err := imagebuild.FetchBundle(ctx, e.Source.URL, e.Source.SHA256, s.buildOptions(ctx, work))
 	if err != nil {
-		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "pull image %q: %v", e.Name, err))
+		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "pull image %q: %w", e.Name, err))
 	}
 	img, err := s.publishImage(ctx, res, model.Image{Name: e.Name, Source: "bundle:" + e.Source.URL, Kernel: kernel})
 	if err != nil {
@@ -257,14 +257,14 @@ func (s *ImageService) buildDebootstrapLocked(ctx context.Context, e imagecat.En
 		report(ctx, api.Progress{Stage: stage, Message: msg})
 	})
 	if err != nil {
-		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "build image %q: %v", e.Name, err))
+		return model.Image{}, op.fail(api.Errorf(api.KindUnavailable, "build image %q: %w", e.Name, err))
 	}
 	out := filepath.Join(work, "image")
 	cfg := model.ImageConfig{Cmd: []string{"/bin/bash"}, WorkingDir: "/root",
 		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}
 	res, err := imagebuild.BuildFromTree(ctx, tree, cfg, s.buildOptions(ctx, out))
 	if err != nil {
-		return model.Image{}, op.fail(api.Errorf(api.KindInternal, "build image %q: %v", e.Name, err))
+		return model.Image{}, op.fail(api.Errorf(api.KindInternal, "build image %q: %w", e.Name, err))
 	}
 	os.RemoveAll(tree) // free the space before publishing
 	img, err := s.publishImage(ctx, res, model.Image{Name: e.Name, Source: "debootstrap:" + e.Source.Suite, Kernel: kernel})
@@ -315,7 +315,7 @@ func (s *ImageService) ImportImage(ctx context.Context, path, name, kernel strin
 		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: path %q must be absolute (the daemon resolves it, not your shell)", path)
 	}
 	if _, err := os.Stat(path); err != nil {
-		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: %v", err)
+		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: %w", err)
 	}
 	unlock, err := s.imagePullLock.Lock(ctx, name)
 	if err != nil {
@@ -333,7 +333,7 @@ func (s *ImageService) ImportImage(ctx context.Context, path, name, kernel strin
 	defer os.RemoveAll(work)
 	res, err := imagebuild.Import(ctx, path, s.buildOptions(ctx, work))
 	if err != nil {
-		return model.Image{}, op.fail(api.Errorf(api.KindInvalidArgument, "import %s: %v", path, err))
+		return model.Image{}, op.fail(api.Errorf(api.KindInvalidArgument, "import %s: %w", path, err))
 	}
 	img, err := s.publishImage(ctx, res, model.Image{Name: name, Source: "import:" + path, Kernel: kernel})
 	if err != nil {

@@ -124,7 +124,7 @@ func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*ke
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already pulled", e.Name))
 		}
-		return nil, op.fail(api.Errorf(api.KindUnavailable, "pull kernel %q: %v", e.Name, err))
+		return nil, op.fail(api.Errorf(api.KindUnavailable, "pull kernel %q: %w", e.Name, err))
 	}
 	if err := s.d.store.UpsertKernel(ctx, s.record(m)); err != nil {
 		return nil, op.fail(err)
@@ -190,7 +190,7 @@ func vmNames(vms []model.VMRecord) string {
 // Import makes a kernel from local files.
 func (s *KernelService) Import(ctx context.Context, p api.KernelImportParams) (*kernelcat.Manifest, error) {
 	if err := kernelcat.ValidateName(p.Name); err != nil {
-		return nil, api.Errorf(api.KindInvalidArgument, "%v", err)
+		return nil, api.Errorf(api.KindInvalidArgument, "%w", err)
 	}
 	if p.Kernel == "" {
 		return nil, api.Errorf(api.KindInvalidArgument, "kernel import: --kernel PATH is required")
@@ -209,7 +209,7 @@ func (s *KernelService) Import(ctx context.Context, p api.KernelImportParams) (*
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already exists", p.Name))
 		}
-		return nil, op.fail(api.Errorf(api.KindInvalidArgument, "import kernel %q: %v", p.Name, err))
+		return nil, op.fail(api.Errorf(api.KindInvalidArgument, "import kernel %q: %w", p.Name, err))
 	}
 	if err := s.d.store.UpsertKernel(ctx, s.record(m)); err != nil {
 		return nil, op.fail(err)

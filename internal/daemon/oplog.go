@@ -50,9 +50,11 @@ func (o *operation) stage(stage, msg string) {
 	report(o.ctx, api.Progress{Stage: stage, Message: msg})
 }
 
-// fail logs the error and returns it, so callers can `return op.fail(err)`.
+// fail logs the error with the kind it will carry on the wire and its
+// cause chain (each link's type), and returns it, so callers can
+// `return op.fail(err)`.
 func (o *operation) fail(err error) error {
-	o.log.Warn("fail", "err", err, "duration_ms", time.Since(o.start).Milliseconds())
+	o.log.Warn("fail", "err", err, "kind", errKind(err), "chain", api.Chain(err), "duration_ms", time.Since(o.start).Milliseconds())
 	return err
 }
 

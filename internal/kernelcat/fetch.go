@@ -397,7 +397,7 @@ func resolveDebPackage(ctx context.Context, pkg string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("apt-cache depends %s: %v: %s (is the package in the host's apt sources? try apt-get update)", pkg, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("apt-cache depends %s: %w: %s (is the package in the host's apt sources? try apt-get update)", pkg, err, strings.TrimSpace(stderr.String()))
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
