@@ -21,6 +21,10 @@ const (
 	KeyHostname = "banger.hostname" // DNS-label-safe hostname
 	KeyAgent    = "banger.agent"    // AgentVsock or AgentSerial
 	KeyInit     = "banger.init"     // optional: an image init to exec instead of staying PID 1
+	// KeyModules says a modules disk (DevModules) is attached and names the
+	// kernel release it was built for: banger-init mounts it read-only at
+	// ModulesMountPoint(release) in the final root.
+	KeyModules = "banger.modules"
 )
 
 // Agent transports.
@@ -60,10 +64,17 @@ const (
 	DevRootfs = "vda" // image rootfs, ext4, read-only
 	DevCow    = "vdb" // system.cow, ext4 (formatted by the host), overlay upper
 	DevWork   = "vdc" // root.ext4, the work disk mounted at /root
+	// DevModules is the kernel's modules disk (kernels/<name>/modules.ext4,
+	// read-only, shared by every VM of that kernel): the kernel's whole
+	// lib/modules/<release> tree with depmod's indexes at the disk's root.
+	// Attached after the work disk, and only when the command line carries
+	// KeyModules.
+	DevModules = "vdd"
 
-	SerialRootfs = "banger-rootfs"
-	SerialCow    = "banger-cow"
-	SerialWork   = "banger-work"
+	SerialRootfs  = "banger-rootfs"
+	SerialCow     = "banger-cow"
+	SerialWork    = "banger-work"
+	SerialModules = "banger-modules"
 )
 
 // Paths inside the initramfs and the guest.
@@ -89,7 +100,21 @@ type Config struct {
 	Hostname string
 	Agent    string // AgentVsock, AgentSerial or "" (TCP :22 only)
 	Init     string // optional image init path
+	// Modules is the kernel release of the attached modules disk
+	// (DevModules); "" when none is attached.
+	Modules string
 }
+
+// ModulesMountPoint is where banger-init mounts the modules disk, so that
+// modprobe, modinfo and the kernel's module autoloader find every module.
+func ModulesMountPoint(release string) string { return "/lib/modules/" + release }
+
+var releaseRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+
+// ValidRelease reports whether s can name a kernel release directory under
+// /lib/modules and travel on the command line: one path component of
+// letters, digits and ._+~-, at most 64 bytes (the size of uname's release).
+func ValidRelease(s string) bool { return releaseRE.MatchString(s) }
 
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -154,6 +179,11 @@ func (c *Config) set(k, v string) error {
 			return fmt.Errorf("bad %s=%q: want an absolute path", k, v)
 		}
 		c.Init = v
+	case KeyModules:
+		if !ValidRelease(v) {
+			return fmt.Errorf("bad %s=%q: want a kernel release like 6.1.0-27-cloud-amd64 (letters, digits, ._+~-)", k, v)
+		}
+		c.Modules = v
 	}
 	return nil
 }
@@ -184,6 +214,9 @@ func (c Config) Args() []string {
 	}
 	if c.Init != "" {
 		a = append(a, KeyInit+"="+c.Init)
+	}
+	if c.Modules != "" {
+		a = append(a, KeyModules+"="+c.Modules)
 	}
 	return a
 }

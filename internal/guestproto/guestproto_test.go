@@ -9,7 +9,7 @@ import (
 
 func TestParseCmdline(t *testing.T) {
 	line := "console=ttyS0 reboot=t banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 " +
-		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial quiet\n"
+		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial banger.modules=6.1.0-27-cloud-amd64 quiet\n"
 	c, err := ParseCmdline(line)
 	if err != nil {
 		t.Fatal(err)
@@ -20,6 +20,7 @@ func TestParseCmdline(t *testing.T) {
 		DNS:      []netip.Addr{netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("9.9.9.9")},
 		Hostname: "web-1",
 		Agent:    AgentSerial,
+		Modules:  "6.1.0-27-cloud-amd64",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -51,6 +52,9 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"banger.hostname=Bad_Name",
 		"banger.agent=tcp",
 		"banger.init=sbin/init",
+		"banger.modules=../etc",
+		"banger.modules=6.1/x",
+		"banger.modules=",
 	} {
 		_, err := ParseCmdline(bad)
 		if err == nil {
