@@ -24,7 +24,7 @@ import (
 )
 
 // Progress receives pull stages ("resolve", "download", "unpack",
-// "extract_vmlinux", "modules", "publish", "done"), a message, and for
+// "extract_vmlinux", "modules", "modules_disk", "publish", "done"), a message, and for
 // "download" the bytes done and the total (-1 when unknown).
 type Progress func(stage, msg string, done, total int64)
 
@@ -73,8 +73,9 @@ func Fetch(ctx context.Context, e Entry, kernelsDir string, progress Progress) (
 
 // Import makes a kernel from local files: a bzImage or ELF kernel, an
 // optional initrd, and an optional modules dir (a lib/modules/<release>
-// tree, in which case only the boot modules and their deps are kept, or any
-// dir of .ko files, all of which are kept).
+// tree, whose boot modules and their deps go into the initramfs and which is
+// kept whole for the modules disk, or any dir of .ko files, all of which
+// are boot modules).
 func Import(ctx context.Context, name, kernelPath, initrdPath, modulesDir, kernelsDir string) (*Manifest, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
@@ -295,6 +296,11 @@ func assemble(ctx context.Context, dir string, p kernelParts, progress Progress)
 		}
 		if b, err := os.ReadFile(filepath.Join(p.modRoot, "modules.builtin")); err == nil {
 			if err := add("modules/modules.builtin", b); err != nil {
+				return nil, err
+			}
+		}
+		if p.closure { // a full tree: keep all of it, for the modules disk
+			if err := keepModuleTree(ctx, dir, p.modRoot, m, progress); err != nil {
 				return nil, err
 			}
 		}

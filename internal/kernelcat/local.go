@@ -46,7 +46,21 @@ type Manifest struct {
 	// Modules are the guest modules to load, dependencies first, as paths
 	// like "modules/kernel/drivers/virtio/virtio_mmio.ko" (plain .ko).
 	Modules []string `json:"modules"`
-	// Files maps every file in the dir except manifest.json to its sha256.
+	// ModulesTree is the kernel's whole module tree as shipped (what was
+	// lib/modules/<release>/: kernel/, modules.order, modules.builtin …),
+	// "modules-tree" when kept. Empty for kernels without modules, for a
+	// plain dir of .ko files (all of them are boot modules) and for kernels
+	// pulled by a banger that kept only the boot closure.
+	ModulesTree string `json:"modules_tree,omitempty"`
+	// ModulesRelease is the release ModulesTree was indexed for (depmod's
+	// version argument, the guest's /lib/modules/<release>; = Release).
+	ModulesRelease string `json:"modules_release,omitempty"`
+	// ModulesDisk is the read-only ext4 image of ModulesTree plus depmod's
+	// indexes ("modules.ext4"), shared by every VM of this kernel. It is
+	// derived, not pulled: EnsureModulesDisk rebuilds it when it is absent.
+	ModulesDisk string `json:"modules_disk,omitempty"`
+	// Files maps every pulled file in the dir to its sha256: everything but
+	// manifest.json and the derived images (modules.ext4, initramfs-*.img).
 	Files     map[string]string `json:"files"`
 	SizeBytes int64             `json:"size_bytes"`
 	PulledAt  time.Time         `json:"pulled_at"`
