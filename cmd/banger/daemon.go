@@ -6,6 +6,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/daemon"
+	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
+	"banger/internal/vmm/qemu"
 )
 
 func newDaemonCmd() *cobra.Command {
@@ -48,7 +51,7 @@ func newDaemonCmd() *cobra.Command {
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
-			d, err := daemon.New(cmd.Context(), final, os.Stderr)
+			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers()...))
 			if err != nil {
 				return err
 			}
@@ -72,3 +75,10 @@ func newDaemonCmd() *cobra.Command {
 }
 
 func fileExistsCLI(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// defaultDrivers are the hypervisors `banger daemon` offers, Firecracker
+// first: with KVM both are hardware accelerated and Firecracker boots
+// leaner; without KVM only QEMU (TCG) is usable.
+func defaultDrivers() []vmm.Driver {
+	return []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(qemu.Options{})}
+}

@@ -2,9 +2,8 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +13,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/disk"
-	"banger/internal/guestproto"
-	"banger/internal/hostnet"
 	"banger/internal/imagebuild"
-	"banger/internal/initramfs"
 	"banger/internal/kernelcat"
 	"banger/internal/model"
 	"banger/internal/vmm"
@@ -105,20 +101,17 @@ func (s *VMService) resolveImage(ctx context.Context, op *operation, spec *model
 	return err
 }
 
-// firecrackerKernel is the catalog kernel used on Firecracker when the
-// image asks for the default one: Debian's cloud kernel finds its
-// virtio-mmio devices only through ACPI or the command line
-// (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is off), while Firecracker's CI
-// kernels are built for it. Unverified here (no KVM).
-const firecrackerKernel = "firecracker-6.1"
-
-// defaultKernel picks the kernel for an image whose VM named none.
+// defaultKernel picks the kernel for an image whose VM named none: the
+// image's own, or the catalog default, which a driver may replace with
+// one it can boot (Capabilities.DefaultKernel).
 func (d *Daemon) defaultKernel(imageKernel string) string {
 	if imageKernel == "" {
 		imageKernel = kernelcat.DefaultKernel
 	}
-	if imageKernel == kernelcat.DefaultKernel && d.driver != nil && d.driver.Name() == "firecracker" {
-		return firecrackerKernel
+	if imageKernel == kernelcat.DefaultKernel && d.driver != nil {
+		if k := d.driver.Capabilities().DefaultKernel; k != "" {
+			return k
+		}
 	}
 	return imageKernel
 }
@@ -127,138 +120,6 @@ func (d *Daemon) defaultKernel(imageKernel string) string {
 // at 107 bytes).
 func (s *VMService) vmRuntimeDir(id string) string {
 	return filepath.Join(s.d.cfg.RuntimeDir, "vms", id[:12])
-}
-
-// startLocked boots rec. The caller holds the VM's lock.
-func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VMRecord) (model.VMRecord, error) {
-	if isActive(rec.State) {
-		return rec, api.Errorf(api.KindConflict, "VM %q is already %s", rec.Name, rec.State)
-	}
-	// From disks to agent-ready one key is in use; rotation waits (see
-	// rotateKey).
-	s.d.keyUseMu.RLock()
-	defer s.d.keyUseMu.RUnlock()
-	drv, err := s.d.driverFor()
-	if err != nil {
-		return rec, err
-	}
-	km, err := s.d.kernels.readOrAutoPullKernel(ctx, rec.Spec.Kernel)
-	if err != nil {
-		return rec, err
-	}
-	img, err := s.d.store.GetImage(ctx, rec.Spec.ImageID)
-	if err != nil {
-		return rec, api.Errorf(api.KindNotFound, "image %q of VM %q is gone: recreate the VM", rec.Spec.Image, rec.Name)
-	}
-	initBin, err := initramfs.LocateInit()
-	if err != nil {
-		return rec, api.Errorf(api.KindUnavailable, "%v", err)
-	}
-	op.stage("prepare_initramfs", km.Name)
-	initrd, err := initramfs.Ensure(ctx, initBin, kernelcat.Dir(s.d.kernels.dir, km.Name), km.Modules)
-	if err != nil {
-		return rec, fmt.Errorf("build initramfs for kernel %q: %w", km.Name, err)
-	}
-
-	op.stage("prepare_disks", "")
-	if err := s.prepareDisks(ctx, &rec, img); err != nil {
-		return rec, err
-	}
-
-	op.stage("network", "")
-	tap, err := s.d.net.attach(rec)
-	if err != nil {
-		return rec, err
-	}
-	ip := netip.MustParseAddr(rec.Runtime.GuestIP)
-	bridge := s.d.cfg.BridgePrefix()
-	gc := guestproto.Config{
-		IP: netip.PrefixFrom(ip, bridge.Bits()), Gateway: bridge.Addr(), DNS: []netip.Addr{bridge.Addr()},
-		Hostname: rec.Name, Agent: drv.AgentMode(),
-	}
-	rtDir := s.vmRuntimeDir(rec.ID)
-	os.RemoveAll(rtDir) // stale sockets from a previous boot
-	if err := os.MkdirAll(rtDir, 0o700); err != nil {
-		return rec, err
-	}
-	spec := vmm.Spec{
-		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: rtDir,
-		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB,
-		Kernel: km.Path(s.d.kernels.dir, km.Kernel), Vmlinux: km.Path(s.d.kernels.dir, km.Vmlinux), Initrd: initrd,
-		Cmdline: strings.Join(gc.Args(), " "),
-		Disks: []vmm.Disk{
-			{Path: filepath.Join(img.Dir, imagebuild.RootfsName), ReadOnly: true},
-			{Path: filepath.Join(rec.Runtime.Dir, cowName)},
-			{Path: filepath.Join(rec.Runtime.Dir, workDiskName)},
-		},
-		Net: &vmm.NetConfig{Tap: tap, MAC: hostnet.MACFromIP(ip.AsSlice())},
-		CID: hostnet.DefaultVSockCID(ip.AsSlice()),
-	}
-	// A fresh console per boot, so the tail in an error is this boot's.
-	os.Remove(spec.Console())
-
-	rec.State = model.StateStarting
-	rec.Runtime.Tap, rec.Runtime.MAC, rec.Runtime.CID, rec.Runtime.VMM = tap, spec.Net.MAC, spec.CID, drv.Name()
-	rec.Runtime.LastError = ""
-	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
-		s.d.net.detach(rec)
-		return rec, err
-	}
-
-	op.stage("boot", drv.Name())
-	h, err := drv.Start(ctx, spec)
-	if err != nil {
-		return s.failStart(ctx, rec, nil, fmt.Errorf("start %s: %w", drv.Name(), err), spec.Console())
-	}
-	st, err := h.State()
-	if err == nil {
-		b, _ := json.Marshal(st)
-		rec.Runtime.VMMState = b
-	}
-	rec.Runtime.PID = h.PID()
-	s.d.store.UpdateVM(ctx, rec)
-
-	op.stage("wait_ready", fmt.Sprintf("up to %s", s.d.cfg.readyTimeout()))
-	lv := &liveVM{handle: h, done: make(chan struct{})}
-	client, err := s.waitReady(ctx, rec, h)
-	if err != nil {
-		return s.failStart(ctx, rec, h, err, spec.Console())
-	}
-	lv.agent = client
-	s.setLive(rec.ID, lv)
-	go s.monitor(rec.ID, lv)
-
-	if err := s.d.net.vmUp(ctx, rec); err != nil {
-		s.stopLocked(context.WithoutCancel(ctx), op, rec, true)
-		return rec, err
-	}
-	rec.State = model.StateRunning
-	rec.Runtime.StartedAt = time.Now().UTC()
-	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
-		return rec, err
-	}
-	return rec, nil
-}
-
-// failStart tears a failed boot down, keeps the VM's files for `vm logs`,
-// leaves the record in state error, and returns an error carrying the
-// console tail.
-func (s *VMService) failStart(ctx context.Context, rec model.VMRecord, h vmm.Handle, cause error, console string) (model.VMRecord, error) {
-	if h != nil {
-		h.Kill()
-	}
-	s.d.net.detach(rec)
-	tail := vmm.Tail(console, consoleTail)
-	rec.State = model.StateError
-	rec.Runtime.PID = 0
-	rec.Runtime.VMMState = nil
-	rec.Runtime.LastError = cause.Error()
-	s.d.store.UpdateVM(context.WithoutCancel(ctx), rec)
-	msg := fmt.Sprintf("VM %q failed to boot: %v", rec.Name, cause)
-	if strings.TrimSpace(tail) != "" {
-		msg += "\n--- last lines of the console (banger vm logs " + rec.Name + ") ---\n" + strings.TrimRight(tail, "\n")
-	}
-	return rec, api.Errorf(api.KindUnavailable, "%s", msg)
 }
 
 // prepareDisks makes system.cow (formatted ext4, sparse) and root.ext4
@@ -415,7 +276,9 @@ func (s *VMService) monitor(id string, lv *liveVM) {
 		return
 	}
 	s.d.log.Info("VMM exited", "vm", rec.Name, "vm_id", id, "pid", rec.Runtime.PID)
-	s.markStopped(ctx, rec)
+	if _, err := s.markStopped(ctx, rec); err != nil {
+		s.d.log.Warn("record VMM exit", "vm", rec.Name, "err", err)
+	}
 }
 
 func (lv *liveVM) closeAgent() {
@@ -428,34 +291,46 @@ func (lv *liveVM) closeAgent() {
 }
 
 // markStopped releases host resources and records the VM as stopped.
-func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) model.VMRecord {
-	s.d.net.vmDown(ctx, rec)
-	s.d.net.detach(rec)
-	os.RemoveAll(s.vmRuntimeDir(rec.ID))
-	rec.State = model.StateStopped
-	rec.Runtime.PID = 0
-	rec.Runtime.VMMState = nil
-	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
-		s.d.log.Warn("record stop", "vm", rec.Name, "err", err)
+// Caller holds the VM's lock.
+func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.VMRecord, error) {
+	var errs []error
+	if rec.Runtime.Tap != "" {
+		s.d.net.vmDown(ctx, rec)
+		if err := s.d.net.detach(rec); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return rec
+	if err := os.RemoveAll(s.vmRuntimeDir(rec.ID)); err != nil {
+		errs = append(errs, err)
+	}
+	rec.State = model.StateStopped
+	rec.Runtime.PID, rec.Runtime.VMMState, rec.Runtime.Tap = 0, nil, ""
+	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+		errs = append(errs, fmt.Errorf("record state stopped: %w", err))
+	}
+	return rec, errors.Join(errs...)
 }
 
 // stopLocked stops a VM. Graceful: ask banger-init to power off (it syncs
 // and unmounts the work disk), wait, then let the driver stop or kill the
-// VMM. force kills at once. The caller holds the VM's lock.
+// VMM. force kills at once. Caller holds the VM's lock.
 func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMRecord, force bool) (model.VMRecord, error) {
 	lv := s.getLive(rec.ID)
 	if lv == nil {
 		if isActive(rec.State) || rec.State == model.StateError {
-			return s.markStopped(ctx, rec), nil
+			return s.markStopped(ctx, rec)
 		}
 		return rec, nil
 	}
 	rec.State = model.StateStopping
-	s.d.store.UpdateVM(ctx, rec)
+	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+		return rec, fmt.Errorf("record state stopping: %w", err)
+	}
+	var errs []error
 	if force {
-		lv.handle.Kill()
+		if err := lv.handle.Kill(); err != nil {
+			errs = append(errs, fmt.Errorf("kill the VMM: %w", err))
+		}
 	} else {
 		graceful := false
 		if c, err := s.agentClient(ctx, rec, lv); err == nil {
@@ -469,12 +344,15 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 			cancel()
 		}
 		if err := lv.handle.Stop(ctx); err != nil {
-			lv.handle.Kill()
+			if kerr := lv.handle.Kill(); kerr != nil {
+				errs = append(errs, fmt.Errorf("stop the VMM: %w; then kill: %w", err, kerr))
+			}
 		}
 	}
 	s.dropLive(rec.ID, lv)
 	lv.closeAgent()
-	return s.markStopped(ctx, rec), nil
+	rec, err := s.markStopped(ctx, rec)
+	return rec, errors.Join(append(errs, err)...)
 }
 
 // agentClient returns the VM's agent connection, re-dialing it if it broke
@@ -496,7 +374,7 @@ func (s *VMService) agentClient(ctx context.Context, rec model.VMRecord, lv *liv
 	defer cancel()
 	c, err := s.dialAgent(dctx, rec, lv.handle)
 	if err != nil {
-		return nil, api.Errorf(api.KindUnavailable, "cannot reach the agent of VM %q: %v", rec.Name, err)
+		return nil, api.Errorf(api.KindUnavailable, "cannot reach the agent of VM %q: %w", rec.Name, err)
 	}
 	lv.agent = c
 	return c, nil

@@ -19,7 +19,7 @@ type Config struct {
 	BridgeName    string `toml:"bridge_name"`
 	BridgeIP      string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
 	DefaultImage  string `toml:"default_image"`
-	VMM           string `toml:"vmm"` // auto | firecracker | qemu
+	VMM           string `toml:"vmm"` // auto or a registered driver's name (checked in New)
 	KernelCatalog string `toml:"kernel_catalog"`
 	ImageCatalog  string `toml:"image_catalog"`
 	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
@@ -70,10 +70,8 @@ func (c *Config) Finish() error {
 	default:
 		return fmt.Errorf("invalid log format %q: use text or json", c.LogFormat)
 	}
-	switch c.VMM {
-	case "auto", "firecracker", "qemu":
-	default:
-		return fmt.Errorf("invalid vmm %q: use auto, firecracker or qemu", c.VMM)
+	if c.VMM == "" {
+		c.VMM = "auto"
 	}
 	p, err := netip.ParsePrefix(c.BridgeIP)
 	if err != nil || !p.Addr().Is4() || p.Bits() > 30 || p.Addr() == p.Masked().Addr() {

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,7 @@ import (
 
 	"banger/internal/kernelcat"
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
 )
 
 func TestConfigFile(t *testing.T) {
@@ -32,7 +35,6 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 	for _, bad := range []func(*Config){
-		func(c *Config) { c.VMM = "vbox" },
 		func(c *Config) { c.BridgeIP = "10.0.0.0/24" },
 		func(c *Config) { c.BridgeIP = "10.0.0.1/31" },
 		func(c *Config) { c.LogFormat = "xml" },
@@ -47,10 +49,14 @@ func TestConfigFile(t *testing.T) {
 	}
 }
 
-// stubDriver only has a name: enough for defaultKernel.
+// stubDriver only has capabilities: enough for defaultKernel.
 type stubDriver struct{ vmm.Driver }
 
-func (s stubDriver) Name() string { return "firecracker" }
+func (s stubDriver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{DefaultKernel: "firecracker-6.1"}
+}
+
+func (s stubDriver) Name() string { return "stub" }
 
 func TestDefaultKernelPerDriver(t *testing.T) {
 	d := &Daemon{}
@@ -58,14 +64,34 @@ func TestDefaultKernelPerDriver(t *testing.T) {
 		t.Fatalf("no driver: %s", got)
 	}
 	d.driver = stubDriver{}
-	if got := d.defaultKernel(""); got != firecrackerKernel {
-		t.Fatalf("firecracker: %s", got)
+	if got := d.defaultKernel(""); got != "firecracker-6.1" {
+		t.Fatalf("driver's default kernel: %s", got)
 	}
 	if got := d.defaultKernel("mine"); got != "mine" {
 		t.Fatalf("image's own kernel replaced: %s", got)
 	}
 	cat, _ := kernelcat.LoadEmbedded()
-	if _, ok := cat.Lookup(firecrackerKernel); !ok {
-		t.Fatalf("%s is not in the kernel catalog", firecrackerKernel)
+	if _, ok := cat.Lookup(firecracker.DefaultKernel); !ok {
+		t.Fatalf("%s is not in the kernel catalog", firecracker.DefaultKernel)
+	}
+}
+
+// The vmm setting is checked against the drivers the daemon was given, not
+// a list of names in the config code.
+func TestUnknownVMMRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.RuntimeDir = filepath.Join(dir, "run")
+	cfg.VMM = "vbox"
+	if err := cfg.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(context.Background(), cfg, io.Discard, WithDrivers(stubDriver{}))
+	if err == nil || !strings.Contains(err.Error(), `"vbox"`) || !strings.Contains(err.Error(), "stub") {
+		t.Fatalf("vmm=vbox: %v", err)
+	}
+	if _, err := os.Stat(cfg.StateDir); err == nil {
+		t.Fatal("a refused config created the state dir")
 	}
 }

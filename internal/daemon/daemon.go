@@ -46,20 +46,41 @@ type Daemon struct {
 	images  *ImageService
 	net     *netState
 
-	// drivers are every hypervisor banger knows; driver is the one
-	// cfg.VMM selected (nil when none is usable, driverWhy says why).
+	// drivers are the hypervisors given with WithDrivers; driver is the
+	// one cfg.VMM selected (nil when none is usable, driverWhy says why).
+	// Set in New, read-only afterwards.
 	drivers   []vmm.Driver
 	driver    vmm.Driver
 	driverWhy string
+
+	// startHook, when set (tests), runs after each start step succeeded
+	// and pushed its undo; an error fails the start there.
+	startHook func(step string) error
+}
+
+// Option configures New.
+type Option func(*Daemon)
+
+// WithDrivers gives the daemon its hypervisors, in order of preference for
+// `vmm = auto` among equally capable ones. The daemon knows no driver by
+// itself: `banger daemon` passes Firecracker and QEMU, tests a test double.
+func WithDrivers(drivers ...vmm.Driver) Option {
+	return func(d *Daemon) { d.drivers = append([]vmm.Driver(nil), drivers...) }
 }
 
 // New prepares a daemon: takes the state-dir lock, opens the store and
 // registers the RPC methods. It does not listen yet.
-func New(ctx context.Context, cfg Config, logOut io.Writer) (*Daemon, error) {
+func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Daemon, error) {
 	if err := cfg.Finish(); err != nil {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
+	for _, o := range opts {
+		o(d)
+	}
+	if err := d.checkVMMSetting(); err != nil {
+		return nil, err
+	}
 	for _, dir := range []string{cfg.StateDir, cfg.RuntimeDir, filepath.Dir(cfg.Socket)} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -228,8 +249,10 @@ func (d *Daemon) Close() {
 	d.unlockStateDir()
 }
 
-// startBackground starts reconcile loops. Later capabilities hook in here.
-func (d *Daemon) startBackground(ctx context.Context) {}
+// startBackground starts the daemon's loops; each ends with ctx.
+func (d *Daemon) startBackground(ctx context.Context) {
+	// None yet: VM deaths are noticed per VM (monitor), not by polling.
+}
 
 func (d *Daemon) registerMethods() {
 	d.register(api.MethodPing, func(ctx context.Context, _ json.RawMessage) (any, error) {

@@ -2,21 +2,34 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 
 	"banger/internal/api"
 	"banger/internal/initramfs"
+	"banger/internal/nat"
 	"banger/internal/vmm"
-	"banger/internal/vmm/firecracker"
-	"banger/internal/vmm/qemu"
 )
+
+// checkVMMSetting validates the config's vmm against the registered
+// drivers' names.
+func (d *Daemon) checkVMMSetting() error {
+	if d.cfg.VMM == "auto" {
+		return nil
+	}
+	for _, drv := range d.drivers {
+		if drv.Name() == d.cfg.VMM {
+			return nil
+		}
+	}
+	return fmt.Errorf("invalid vmm %q: use auto or one of %s", d.cfg.VMM, strings.Join(vmm.Names(d.drivers), ", "))
+}
 
 // selectDriver picks the hypervisor for cfg.VMM. It only probes (no
 // process is started, no interface touched).
 func (d *Daemon) selectDriver() {
-	d.drivers = []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(qemu.Options{})}
 	drv, why, err := vmm.Select(d.cfg.VMM, d.drivers...)
 	if err != nil {
 		d.driverWhy = err.Error()
@@ -37,7 +50,11 @@ func (d *Daemon) doctor() api.DoctorResult {
 	add("kvm", kvm, why)
 	for _, drv := range d.drivers {
 		p := drv.Probe()
-		add(drv.Name(), p.Usable, p.Reason)
+		detail := p.Reason
+		if !drv.Capabilities().Verified {
+			detail += " (unverified: never booted by banger's tests on a real host)"
+		}
+		add(drv.Name(), p.Usable, detail)
 	}
 	for _, tool := range []string{"mkfs.ext4", "e2fsck", "resize2fs", "debugfs"} {
 		path, err := exec.LookPath(tool)
@@ -49,8 +66,8 @@ func (d *Daemon) doctor() api.DoctorResult {
 	}
 	_, err := os.Stat("/dev/net/tun")
 	add("tun", err == nil, orMsg("/dev/net/tun", err, "load the tun module (modprobe tun)"))
-	nft := d.nftCheck()
-	add("nftables", nft == "", orMsg("netlink nftables usable", errIf(nft), nft))
+	nftOK, nftWhy := nftCheck()
+	add("nftables", nftOK, nftWhy)
 	initPath, err := initramfs.LocateInit()
 	add("banger-init", err == nil, orMsg(initPath, err, ""))
 	vs, vwhy := vmm.VhostVsockUsable()
@@ -62,18 +79,14 @@ func (d *Daemon) doctor() api.DoctorResult {
 	return res
 }
 
-func (d *Daemon) nftCheck() string {
-	if _, err := os.Stat("/proc/net/netfilter"); err != nil && !strings.Contains(err.Error(), "no such") {
-		return err.Error()
+// nftCheck asks the kernel for its nftables tables over netlink: the same
+// call NAT setup makes first, so a kernel without nf_tables (or a caller
+// without CAP_NET_ADMIN) fails here as it would at the first --nat VM.
+func nftCheck() (bool, string) {
+	if err := nat.Probe(); err != nil {
+		return false, fmt.Sprintf("nftables not usable: %v (load nf_tables: modprobe nf_tables; NAT and guest isolation need it)", err)
 	}
-	return ""
-}
-
-func errIf(s string) error {
-	if s == "" {
-		return nil
-	}
-	return &api.Error{Kind: api.KindUnavailable, Message: s}
+	return true, "netlink nftables usable"
 }
 
 func orMsg(ok string, err error, hint string) string {

@@ -93,11 +93,12 @@ func (n *netState) attach(rec model.VMRecord) (string, error) {
 }
 
 // detach removes the tap and releases forwards. Safe to call twice.
-func (n *netState) detach(rec model.VMRecord) {
+func (n *netState) detach(rec model.VMRecord) error {
 	n.fwd.Release(rec.Name)
 	if err := hostnet.DeleteTap(hostnet.TapName(rec.ID)); err != nil {
-		n.d.log.Warn("delete tap", "vm", rec.Name, "err", err)
+		return fmt.Errorf("delete tap of %s: %w", rec.Name, err)
 	}
+	return nil
 }
 
 func forwardsOf(rec model.VMRecord) []portfwd.Forward {

@@ -10,7 +10,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
 )
@@ -43,8 +46,16 @@ func decode(params json.RawMessage, v any) error {
 
 // serveConn reads newline-delimited requests and answers each. Requests on
 // one connection run concurrently; writes are serialized.
+//
+// A request's context ends when its caller hangs up (Ctrl-C on a pull
+// cancels the pull): a read error other than EOF, or EOF followed by a
+// full hang-up. EOF alone may be a half-close (socat, `nc -N`) whose
+// sender still waits for the answer, so then the connection is watched
+// for POLLHUP while requests are in flight.
 func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	ctx, hangUp := context.WithCancelCause(ctx)
+	defer hangUp(nil)
 	var wmu sync.Mutex
 	write := func(v any) {
 		b, err := json.Marshal(v)
@@ -93,6 +104,50 @@ func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
 			d.dispatch(ctx, line, write, &inflight)
 		}
 		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				hangUp(errCallerGone)
+				return
+			}
+			done := make(chan struct{})
+			go watchHangUp(conn, done, hangUp)
+			inflight.Wait()
+			close(done)
+			return
+		}
+	}
+}
+
+// errCallerGone is the cause of a request context whose caller hung up.
+var errCallerGone = errors.New("the caller hung up")
+
+// watchHangUp cancels via hangUp once the peer has closed both directions
+// of conn, until done is closed.
+func watchHangUp(conn net.Conn, done <-chan struct{}, hangUp context.CancelCauseFunc) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		gone := false
+		rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+				gone = true
+			}
+		})
+		if gone {
+			hangUp(errCallerGone)
 			return
 		}
 	}

@@ -349,3 +349,16 @@ func ctEstablished() []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
 	}
 }
+
+// Probe lists the kernel's inet tables over netlink without changing
+// anything: it fails where nf_tables is missing or the caller lacks
+// CAP_NET_ADMIN, exactly as Ensure would.
+func Probe() error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
+	return err
+}

@@ -127,18 +127,90 @@ type Handle interface {
 	State() (StateInfo, error)
 }
 
-// Driver is one hypervisor.
+// Driver is one hypervisor. The daemon reads what a driver can do from
+// Capabilities and never asks which driver it holds (Lima's pkg/driver).
 type Driver interface {
+	// Name identifies the driver in the config (`vmm = NAME`), in doctor
+	// and in persisted StateInfo; the daemon never branches on it.
 	Name() string
 	Probe() ProbeResult
+	// Capabilities says what the driver can do on this host. Cheap: the
+	// daemon calls it on every start.
+	Capabilities() Capabilities
 	Start(ctx context.Context, s Spec) (Handle, error)
 	// Adopt re-attaches to a VMM a previous daemon started. It fails with
 	// ErrNotRunning when that process is gone (or its pid now names another
 	// process).
 	Adopt(st StateInfo) (Handle, error)
-	// AgentMode is AgentVsock or AgentSerial: the daemon writes it into
-	// banger.agent= on the kernel command line.
-	AgentMode() string
+}
+
+// Kernel formats a driver can boot.
+const (
+	KernelBzImage = "bzImage" // Spec.Kernel
+	KernelVmlinux = "vmlinux" // Spec.Vmlinux (uncompressed ELF)
+)
+
+// Network modes.
+const (
+	// NetworkTap: the guest gets a virtio-net device on a host tap the
+	// daemon creates on its bridge (Spec.Net).
+	NetworkTap = "tap"
+	// NetworkNone: no guest network device; the daemon creates no bridge,
+	// tap, NAT or forward for the VM and refuses --nat and -p.
+	NetworkNone = "none"
+)
+
+// Capabilities is what a driver can do: the one table of limits that both
+// the daemon's validation and the driver's Spec.Validate use.
+type Capabilities struct {
+	// KernelFormats the driver boots, in order of preference.
+	KernelFormats []string
+	// DefaultKernel, when set, replaces the catalog's default kernel for
+	// images that ask for the default (e.g. a kernel whose virtio-mmio
+	// devices come from the command line, for a VMM without ACPI).
+	DefaultKernel string
+	MaxVCPU       int
+	MinMemoryMiB  int
+	MaxMemoryMiB  int
+	// Agent is the agent transport (AgentVsock or AgentSerial), written
+	// into banger.agent= on the kernel command line.
+	Agent string
+	// Network is NetworkTap or NetworkNone.
+	Network string
+	// Shares: host directory shares (virtio-fs/9p). Snapshots: memory and
+	// device state save/restore. Neither is used by the daemon yet.
+	Shares    bool
+	Snapshots bool
+	// Verified is false for a driver whose boots were never observed on a
+	// real host by this project's tests (doctor says so).
+	Verified bool
+}
+
+// Limits of every driver: what the guest contract allows whatever the VMM.
+const (
+	MaxVCPULimit = 32
+	MinMemoryMiB = 64
+)
+
+// CheckLimits validates vCPU and memory against c, naming the limit.
+func (c Capabilities) CheckLimits(vcpu, memMiB int) error {
+	if vcpu < 1 || vcpu > c.MaxVCPU {
+		return fmt.Errorf("vcpu count %d: this hypervisor allows 1 to %d", vcpu, c.MaxVCPU)
+	}
+	if memMiB < c.MinMemoryMiB || memMiB > c.MaxMemoryMiB {
+		return fmt.Errorf("memory %d MiB: this hypervisor allows %d to %d MiB", memMiB, c.MinMemoryMiB, c.MaxMemoryMiB)
+	}
+	return nil
+}
+
+// Boots reports whether the driver boots kernels of format f.
+func (c Capabilities) Boots(f string) bool {
+	for _, k := range c.KernelFormats {
+		if k == f {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrNotRunning is returned by Adopt when the recorded VMM process no longer
@@ -158,11 +230,11 @@ func (s Spec) Validate() error {
 	if n := len(filepath.Join(s.RuntimeDir, "agent.sock")); n > MaxUnixPath {
 		return fmt.Errorf("runtime dir %q is too long for unix sockets (%d > %d bytes): use a shorter runtime dir", s.RuntimeDir, n, MaxUnixPath)
 	}
-	if s.VCPU < 1 || s.VCPU > 32 {
-		return fmt.Errorf("vcpu count %d: want 1 to 32", s.VCPU)
+	if s.VCPU < 1 || s.VCPU > MaxVCPULimit {
+		return fmt.Errorf("vcpu count %d: want 1 to %d", s.VCPU, MaxVCPULimit)
 	}
-	if s.MemoryMiB < 64 {
-		return fmt.Errorf("memory %d MiB: want at least 64 MiB", s.MemoryMiB)
+	if s.MemoryMiB < MinMemoryMiB {
+		return fmt.Errorf("memory %d MiB: want at least %d MiB", s.MemoryMiB, MinMemoryMiB)
 	}
 	if s.Initrd != "" {
 		if err := regularFile(s.Initrd, "initrd"); err != nil {
@@ -205,9 +277,9 @@ func regularFile(path, what string) error {
 	return nil
 }
 
-// Select picks the driver for pref ("auto", "firecracker", "qemu"; "" means
-// auto). auto takes the first usable driver in the order given (the daemon
-// passes firecracker first). The string says why that driver was picked.
+// Select picks the driver for pref ("auto" or a driver's name; "" means
+// auto). auto takes a usable driver with hardware acceleration first, else
+// the first usable one, each in the order given. The string says why.
 func Select(pref string, drivers ...Driver) (Driver, string, error) {
 	if pref == "" {
 		pref = "auto"
@@ -223,23 +295,42 @@ func Select(pref string, drivers ...Driver) (Driver, string, error) {
 			}
 			return d, fmt.Sprintf("%s requested (%s)", pref, p.Reason), nil
 		}
-		names := make([]string, len(drivers))
-		for i, d := range drivers {
-			names[i] = d.Name()
-		}
-		return nil, "", fmt.Errorf("unknown vmm %q: want auto or one of %s", pref, strings.Join(names, ", "))
-	}
-	var why []string
-	for _, d := range drivers {
-		p := d.Probe()
-		if p.Usable {
-			why = append(why, fmt.Sprintf("%s usable (%s)", d.Name(), p.Reason))
-			return d, strings.Join(why, "; "), nil
-		}
-		why = append(why, fmt.Sprintf("%s not usable: %s", d.Name(), p.Reason))
+		return nil, "", fmt.Errorf("unknown vmm %q: want auto or one of %s", pref, strings.Join(Names(drivers), ", "))
 	}
 	if len(drivers) == 0 {
 		return nil, "", errors.New("no vmm drivers configured")
 	}
-	return nil, "", fmt.Errorf("no usable vmm: %s", strings.Join(why, "; "))
+	var why []string
+	var first Driver
+	for _, d := range drivers {
+		p := d.Probe()
+		if !p.Usable {
+			why = append(why, fmt.Sprintf("%s not usable: %s", d.Name(), p.Reason))
+			continue
+		}
+		note := ""
+		if !d.Capabilities().Verified {
+			note = ", unverified by banger's tests"
+		}
+		why = append(why, fmt.Sprintf("%s usable (%s%s)", d.Name(), p.Reason, note))
+		if p.Accel == "kvm" {
+			return d, strings.Join(why, "; ") + "; picked " + d.Name() + ": hardware accelerated", nil
+		}
+		if first == nil {
+			first = d
+		}
+	}
+	if first == nil {
+		return nil, "", fmt.Errorf("no usable vmm: %s", strings.Join(why, "; "))
+	}
+	return first, strings.Join(why, "; ") + "; picked " + first.Name() + ": no hardware-accelerated driver usable", nil
+}
+
+// Names lists the drivers' names.
+func Names(drivers []Driver) []string {
+	names := make([]string, len(drivers))
+	for i, d := range drivers {
+		names[i] = d.Name()
+	}
+	return names
 }

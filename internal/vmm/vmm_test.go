@@ -25,7 +25,7 @@ func (d probeOnly) Name() string                                { return d.name 
 func (d probeOnly) Probe() ProbeResult                          { return d.p }
 func (d probeOnly) Start(context.Context, Spec) (Handle, error) { return nil, errors.New("no") }
 func (d probeOnly) Adopt(StateInfo) (Handle, error)             { return nil, errors.New("no") }
-func (d probeOnly) AgentMode() string                           { return AgentSerial }
+func (d probeOnly) Capabilities() Capabilities                  { return Capabilities{Agent: AgentSerial} }
 
 func TestSelect(t *testing.T) {
 	fcOK := probeOnly{"firecracker", ProbeResult{Usable: true, Accel: "kvm", Reason: "kvm"}}
@@ -47,6 +47,9 @@ func TestSelect(t *testing.T) {
 		{"qemu", []Driver{fcOK, qNo}, "", []string{"qemu-system-x86_64 not found"}},
 		{"vbox", []Driver{fcOK, qOK}, "", []string{`"vbox"`, "firecracker, qemu"}},
 		{"auto", nil, "", []string{"no vmm"}},
+		// Hardware acceleration wins over order: a tcg driver listed first
+		// is passed over for a kvm one.
+		{"auto", []Driver{qOK, fcOK}, "firecracker", nil},
 	} {
 		d, why, err := Select(c.pref, c.drivers...)
 		if c.want == "" {

@@ -1,0 +1,31 @@
+package firecracker
+
+import "banger/internal/vmm"
+
+// MaxVCPU is Firecracker's own limit (machine-config vcpu_count ≤ 32).
+const MaxVCPU = 32
+
+// MaxMemoryMiB bounds mem_size_mib as the QEMU driver does.
+const MaxMemoryMiB = 64 << 10
+
+// DefaultKernel is the catalog kernel Firecracker boots for images that
+// ask for the default one: Debian's cloud kernel finds its virtio-mmio
+// devices only through ACPI or the command line
+// (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is off), while Firecracker's CI
+// kernels are built for it. Unverified here (no KVM).
+const DefaultKernel = "firecracker-6.1"
+
+// Capabilities: ELF vmlinux only, hybrid vsock for the agent, a tap; never
+// booted on this project's hosts (no KVM), so not verified.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{
+		KernelFormats: []string{vmm.KernelVmlinux},
+		DefaultKernel: DefaultKernel,
+		MaxVCPU:       MaxVCPU,
+		MinMemoryMiB:  vmm.MinMemoryMiB,
+		MaxMemoryMiB:  MaxMemoryMiB,
+		Agent:         vmm.AgentVsock,
+		Network:       vmm.NetworkTap,
+		Verified:      false,
+	}
+}

@@ -1,0 +1,25 @@
+package qemu
+
+import "banger/internal/vmm"
+
+// MaxVCPU is what banger's microvm command line supports: QEMU's microvm
+// takes more, but the guest contract is tested up to this.
+const MaxVCPU = vmm.MaxVCPULimit
+
+// MaxMemoryMiB keeps TCG guests (and a typo's 1 TiB) within reason.
+const MaxMemoryMiB = 64 << 10
+
+// Capabilities: bzImage kernels (QEMU decompresses them), a tap device,
+// the agent over vhost-vsock or virtio-serial, verified on this project's
+// hosts under TCG.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{
+		KernelFormats: []string{vmm.KernelBzImage},
+		MaxVCPU:       MaxVCPU,
+		MinMemoryMiB:  vmm.MinMemoryMiB,
+		MaxMemoryMiB:  MaxMemoryMiB,
+		Agent:         d.AgentMode(),
+		Network:       vmm.NetworkTap,
+		Verified:      true,
+	}
+}

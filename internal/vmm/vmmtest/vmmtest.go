@@ -1,0 +1,263 @@
+// Package vmmtest is a test double for a hypervisor, so the daemon's
+// lifecycle (start, stop, monitor, adopt after a restart) runs in `go test`
+// without root, KVM or QEMU. Its "VMM" is a real process — the test binary
+// re-executed by Main — that outlives the daemon which started it and
+// serves the guest side of the agent protocol on a unix socket: the
+// resynchronization of guestproto.AgentSync, then SSH with banger-init's
+// ping and poweroff requests and exec (run by /bin/sh on the host). It
+// boots nothing: it is a double for the VMM, never a path a user takes.
+package vmmtest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"banger/internal/guestproto"
+	"banger/internal/vmm"
+)
+
+// Name is the driver's name.
+const Name = "test"
+
+// guestArg marks the re-executed test binary as a guest (Main).
+const guestArg = "vmmtest-guest"
+
+// Driver is the test hypervisor. Caps is what it reports; the zero Driver
+// from New boots both kernel formats, has no guest network and serial agent.
+type Driver struct {
+	Caps vmm.Capabilities
+
+	mu      sync.Mutex
+	started []int // pids, for tests that look for leftovers
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// New returns a driver with default capabilities.
+func New() *Driver {
+	return &Driver{Caps: vmm.Capabilities{
+		KernelFormats: []string{vmm.KernelBzImage, vmm.KernelVmlinux},
+		MaxVCPU:       4, MinMemoryMiB: vmm.MinMemoryMiB, MaxMemoryMiB: 4096,
+		Agent: vmm.AgentSerial, Network: vmm.NetworkNone, Verified: true,
+	}}
+}
+
+func (d *Driver) Name() string                   { return Name }
+func (d *Driver) Capabilities() vmm.Capabilities { return d.Caps }
+func (d *Driver) Probe() vmm.ProbeResult {
+	return vmm.ProbeResult{Usable: true, Accel: "test", Reason: "test double"}
+}
+
+// Started lists the pids of every VMM this driver started.
+func (d *Driver) Started() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]int(nil), d.started...)
+}
+
+func agentSocket(s vmm.Spec) string { return filepath.Join(s.RuntimeDir, "agent.sock") }
+
+// Start spawns the guest process. The command line mentions the agent
+// socket, which is what Attach checks after a daemon restart.
+func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sock := agentSocket(s)
+	p, err := vmm.Spawn(vmm.SpawnConfig{Path: exe, Args: []string{"-test.run=^$", guestArg, sock, s.Console()},
+		Stdout: filepath.Join(s.Dir, "vmm.log")})
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.started = append(d.started, p.PID())
+	d.mu.Unlock()
+	st := vmm.StateInfo{Driver: Name, PID: p.PID(), StartTime: p.StartTime(), ControlSocket: sock,
+		AgentSocket: sock, AgentMode: vmm.AgentSerial, Dir: s.Dir, RuntimeDir: s.RuntimeDir}
+	return &handle{Base: vmm.Base{Proc: p, St: st}}, nil
+}
+
+// Adopt re-attaches to a guest process a previous daemon started.
+func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
+	p, err := vmm.AttachState(Name, st)
+	if err != nil {
+		return nil, err
+	}
+	return &handle{Base: vmm.Base{Proc: p, St: st}}, nil
+}
+
+type handle struct{ vmm.Base }
+
+func (h *handle) AgentConn(ctx context.Context) (net.Conn, error) {
+	var dl net.Dialer
+	return dl.DialContext(ctx, "unix", h.St.AgentSocket)
+}
+
+// Stop sends SIGTERM (the guest's "power button") and kills after 5 s.
+func (h *handle) Stop(ctx context.Context) error {
+	h.Proc.Signal(syscall.SIGTERM)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if h.Proc.Wait(wctx) != nil && !h.Proc.Exited() {
+		return h.Proc.Kill()
+	}
+	return nil
+}
+
+// Main runs the guest when the test binary was re-executed by Start; call
+// it first in TestMain. It returns when this is not a guest process.
+func Main() {
+	if len(os.Args) < 4 || os.Args[len(os.Args)-3] != guestArg {
+		return
+	}
+	sock, console := os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]
+	if err := runGuest(sock, console); err != nil {
+		fmt.Fprintln(os.Stderr, "vmmtest guest:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func runGuest(sock, console string) error {
+	os.WriteFile(console, []byte("vmmtest guest booted\n"), 0o640)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	hostKey, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return err
+	}
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.AddHostKey(hostKey)
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signalNotify(sig)
+		<-sig
+		os.Exit(0)
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go serve(c, cfg)
+	}
+}
+
+// serve is the guest side of one agent connection.
+func serve(c net.Conn, cfg *ssh.ServerConfig) {
+	defer c.Close()
+	if err := guestSync(c); err != nil {
+		return
+	}
+	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		return
+	}
+	go func() {
+		for r := range reqs {
+			switch r.Type {
+			case guestproto.PingRequest:
+				r.Reply(true, nil)
+			case guestproto.PoweroffRequest:
+				r.Reply(true, nil)
+				go func() { time.Sleep(50 * time.Millisecond); os.Exit(0) }()
+			default:
+				r.Reply(false, nil)
+			}
+		}
+	}()
+	for nc := range chans {
+		if nc.ChannelType() != "session" {
+			nc.Reject(ssh.UnknownChannelType, "vmmtest: only sessions")
+			continue
+		}
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			continue
+		}
+		go session(ch, creqs)
+	}
+}
+
+func session(ch ssh.Channel, reqs <-chan *ssh.Request) {
+	defer ch.Close()
+	for r := range reqs {
+		if r.Type != "exec" || len(r.Payload) < 4 {
+			r.Reply(r.Type == "env", nil)
+			continue
+		}
+		n := binary.BigEndian.Uint32(r.Payload)
+		if int(n) > len(r.Payload)-4 {
+			r.Reply(false, nil)
+			continue
+		}
+		r.Reply(true, nil)
+		cmd := exec.Command("/bin/sh", "-c", string(r.Payload[4:4+n]))
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
+		code := 0
+		if err := cmd.Run(); err != nil {
+			code = 255
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+		}
+		ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, uint32(code)))
+		return
+	}
+}
+
+// guestSync answers the host's resynchronization (guestproto.AgentSync).
+func guestSync(rw io.ReadWriter) error {
+	var line []byte
+	nonce := ""
+	b := make([]byte, 1)
+	for {
+		if _, err := rw.Read(b); err != nil {
+			return err
+		}
+		if b[0] != '\n' {
+			if len(line) < 256 {
+				line = append(line, b[0])
+			}
+			continue
+		}
+		s := string(line)
+		line = line[:0]
+		switch {
+		case strings.HasPrefix(s, guestproto.AgentSync):
+			if n := strings.TrimPrefix(s, guestproto.AgentSync); n != "" && n != nonce {
+				nonce = n
+				if _, err := rw.Write([]byte(guestproto.AgentSyncOK + nonce + "\n")); err != nil {
+					return err
+				}
+			}
+		case nonce != "" && s == guestproto.AgentGo+nonce:
+			return nil
+		}
+	}
+}
