@@ -124,7 +124,8 @@ func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*ke
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already pulled", e.Name))
 		}
-		return nil, op.fail(api.Errorf(api.KindUnavailable, "pull kernel %q: %w", e.Name, err))
+		// kernelcat.Fetch already names the kernel in its error.
+		return nil, op.fail(api.Errorf(api.KindUnavailable, "%w", err))
 	}
 	if err := s.d.store.UpsertKernel(ctx, s.record(m)); err != nil {
 		return nil, op.fail(err)
