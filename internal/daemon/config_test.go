@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"banger/internal/api"
 	"banger/internal/kernelcat"
 	"banger/internal/vmm"
 	"banger/internal/vmm/firecracker"
@@ -93,5 +94,35 @@ func TestUnknownVMMRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.StateDir); err == nil {
 		t.Fatal("a refused config created the state dir")
+	}
+}
+
+// limitDriver has small limits and no guest network.
+type limitDriver struct{ vmm.Driver }
+
+func (limitDriver) Name() string { return "tiny" }
+func (limitDriver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{MaxVCPU: 2, MinMemoryMiB: 64, MaxMemoryMiB: 1024, Network: vmm.NetworkNone}
+}
+
+// A create over the selected hypervisor's limits is refused before any
+// reservation, naming the value and the hypervisor.
+func TestCreateRefusedByDriverLimits(t *testing.T) {
+	s := &VMService{d: &Daemon{driver: limitDriver{}}}
+	for _, tc := range []struct {
+		p    api.VMCreateParams
+		want string
+	}{
+		{api.VMCreateParams{VCPU: 4}, "vcpu count 4"},
+		{api.VMCreateParams{VCPU: 1, MemoryMiB: 2048}, "memory 2048 MiB"},
+		{api.VMCreateParams{VCPU: 1, NAT: true}, "--nat"},
+	} {
+		_, err := s.validateCreate(tc.p)
+		if api.KindOf(err) != api.KindInvalidArgument || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "tiny") {
+			t.Errorf("%+v: %v", tc.p, err)
+		}
+	}
+	if _, err := s.validateCreate(api.VMCreateParams{VCPU: 2, MemoryMiB: 512}); err != nil {
+		t.Fatalf("within limits: %v", err)
 	}
 }

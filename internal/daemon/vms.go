@@ -159,6 +159,13 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 		return r, err
 	}
 	r.spec.Ports = ports
+	// The hypervisor's own limits, before anything is reserved (a start
+	// checks them again: the driver may differ after a restart).
+	if drv := s.d.driver; drv != nil {
+		if err := checkCapabilities(drv.Capabilities(), drv.Name(), r.spec); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 
