@@ -5,8 +5,9 @@ package api
 
 import "encoding/json"
 
-// MaxRequestBytes bounds one request line; longer ones get an error and the
-// connection is closed (the daemon keeps serving everyone else).
+// MaxRequestBytes bounds one request line; a longer one is answered with an
+// invalid_argument error, the rest of the line is skipped (bounded in time),
+// and the connection keeps serving the next request.
 const MaxRequestBytes = 1 << 20
 
 // Request is a JSON-RPC 2.0 request.

@@ -190,7 +190,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("daemon started", "version", Version, "pid", os.Getpid(), "socket", d.cfg.Socket, "state_dir", d.cfg.StateDir)
-	d.startBackground(ctx)
 
 	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()
@@ -247,11 +246,6 @@ func (d *Daemon) Close() {
 		d.store = nil
 	}
 	d.unlockStateDir()
-}
-
-// startBackground starts the daemon's loops; each ends with ctx.
-func (d *Daemon) startBackground(ctx context.Context) {
-	// None yet: VM deaths are noticed per VM (monitor), not by polling.
 }
 
 func (d *Daemon) registerMethods() {
