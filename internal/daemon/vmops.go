@@ -141,22 +141,12 @@ func (s *VMService) Logs(ctx context.Context, p api.LogsParams) (api.LogsResult,
 	if err != nil {
 		return api.LogsResult{}, err
 	}
-	f, err := os.Open(filepath.Join(rec.Runtime.Dir, "console.log"))
-	if os.IsNotExist(err) {
-		return api.LogsResult{State: string(rec.State), Offset: 0}, nil
-	}
+	// Logical offsets: the console log rotates (vmm.ConsoleLog).
+	b, off, err := vmm.ReadConsole(filepath.Join(rec.Runtime.Dir, "console.log"), p.Offset, 4<<20)
 	if err != nil {
 		return api.LogsResult{}, err
 	}
-	defer f.Close()
-	if p.Offset > 0 {
-		f.Seek(p.Offset, io.SeekStart)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4<<20))
-	if err != nil {
-		return api.LogsResult{}, err
-	}
-	return api.LogsResult{Data: string(b), Offset: p.Offset + int64(len(b)), State: string(rec.State)}, nil
+	return api.LogsResult{Data: string(b), Offset: off, State: string(rec.State)}, nil
 }
 
 // Prune removes every stopped (or failed) VM.

@@ -1,5 +1,6 @@
 // Package qemu runs VMs with qemu-system-x86_64 -M microvm: virtio-mmio
-// block, net and agent devices, the console on a file, a QMP socket for
+// block, net and agent devices, the console on a unix socket whose stream
+// the driver copies into a size-capped log (vmm.ConsoleLog), a QMP socket for
 // status and quit. It uses KVM when /dev/kvm really works and TCG otherwise
 // (with tsc_early_khz= on the kernel command line: without it about half of
 // TCG boots hang calibrating the TSC against the PIT).
@@ -56,6 +57,9 @@ type Options struct {
 	// StopTimeout is how long Stop waits for the guest to power off after
 	// system_powerdown before it quits QEMU (default DefaultStopTimeout).
 	StopTimeout time.Duration
+	// ConsoleMaxBytes caps each of the two console log generations
+	// (default vmm.ConsoleMaxBytes).
+	ConsoleMaxBytes int64
 }
 
 // Driver is the QEMU microvm driver.
@@ -146,15 +150,16 @@ func hasMachine(help, name string) bool {
 }
 
 // paths are where one VM's files and sockets live.
-type paths struct{ qmp, agent, pid, log, console string }
+type paths struct{ qmp, agent, pid, log, console, consoleSock string }
 
 func pathsFor(s vmm.Spec) paths {
 	return paths{
-		qmp:     filepath.Join(s.RuntimeDir, QMPSocket),
-		agent:   filepath.Join(s.RuntimeDir, AgentSocket),
-		pid:     filepath.Join(s.RuntimeDir, PIDFile),
-		log:     filepath.Join(s.Dir, LogFile),
-		console: s.Console(),
+		qmp:         filepath.Join(s.RuntimeDir, QMPSocket),
+		agent:       filepath.Join(s.RuntimeDir, AgentSocket),
+		pid:         filepath.Join(s.RuntimeDir, PIDFile),
+		log:         filepath.Join(s.Dir, LogFile),
+		console:     s.Console(),
+		consoleSock: vmm.ConsoleSocket(s.RuntimeDir),
 	}
 }
 
@@ -175,7 +180,12 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		"-smp", strconv.Itoa(s.VCPU),
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-serial", "file:" + p.console,
+		// The console is a socket, not a file: the driver caps what a
+		// guest may write to the host's disk. wait=on holds the boot until
+		// the driver is attached (no early line is lost); once the driver
+		// (daemon) is gone QEMU drops console bytes instead of blocking.
+		"-chardev", "socket,id=console,path=" + qemuEscape(p.consoleSock) + ",server=on,wait=on",
+		"-serial", "chardev:console",
 		"-kernel", s.Kernel,
 	}
 	if s.Initrd != "" {
@@ -263,7 +273,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 		q.Close()
 		return nil, fmt.Errorf("a QEMU already serves %s: stop it (or adopt it) first", p.qmp)
 	}
-	for _, f := range []string{p.qmp, p.agent, p.pid} {
+	for _, f := range []string{p.qmp, p.agent, p.pid, p.consoleSock} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
@@ -284,6 +294,10 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if mode == vmm.AgentSerial {
 		h.St.AgentSocket = p.agent
 	}
+	if err := h.attachConsole(ctx, true); err != nil {
+		proc.Kill()
+		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
+	}
 	if err := h.waitQMP(ctx); err != nil {
 		proc.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
@@ -297,12 +311,41 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}, nil
+	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}
+	// The console stream is the earlier daemon's no more: take it over.
+	// A VM whose console cannot be re-attached still runs; its console
+	// output is dropped by QEMU until the next start.
+	if _, err := os.Stat(vmm.ConsoleSocket(st.RuntimeDir)); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = h.attachConsole(ctx, false)
+	}
+	return h, nil
 }
 
 type handle struct {
 	vmm.Base
 	d *Driver
+}
+
+// attachConsole connects to QEMU's console socket and copies the stream
+// into the VM's capped console log (fresh: a new boot's log).
+func (h *handle) attachConsole(ctx context.Context, fresh bool) error {
+	sock := vmm.ConsoleSocket(h.St.RuntimeDir)
+	conn, err := vmm.WaitForSocket(ctx, h.Proc, "console", func() (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	})
+	if err != nil {
+		return err
+	}
+	log, err := vmm.OpenConsoleLog(filepath.Join(h.St.Dir, "console.log"), h.d.opt.ConsoleMaxBytes, fresh)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("console log: %w", err)
+	}
+	vmm.PumpConsole(conn, log)
+	return nil
 }
 
 // waitQMP waits for the QMP socket and checks the VM runs.

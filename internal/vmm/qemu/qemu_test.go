@@ -103,6 +103,44 @@ func TestBootToMarkerAndPoweroff(t *testing.T) {
 	}
 }
 
+// A guest that floods its console cannot fill the host's disk: the log
+// keeps two capped generations, and the newest lines are kept.
+func TestConsoleFloodCapped(t *testing.T) {
+	needQEMU(t)
+	d := New(Options{StopTimeout: 3 * time.Second, ConsoleMaxBytes: 64 << 10})
+	kf := cloudKernel(t)
+	s := spec(t, kf, initramfs(t, nil, "$B dd if=/dev/zero bs=1024 count=1024 2>/dev/null | $B tr '\\000' x >/dev/console; $B echo BANGER-MARKER-OK"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v\n%s", err, vmm.Tail(s.Console(), 5))
+	}
+	var total int64
+	for _, p := range []string{s.Console(), s.Console() + ".1"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 64<<10 {
+			t.Errorf("%s: %d bytes, over the 64 KiB cap", p, fi.Size())
+		}
+		total += fi.Size()
+	}
+	b, off, err := vmm.ReadConsole(s.Console(), 0, 1<<20)
+	if err != nil || !strings.Contains(string(b), "BANGER-MARKER-OK") {
+		t.Fatalf("the last line is not kept (%v): %q", err, vmm.Tail(s.Console(), 2))
+	}
+	if off < 1<<20 {
+		t.Errorf("logical end offset %d: the guest wrote over 1 MiB", off)
+	}
+	t.Logf("guest wrote %d bytes, %d kept on disk", off, total)
+}
+
 func TestStateAdoptStop(t *testing.T) {
 	d := needQEMU(t)
 	kf := cloudKernel(t)
@@ -314,7 +352,7 @@ func TestArgs(t *testing.T) {
 		"-name guest=a,,b",
 		"-M microvm,accel=tcg,",
 		"-cpu max -smp 2 -m 512",
-		"-serial file:/v/console.log",
+		"-chardev socket,id=console,path=/r/console.sock,server=on,wait=on -serial chardev:console",
 		`-append console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=1234 banger.ip=172.30.0.2/24`,
 		"-drive id=vda,file=/d/root,format=raw,if=none,discard=unmap,readonly=on -device virtio-blk-device,drive=vda " +
 			"-drive id=vdb,file=/d/cow,format=raw,if=none,discard=unmap -device virtio-blk-device,drive=vdb " +
