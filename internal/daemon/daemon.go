@@ -34,7 +34,7 @@ type Daemon struct {
 	handlers  map[string]handlerFunc
 	upgraders map[string]upgradeFunc
 	inflight  sync.WaitGroup
-	lockFile  *os.File
+	lockFiles []*os.File // state-dir and runtime-dir flocks, held for the daemon's life
 
 	keys *sshKeys
 	// keyUseMu: boots hold it shared from preparing disks to agent-ready;
@@ -86,12 +86,12 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 			return nil, fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	if err := d.lockStateDir(); err != nil {
+	if err := d.lockDirs(); err != nil {
 		return nil, err
 	}
 	st, err := store.Open(ctx, cfg.StateDir)
 	if err != nil {
-		d.unlockStateDir()
+		d.unlockDirs()
 		return nil, err
 	}
 	d.store = st
@@ -126,30 +126,53 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
-// lockStateDir takes an exclusive flock so two daemons never share a state
-// dir (two writers would each believe they own the same VMs).
-func (d *Daemon) lockStateDir() error {
-	path := filepath.Join(d.cfg.StateDir, "banger.lock")
+// lockDirs takes an exclusive flock on the state dir, then on the runtime
+// dir, and checks that no daemon serves the socket — all before anything
+// is cleaned up, so a second daemon (started by mistake, even on another
+// state dir) exits without touching the first one's taps, VMMs or sockets.
+func (d *Daemon) lockDirs() error {
+	for _, dir := range []struct{ path, what, flag string }{
+		{d.cfg.StateDir, "state dir", "--state-dir"},
+		{d.cfg.RuntimeDir, "runtime dir", "--runtime-dir"},
+	} {
+		f, err := lockDir(dir.path)
+		if err != nil {
+			d.unlockDirs()
+			return fmt.Errorf("%s %s is in use by another banger daemon%s: stop it first or pass a different %s", dir.what, dir.path, err, dir.flag)
+		}
+		d.lockFiles = append(d.lockFiles, f)
+	}
+	if c, err := net.DialTimeout("unix", d.cfg.Socket, time.Second); err == nil {
+		c.Close()
+		d.unlockDirs()
+		return fmt.Errorf("another banger daemon is already listening on %s: nothing was cleaned up; stop it first or pass a different --socket", d.cfg.Socket)
+	}
+	return nil
+}
+
+// lockDir flocks dir/banger.lock and writes our pid into it. The error
+// text (" (pid N)") names the holder, for lockDirs' message.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "banger.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf(" (open %s: %v)", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := os.ReadFile(path)
 		f.Close()
-		return fmt.Errorf("state dir %s is in use by another banger daemon (pid %s): stop it first or pass a different --state-dir", d.cfg.StateDir, string(trimSpace(b)))
+		return nil, fmt.Errorf(" (pid %s)", string(trimSpace(b)))
 	}
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	d.lockFile = f
-	return nil
+	return f, nil
 }
 
-func (d *Daemon) unlockStateDir() {
-	if d.lockFile != nil {
-		d.lockFile.Close()
-		d.lockFile = nil
+func (d *Daemon) unlockDirs() {
+	for _, f := range d.lockFiles {
+		f.Close()
 	}
+	d.lockFiles = nil
 }
 
 func trimSpace(b []byte) []byte {
@@ -245,7 +268,7 @@ func (d *Daemon) Close() {
 		d.store.Close()
 		d.store = nil
 	}
-	d.unlockStateDir()
+	d.unlockDirs()
 }
 
 func (d *Daemon) registerMethods() {

@@ -182,6 +182,29 @@ func TestSecondDaemonRefused(t *testing.T) {
 	}
 }
 
+// A second daemon on another state dir is refused before it reconciles
+// anything: by the runtime-dir lock when it shares the runtime dir, by the
+// live socket when only the socket is shared. The first keeps its socket.
+func TestSecondDaemonOnOtherStateDirTouchesNothing(t *testing.T) {
+	d, c := startTestDaemon(t)
+	other := d.cfg
+	other.StateDir = t.TempDir()
+	if _, err := New(context.Background(), other, io.Discard); err == nil || !strings.Contains(err.Error(), "runtime dir") {
+		t.Fatalf("second daemon sharing the runtime dir: %v", err)
+	}
+	other.RuntimeDir = t.TempDir()
+	if _, err := New(context.Background(), other, io.Discard); err == nil || !strings.Contains(err.Error(), "already listening on "+d.cfg.Socket) {
+		t.Fatalf("second daemon sharing the socket: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(other.StateDir, "banger.db")); !os.IsNotExist(err) {
+		t.Errorf("the refused daemon opened a store: %v", err)
+	}
+	var p api.PingResult
+	if err := c.Call(context.Background(), api.MethodPing, nil, &p); err != nil {
+		t.Fatalf("the first daemon stopped answering: %v", err)
+	}
+}
+
 func TestDeleteRemovesDir(t *testing.T) {
 	_, c := startTestDaemon(t)
 	var vm api.VM
