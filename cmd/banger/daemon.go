@@ -51,6 +51,7 @@ func newDaemonCmd() *cobra.Command {
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
+			final.Reset = cfg.Reset
 			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers()...))
 			if err != nil {
 				return err
@@ -71,6 +72,7 @@ func newDaemonCmd() *cobra.Command {
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
+	f.BoolVar(&cfg.Reset, "reset", false, "start on a state dir whose banger.db is lost: move its VM directories to lost+found")
 	return cmd
 }
 

@@ -24,6 +24,9 @@ type Config struct {
 	ImageCatalog  string `toml:"image_catalog"`
 	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
 	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
+	// Reset (flag only) starts on a state dir whose banger.db is gone by
+	// moving its VM directories to lost+found.
+	Reset bool `toml:"-"`
 }
 
 // Defaults.

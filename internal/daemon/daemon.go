@@ -89,6 +89,10 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := d.lockDirs(); err != nil {
 		return nil, err
 	}
+	if err := d.vmDirsWithoutStore(cfg.Reset); err != nil {
+		d.unlockDirs()
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.StateDir)
 	if err != nil {
 		d.unlockDirs()

@@ -87,9 +87,11 @@ func (s *ImageService) reconcile(ctx context.Context) error {
 	}
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), ".") && !known[e.Name()] {
-			// Renamed into place but never recorded: the daemon died between
-			// rename and upsert. Nothing references it.
-			os.RemoveAll(filepath.Join(s.dir, e.Name()))
+			// Renamed into place but never recorded (the daemon died between
+			// rename and upsert), or its row was lost: kept, not deleted.
+			if err := s.d.moveToLostFound("image", filepath.Join(s.dir, e.Name())); err != nil {
+				s.d.log.Warn("orphan image directory", "err", err)
+			}
 		}
 	}
 	return nil

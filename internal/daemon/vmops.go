@@ -267,15 +267,18 @@ func (s *VMService) reconcile(ctx context.Context) error {
 			os.RemoveAll(filepath.Join(s.d.cfg.RuntimeDir, "vms", e.Name()))
 		}
 	}
-	// VM dirs without a row (the daemon died between delete and RemoveAll).
+	// VM dirs without a row (the daemon died between delete and RemoveAll,
+	// or rows were lost): kept in lost+found, never deleted.
 	vmDirs, _ := os.ReadDir(filepath.Join(s.d.cfg.StateDir, "vms"))
 	rows := map[string]bool{}
 	for _, r := range recs {
 		rows[r.ID] = true
 	}
 	for _, e := range vmDirs {
-		if !rows[e.Name()] {
-			os.RemoveAll(filepath.Join(s.d.cfg.StateDir, "vms", e.Name()))
+		if !rows[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
+			if err := s.d.moveToLostFound("vm", filepath.Join(s.d.cfg.StateDir, "vms", e.Name())); err != nil {
+				s.d.log.Warn("orphan VM directory", "err", err)
+			}
 		}
 	}
 	return nil
