@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -52,6 +53,10 @@ func newDaemonCmd() *cobra.Command {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
 			final.Reset = cfg.Reset
+			// Everything the daemon writes is private unless it says
+			// otherwise (the socket, the runtime dir): state holds work
+			// disks, keys and layers from private registries.
+			syscall.Umask(0o077)
 			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers()...))
 			if err != nil {
 				return err

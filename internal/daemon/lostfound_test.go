@@ -94,3 +94,28 @@ func TestLostStoreKeepsVMDirs(t *testing.T) {
 		t.Errorf("moved work data changed: %q", b)
 	}
 }
+
+// The state dir is private even when an older version made it 0755; a
+// runtime dir the daemon creates stays traversable for the socket.
+func TestStateDirPrivate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.StateDir, cfg.RuntimeDir, cfg.BridgeIP = filepath.Join(dir, "state"), filepath.Join(dir, "run"), "10.200.0.1/24"
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for p, want := range map[string]os.FileMode{cfg.StateDir: 0o700, cfg.RuntimeDir: 0o755} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), want)
+		}
+	}
+}
