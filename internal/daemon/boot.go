@@ -27,6 +27,40 @@ const (
 	consoleTail    = 30
 )
 
+// pushKeyTimeout bounds the push to one VM: a guest that never answers
+// (its agent replaced by something hostile or wedged) cannot hold a
+// rotation, and so every boot waiting on keyUseMu, for longer.
+const pushKeyTimeout = 20 * time.Second
+
+// pushKeyTo runs the key update in one VM; keys is the new key, then the
+// retired ones, one per line.
+func (s *VMService) pushKeyTo(ctx context.Context, rec model.VMRecord, lv *liveVM, keys string) error {
+	ctx, cancel := context.WithTimeout(ctx, pushKeyTimeout)
+	defer cancel()
+	c, err := s.agentClient(ctx, rec, lv)
+	if err != nil {
+		return err
+	}
+	// Opening a session has no context: closing the client is what
+	// unblocks a guest that accepts the channel and never answers.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	// stdin: the new key, then the retired ones. The user's own lines
+	// stay; the daemon's old keys go.
+	const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
+		`read -r new; cat > "$f.retired"; grep -vxF -f "$f.retired" "$f" > "$f.new" || true; ` +
+		`grep -qxF "$new" "$f.new" || printf '%s\n' "$new" >> "$f.new"; chmod 600 "$f.new"; mv "$f.new" "$f"; rm -f "$f.retired"`
+	var errb strings.Builder
+	code, err := c.Exec(ctx, script, nil, strings.NewReader(keys), nil, &errb)
+	if ctx.Err() != nil {
+		return fmt.Errorf("no answer within %s: %w", pushKeyTimeout, ctx.Err())
+	}
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))
+	}
+	return err
+}
+
 // pushKey authorizes pub in every running VM over its agent connection
 // (authenticated with the current key). It returns the VMs it could not
 // reach; they get the key at their next start.
@@ -38,6 +72,10 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 	}
 	s.liveMu.Unlock()
 	_, oldPub := s.d.keys.current()
+	in := strings.TrimSpace(string(pub)) + "\n"
+	for _, r := range append(s.d.keys.retired(), oldPub) {
+		in += strings.TrimSpace(string(r)) + "\n"
+	}
 	failed := []string{}
 	for _, id := range ids {
 		rec, err := s.d.store.GetVM(ctx, id)
@@ -46,28 +84,7 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 			continue
 		}
 		op.stage("push_key", rec.Name)
-		err = func() error {
-			c, err := s.agentClient(ctx, rec, lv)
-			if err != nil {
-				return err
-			}
-			// stdin: the new key, then the retired ones. The user's own
-			// lines stay; the daemon's old keys go.
-			const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
-				`read -r new; cat > "$f.retired"; grep -vxF -f "$f.retired" "$f" > "$f.new" || true; ` +
-				`grep -qxF "$new" "$f.new" || printf '%s\n' "$new" >> "$f.new"; chmod 600 "$f.new"; mv "$f.new" "$f"; rm -f "$f.retired"`
-			in := strings.TrimSpace(string(pub)) + "\n"
-			for _, r := range append(s.d.keys.retired(), oldPub) {
-				in += strings.TrimSpace(string(r)) + "\n"
-			}
-			var errb strings.Builder
-			code, err := c.Exec(ctx, script, nil, strings.NewReader(in), nil, &errb)
-			if err == nil && code != 0 {
-				err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))
-			}
-			return err
-		}()
-		if err != nil {
+		if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
 			op.log.Warn("push new key", "vm", rec.Name, "err", err)
 			failed = append(failed, rec.Name)
 		}
