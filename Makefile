@@ -9,12 +9,20 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
 	@if [ -d cmd/banger-init ]; then $(GO) build -trimpath -ldflags '-s -w' -o bin/banger-init ./cmd/banger-init; fi
 
+# The concurrent core, run again under the race detector (needs cgo).
+RACE_PKGS := ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
+
 # The whole suite; tests that boot VMs need root, qemu and e2fsprogs (see .ci/run).
+# Both runs go through testsummary: go test's plain output as it goes (V=1:
+# every test's output), then a summary listing every skipped test with its
+# reason ("skipped tests: none"), the failed tests and packages. A missing
+# prerequisite skips a test here but fails it under CI=true (internal/testenv).
 test: build
 	$(GO) vet ./...
-	$(GO) test -count=1 -p 1 -timeout 60m ./...
-	# The concurrent core again under the race detector (needs cgo).
-	CGO_ENABLED=1 $(GO) test -count=1 -race -timeout 20m ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
+	$(GO) build -o bin/testsummary ./internal/tools/testsummary
+	bin/testsummary $(if $(V),-v) -- \
+		$(GO) test -json -count=1 -p 1 -timeout 60m ./... --- \
+		env CGO_ENABLED=1 $(GO) test -json -count=1 -race -timeout 20m $(RACE_PKGS)
 
 bench: build
 	./scripts/bench.sh

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/guestproto"
+	"banger/internal/testenv"
 )
 
 // TestReaperAsInit runs the PID 1 reaping mode in the test process, made a
@@ -21,7 +22,7 @@ import (
 // started command gets its own status, and orphans leave no zombie.
 func TestReaperAsInit(t *testing.T) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Skipf("PR_SET_CHILD_SUBREAPER: %v", err)
+		testenv.Skip(t, "this kernel refuses PR_SET_CHILD_SUBREAPER (Linux >= 3.4 has it): %v", err)
 	}
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	procs := newProcTable(true)

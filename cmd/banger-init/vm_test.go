@@ -19,6 +19,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/guestproto"
 	"banger/internal/initramfs"
+	"banger/internal/testenv"
 )
 
 // readyTimeout bounds boot-to-agent under TCG on a shared machine; a boot
@@ -199,9 +200,8 @@ type guestFixture struct {
 }
 
 func skipWithoutQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
+	t.Helper()
+	testenv.RequireTool(t, "qemu-system-x86_64")
 }
 
 var initOnce struct {

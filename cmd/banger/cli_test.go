@@ -25,6 +25,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"banger/internal/model"
+	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )
 
@@ -120,7 +121,7 @@ func seedFake(t *testing.T, d *daemonProc) {
 	}
 	img, err := testfixture.BusyboxImage("cli")
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "busybox fixture image: %v", err)
 	}
 	if err := testfixture.WriteLayout(filepath.Join(dir, "bb"), img); err != nil {
 		t.Fatal(err)
@@ -298,9 +299,7 @@ func TestCLIInvalidInput(t *testing.T) {
 // registry: after a restart no partial image is listed and no temp file is
 // left in images/ or the layer cache.
 func TestKilledMidPull(t *testing.T) {
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("e2fsprogs not installed")
-	}
+	testenv.RequireTool(t, "mkfs.ext4")
 	reg := testfixture.NewRegistry()
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
@@ -313,7 +312,7 @@ func TestKilledMidPull(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	img, err := testfixture.BusyboxImage("kill")
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "busybox fixture image: %v", err)
 	}
 	ref := host + "/slow/busybox:1"
 	// Push with the plain handler (the slow one would delay the push too).

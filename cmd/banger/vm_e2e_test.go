@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )
 
@@ -35,17 +36,9 @@ var kernelCache struct {
 
 func needVMHost(t *testing.T) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("booting VMs needs root (bridge, taps, netns); CI runs as root")
-	}
-	for _, tool := range []string{"qemu-system-x86_64", "mkfs.ext4", "ip", "apt-get", "dpkg-deb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", tool)
-		}
-	}
-	if _, err := os.Stat(testfixture.BusyboxPath); err != nil {
-		t.Skip("busybox-static not installed")
-	}
+	testenv.RequireRoot(t, "to boot VMs (bridge, taps, netns)")
+	testenv.RequireTool(t, "qemu-system-x86_64", "mkfs.ext4", "ip", "apt-get", "dpkg-deb")
+	testenv.RequireFile(t, testfixture.BusyboxPath, "busybox-static")
 }
 
 func pulledKernel(t *testing.T) string {
@@ -290,12 +283,8 @@ func (e *vmEnv) inspect(t *testing.T, name string) map[string]any {
 }
 
 func TestNetworkNoLeaksAfterCycles(t *testing.T) {
+	testenv.RequireTool(t, "dig", "nft", "ss")
 	e := newVMEnv(t)
-	for _, tool := range []string{"dig", "nft", "ss"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
 	var ips []string
 	for i := 0; i < 20; i++ {
 		name := fmt.Sprintf("cyc-%d", i)
@@ -335,10 +324,8 @@ func TestNetworkNoLeaksAfterCycles(t *testing.T) {
 }
 
 func TestNATVMsAfterDaemonKill(t *testing.T) {
+	testenv.RequireTool(t, "nft")
 	e := newVMEnv(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("nft not installed")
-	}
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "n1")
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "n2")
 	v1, v2 := e.inspect(t, "n1"), e.inspect(t, "n2")

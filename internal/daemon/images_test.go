@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,19 +14,14 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/model"
+	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )
 
 func needImageTools(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "e2fsck", "debugfs", "resize2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install e2fsprogs)", tool)
-		}
-	}
-	if _, err := os.Stat(testfixture.BusyboxPath); err != nil {
-		t.Skip("busybox-static not installed")
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsck", "debugfs", "resize2fs")
+	testenv.RequireFile(t, testfixture.BusyboxPath, "busybox-static")
 }
 
 // pushBusybox pushes the busybox fixture to reg as repo:1 and returns the ref.

@@ -15,15 +15,13 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/testenv"
 )
 
 func needTools(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "e2fsck", "debugfs", "resize2fs", "dumpe2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsck", "debugfs", "resize2fs", "dumpe2fs")
 }
 
 // debugfsOut runs a read-only debugfs request and returns stdout.

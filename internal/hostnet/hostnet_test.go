@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"banger/internal/testenv"
 )
 
 // InNewNetns runs fn on an OS thread moved into a fresh, named network
@@ -20,9 +22,7 @@ import (
 // is never changed.
 func inNewNetns(t *testing.T, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testenv.RequireRoot(t, "to create a network namespace")
 	name := fmt.Sprintf("bgr-hostnet-%d", os.Getpid())
 	done := make(chan error, 1)
 	go func() {
@@ -38,7 +38,7 @@ func inNewNetns(t *testing.T, fn func()) {
 		done <- nil
 	}()
 	if err := <-done; err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
+		testenv.Skip(t, "cannot create a network namespace: %v", err)
 	}
 }
 

@@ -33,15 +33,12 @@ import (
 
 	"banger/internal/disk"
 	"banger/internal/model"
+	"banger/internal/testenv"
 )
 
 func needE2fs(t testing.TB) {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "e2fsck", "debugfs", "resize2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsck", "debugfs", "resize2fs")
 }
 
 func testKey(t testing.TB) []byte {
@@ -144,9 +141,10 @@ func makeImage(t testing.TB, cfg model.ImageConfig, arch string, layers ...[]byt
 // (whiteout, opaque dir, hard link, xattr).
 func busyboxLayers(t testing.TB) [][]byte {
 	t.Helper()
+	testenv.RequireFile(t, "/bin/busybox", "busybox-static")
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skip("busybox-static not installed (/bin/busybox)")
+		t.Fatal(err)
 	}
 	l1 := []ent{dir("bin"), dir("sbin"), dir("usr/bin"), dir("etc"),
 		{name: "bin/busybox", body: string(bb), typ: tar.TypeReg, mode: 0o755}}

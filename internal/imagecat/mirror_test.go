@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 // fakeRoot writes files (relative path -> content) under a temp root. Every
@@ -115,7 +117,7 @@ func TestHostAptMirrorNone(t *testing.T) {
 func TestHostAptMirrorThisHost(t *testing.T) {
 	m, err := HostAptMirror()
 	if err != nil {
-		t.Skipf("this host names no Debian mirror: %v", err)
+		testenv.Skip(t, "this host names no Debian mirror in its apt sources: %v", err)
 	}
 	if !usableURI(m) {
 		t.Fatalf("HostAptMirror returned an unusable URI")

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 type entry struct {
@@ -138,7 +140,7 @@ func TestBuildContents(t *testing.T) {
 
 	// GNU cpio must read it too: that's roughly what the kernel's unpacker
 	// accepts.
-	if _, err := exec.LookPath("cpio"); err == nil {
+	if testenv.HaveTool(t, "cpio") {
 		cmd := exec.Command("cpio", "-it", "--quiet")
 		cmd.Stdin = bytes.NewReader(raw)
 		listing, err := cmd.Output()

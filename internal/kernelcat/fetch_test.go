@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/testenv"
 )
 
 func sha(b []byte) string {
@@ -405,12 +407,10 @@ func TestImport(t *testing.T) {
 // TestFetchFullDisk pulls into a tiny tmpfs so a write fails with ENOSPC, a
 // real full disk; the kernels dir must be left empty.
 func TestFetchFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	testenv.RequireRoot(t, "to mount a small tmpfs")
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "banger-test", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+		testenv.Skip(t, "cannot mount tmpfs (no CAP_SYS_ADMIN here?): %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	vm := fakeVmlinux("1.0-full", 2<<20)
@@ -431,10 +431,8 @@ func TestFetchDebianDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("downloads the Debian kernel package")
 	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Skip("apt-get not installed")
-	}
-	debianKernelRoot(t) // skips when apt cannot download at all
+	testenv.RequireTool(t, "apt-get")
+	debianKernelRoot(t) // skips (fails under CI) when apt cannot download at all
 	cat, err := LoadEmbedded()
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"banger/internal/testenv"
 )
 
 // fakeModule builds a minimal ELF64 relocatable object whose .modinfo
@@ -197,19 +199,20 @@ const fixtureDir = "/tmp/banger-fixtures/kernelcat"
 
 // debianKernelRoot downloads the real Debian cloud kernel package once into
 // /tmp/banger-fixtures/kernelcat and unpacks it there; it returns the
-// unpacked root. Skips only when apt cannot download it.
+// unpacked root. Skips (fails under CI) only when apt cannot download it.
 func debianKernelRoot(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(fixtureDir, "root")
 	if _, err := os.Stat(filepath.Join(root, "boot")); err == nil {
 		return root
 	}
+	testenv.RequireTool(t, "apt-cache", "apt-get", "dpkg-deb")
 	if err := os.MkdirAll(fixtureDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	pkg, err := resolveDebPackage(t.Context(), "linux-image-cloud-amd64")
 	if err != nil {
-		t.Skipf("apt cannot resolve linux-image-cloud-amd64 here: %v", err)
+		testenv.Skip(t, "apt cannot resolve linux-image-cloud-amd64 here: %v", err)
 	}
 	dl, err := os.MkdirTemp(fixtureDir, "dl-")
 	if err != nil {
@@ -219,7 +222,7 @@ func debianKernelRoot(t *testing.T) string {
 	cmd := exec.Command("apt-get", "download", "-q", pkg)
 	cmd.Dir = dl
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("apt-get download %s failed (no package mirror reachable?): %v\n%s", pkg, err, out)
+		testenv.Skip(t, "apt-get download %s failed (no package mirror reachable?): %v\n%s", pkg, err, out)
 	}
 	debs, _ := filepath.Glob(filepath.Join(dl, "*.deb"))
 	if len(debs) != 1 {

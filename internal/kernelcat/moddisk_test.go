@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,18 +12,15 @@ import (
 	"time"
 
 	"banger/internal/disk"
+	"banger/internal/testenv"
 )
 
 func needModulesDiskTools(t *testing.T) {
 	t.Helper()
 	if _, err := findDepmod(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
-	for _, tool := range []string{"mkfs.ext4", "debugfs", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "debugfs", "e2fsck")
 }
 
 func inode(t *testing.T, p string) uint64 {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/testenv"
 )
 
 // Every test here builds its own network namespaces and touches nothing
@@ -32,12 +34,8 @@ const (
 
 func need(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, nftables)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip to build the test topology")
-	}
+	testenv.RequireRoot(t, "(network namespaces, nftables)")
+	testenv.RequireTool(t, "ip")
 }
 
 func sh(t *testing.T, args ...string) {
@@ -313,7 +311,7 @@ func assertGuests(t *testing.T, tp *topo, m *Manager, want ...string) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Guests = %v, want %v", got, want)
 	}
-	if _, err := exec.LookPath("nft"); err != nil {
+	if !testenv.HaveTool(t, "nft") { // the cross-check with nft's own view
 		return
 	}
 	out, err := exec.Command("ip", "netns", "exec", tp.d, "nft", "list", "set", "inet", TableName, SetName).CombinedOutput()

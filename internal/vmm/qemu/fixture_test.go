@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 // Fixtures for booting real VMs: Debian's cloud kernel (virtio drivers are
@@ -26,14 +28,11 @@ type kernelFixture struct {
 
 // cloudKernel returns Debian's linux-image-cloud-amd64, fetched once with
 // apt-get download (mirrors from the host's apt config) and cached under
-// fixtureDir/root. It skips the test when apt-get or dpkg-deb is absent.
+// fixtureDir/root. It skips the test (fails it under CI) when apt-get or
+// dpkg-deb is absent or the download fails.
 func cloudKernel(t *testing.T) kernelFixture {
 	t.Helper()
-	for _, tool := range []string{"apt-get", "apt-cache", "dpkg-deb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: cannot fetch the Debian cloud kernel fixture", tool)
-		}
-	}
+	testenv.RequireTool(t, "apt-get", "apt-cache", "dpkg-deb")
 	if err := os.MkdirAll(fixtureDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +53,7 @@ func cloudKernel(t *testing.T) kernelFixture {
 	if len(debs) == 0 {
 		out, err := exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").CombinedOutput()
 		if err != nil {
-			t.Skipf("apt-cache depends linux-image-cloud-amd64: %v: %s", err, out)
+			testenv.Skip(t, "apt-cache depends linux-image-cloud-amd64: %v: %s", err, out)
 		}
 		var pkg string
 		for _, l := range strings.Split(string(out), "\n") {
@@ -63,12 +62,12 @@ func cloudKernel(t *testing.T) kernelFixture {
 			}
 		}
 		if pkg == "" {
-			t.Skipf("no linux-image dependency in: %s", out)
+			testenv.Skip(t, "no linux-image dependency in: %s", out)
 		}
 		cmd := exec.Command("apt-get", "download", pkg)
 		cmd.Dir = fixtureDir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Skipf("apt-get download %s: %v: %s", pkg, err, out)
+			testenv.Skip(t, "apt-get download %s: %v: %s", pkg, err, out)
 		}
 		debs, _ = filepath.Glob(filepath.Join(fixtureDir, "linux-image-*-cloud-amd64_*.deb"))
 		if len(debs) == 0 {
@@ -164,16 +163,15 @@ func modDepends(t *testing.T, path string) []string {
 
 // initramfs writes a gzip'd newc cpio with /bin/busybox (busybox-static),
 // the given modules under /m (loaded in order before init's script runs)
-// and /init running script. It skips the test without a static busybox.
+// and /init running script. It skips the test (fails it under CI) without
+// a static busybox.
 func initramfs(t *testing.T, mods []string, script string) string {
 	t.Helper()
 	bb := "/bin/busybox"
 	out, err := exec.Command("file", "-L", bb).CombinedOutput()
-	if _, serr := os.Stat(bb); serr != nil {
-		t.Skip("no /bin/busybox: apt-get install busybox-static")
-	}
+	testenv.RequireFile(t, bb, "busybox-static")
 	if err == nil && !bytes.Contains(out, []byte("statically linked")) && !bytes.Contains(out, []byte("static-pie")) {
-		t.Skipf("%s is not static (%s): apt-get install busybox-static", bb, out)
+		testenv.Skip(t, "%s is not static (%s): apt-get install busybox-static", bb, out)
 	}
 	var w cpioWriter
 	w.dir("bin")

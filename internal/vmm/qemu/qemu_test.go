@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -16,22 +15,26 @@ import (
 	"time"
 
 	"banger/internal/hostnet"
+	"banger/internal/testenv"
 	"banger/internal/vmm"
 
 	"github.com/vishvananda/netns"
 )
 
 // These tests boot real microVMs with QEMU (TCG here: no usable KVM) and
-// skip only when qemu-system-x86_64 is not installed.
+// skip (fail under CI) only when qemu-system-x86_64 is not installed.
 
 func needQEMU(t *testing.T) *Driver {
 	t.Helper()
-	d := New(Options{StopTimeout: 3 * time.Second})
+	return needQEMUWith(t, Options{StopTimeout: 3 * time.Second})
+}
+
+func needQEMUWith(t *testing.T, opt Options) *Driver {
+	t.Helper()
+	d := New(opt)
 	p := d.Probe()
 	if !p.Usable {
-		if _, err := exec.LookPath(DefaultBinary); err != nil {
-			t.Skipf("qemu not installed: %s", p.Reason)
-		}
+		testenv.RequireTool(t, DefaultBinary)
 		t.Fatalf("qemu installed but not usable: %s", p.Reason)
 	}
 	t.Logf("probe: %+v", p)
@@ -279,9 +282,11 @@ $B echo POWER-BUTTON-PRESSED`
 }
 
 func TestAgentSerial(t *testing.T) {
-	d := needQEMU(t)
+	// Forced: on a host with vhost-vsock the driver would pick vsock, and
+	// this test covers the virtio-serial channel.
+	d := needQEMUWith(t, Options{StopTimeout: 3 * time.Second, Agent: vmm.AgentSerial})
 	if d.AgentMode() != vmm.AgentSerial {
-		t.Skipf("agent mode %s: this test covers the virtio-serial channel", d.AgentMode())
+		t.Fatalf("agent mode %s, want %s (forced)", d.AgentMode(), vmm.AgentSerial)
 	}
 	kf := cloudKernel(t)
 	mods := kf.modules(t, "virtio_mmio", "virtio_console")
@@ -410,9 +415,7 @@ func TestStartRejectsBadSpec(t *testing.T) {
 // touched), and the guest pings the bridge address.
 func TestNetworkInNetns(t *testing.T) {
 	d := needQEMU(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
+	testenv.RequireRoot(t, "for a network namespace")
 	kf := cloudKernel(t)
 	mods := kf.modules(t, "virtio_mmio", "virtio_net")
 	script := `$B ip link set lo up
@@ -455,7 +458,7 @@ $B ping -c 3 -W 5 172.30.0.1 && $B echo PING-OK || $B echo PING-FAILED`
 	t.Cleanup(func() { netns.DeleteNamed(nsName) })
 	if r.err != nil {
 		if strings.HasPrefix(r.err.Error(), "skip: ") {
-			t.Skip(r.err)
+			testenv.Skip(t, "cannot create a network namespace: %v", strings.TrimPrefix(r.err.Error(), "skip: "))
 		}
 		t.Fatal(r.err)
 	}
