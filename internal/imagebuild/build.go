@@ -67,6 +67,9 @@ type Options struct {
 	Progress func(stage, msg string, done, total int64)
 	// Platform picked from multi-arch indexes; DefaultPlatform if empty.
 	Platform string
+	// Limits bound what the layers may expand to (zero fields: the
+	// DefaultLimits values). Layers are untrusted input.
+	Limits Limits
 }
 
 // Result describes a built image directory.
@@ -109,6 +112,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 // build is the state of one build in WorkDir.
 type build struct {
 	o        Options
+	budget   *budget // shared by every layer of this build
 	key      []byte // normalized authorized_keys content
 	fp       string
 	progress func(stage, msg string, done, total int64)
@@ -118,6 +122,7 @@ func newBuild(o Options) (*build, error) {
 	if o.WorkDir == "" {
 		return nil, errors.New("imagebuild: Options.WorkDir is empty; give a temp dir next to the images directory")
 	}
+	o.Limits = o.Limits.withDefaults()
 	key, fp, err := parseKey(o.AuthorizedKey)
 	if err != nil {
 		return nil, err
@@ -135,7 +140,7 @@ func newBuild(o Options) (*build, error) {
 	if err := os.Mkdir(sc, 0o700); err != nil {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
-	b := &build{o: o, key: key, fp: fp, progress: func(string, string, int64, int64) {}}
+	b := &build{o: o, budget: &budget{Limits: o.Limits}, key: key, fp: fp, progress: func(string, string, int64, int64) {}}
 	if o.Progress != nil {
 		var mu sync.Mutex
 		b.progress = func(stage, msg string, done, total int64) {

@@ -27,7 +27,57 @@ import (
 // followed. Symlink targets are stored as given: they mean something only
 // inside the guest. An entry that cannot be contained is refused with an
 // error naming it.
+//
+// What a layer may expand to is bounded (DefaultLimits): a declared size
+// is checked before anything is written, so a tar whose header claims a
+// 1 TiB (sparse) file fails at once with an error naming the entry.
 func ApplyLayer(root string, r io.Reader) error {
+	return applyLayerBudget(root, r, &budget{Limits: Limits{}.withDefaults()})
+}
+
+// Limits bound what an image's layers, together, may expand to on the host.
+type Limits struct {
+	MaxBytes   int64 // file bytes written, holes of sparse files included
+	MaxEntries int   // tar entries
+}
+
+// DefaultLimits fit any real image with room to spare: the largest images
+// in common use are a few tens of GiB and a few hundred thousand files.
+var DefaultLimits = Limits{MaxBytes: 64 << 30, MaxEntries: 2_000_000}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLimits.MaxBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultLimits.MaxEntries
+	}
+	return l
+}
+
+// budget is what is left of the Limits across the layers of one build.
+type budget struct {
+	Limits
+	bytes   int64
+	entries int
+}
+
+var errTooBig = errors.New("the image expands beyond banger's limits (a tar bomb?); refusing it")
+
+// take accounts for one entry of the given declared size.
+func (b *budget) take(size int64) error {
+	b.entries++
+	if b.entries > b.MaxEntries {
+		return fmt.Errorf("more than %d entries: %w", b.MaxEntries, errTooBig)
+	}
+	if size < 0 || size > b.MaxBytes-b.bytes {
+		return fmt.Errorf("declares %d bytes, %d already written, limit %d: %w", size, b.bytes, b.MaxBytes, errTooBig)
+	}
+	b.bytes += size
+	return nil
+}
+
+func applyLayerBudget(root string, r io.Reader, bud *budget) error {
 	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("apply layer to %s: %w", root, err)
@@ -42,6 +92,9 @@ func ApplyLayer(root string, r io.Reader) error {
 		}
 		if err != nil {
 			return fmt.Errorf("apply layer to %s: read tar: %w", root, err)
+		}
+		if err := bud.take(hdr.Size); err != nil {
+			return fmt.Errorf("apply layer to %s: entry %q: %w", root, hdr.Name, err)
 		}
 		if err := a.apply(hdr, tr); err != nil {
 			return fmt.Errorf("apply layer to %s: entry %q: %w", root, hdr.Name, err)
@@ -322,7 +375,9 @@ func (a *applier) writeFile(parent int, base string, hdr *tar.Header, r io.Reade
 	}
 	f := os.NewFile(uintptr(fd), base)
 	defer f.Close()
-	if _, err := io.Copy(f, r); err != nil {
+	// Zero blocks become holes (copySparse): a sparse entry's declared
+	// size costs the host no disk it does not hold in data.
+	if err := copySparse(f, r); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return setMeta(parent, base, hdr, fd)

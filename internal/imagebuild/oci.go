@@ -204,7 +204,7 @@ func (b *build) fetchAndApply(ctx context.Context, tree string, layers []v1.Laye
 		}
 		d, _ := l.Digest()
 		b.progress("apply", short(d), int64(i+1), int64(len(layers)))
-		if err := applyBlob(tree, f.path); err != nil {
+		if err := applyBlob(tree, f.path, b.budget); err != nil {
 			applyErr = fmt.Errorf("layer %d (%s): %w", i+1, d, err)
 			break
 		}
@@ -253,7 +253,7 @@ func (b *build) fetchLayer(ctx context.Context, cache blobCache, l v1.Layer) (st
 	return p, nil
 }
 
-func applyBlob(tree, blob string) error {
+func applyBlob(tree, blob string, bud *budget) error {
 	f, err := os.Open(blob)
 	if err != nil {
 		return err
@@ -264,7 +264,7 @@ func applyBlob(tree, blob string) error {
 		return err
 	}
 	defer r.Close()
-	return ApplyLayer(tree, r)
+	return applyLayerBudget(tree, r, bud)
 }
 
 func short(d v1.Hash) string {
@@ -355,7 +355,7 @@ func (b *build) importPath(ctx context.Context, path string) (*Result, error) {
 			return nil, err
 		}
 		b.progress("apply", fmt.Sprintf("layer %d", i+1), int64(i+1), int64(len(layers)))
-		if err := applyLayer(tree, l); err != nil {
+		if err := applyLayer(tree, l, b.budget); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i+1, err)
 		}
 	}
@@ -366,13 +366,13 @@ func (b *build) importPath(ctx context.Context, path string) (*Result, error) {
 	return b.finish(ctx, tree, seed, m)
 }
 
-func applyLayer(tree string, l v1.Layer) error {
+func applyLayer(tree string, l v1.Layer, bud *budget) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if err := ApplyLayer(tree, rc); err != nil {
+	if err := applyLayerBudget(tree, rc, bud); err != nil {
 		return err
 	}
 	// Read to the end so a digest-verifying reader gets to check.
