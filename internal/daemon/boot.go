@@ -255,17 +255,33 @@ func (s *VMService) dropLive(id string, lv *liveVM) {
 	}
 }
 
+// watch registers lv as id's running VMM and starts its monitor.
+func (s *VMService) watch(id string, lv *liveVM) {
+	s.setLive(id, lv)
+	s.d.monitors.Add(1)
+	go func() {
+		defer s.d.monitors.Done()
+		s.monitor(id, lv)
+	}()
+}
+
 // monitor notices a VMM that exits on its own (guest poweroff, crash,
-// kill -9) and marks the VM stopped, releasing its host resources.
+// kill -9) and marks the VM stopped, releasing its host resources. It
+// returns without touching anything when the daemon closes first.
 func (s *VMService) monitor(id string, lv *liveVM) {
-	lv.handle.Wait(context.Background())
+	lv.handle.Wait(s.d.bg)
+	if s.d.bg.Err() != nil {
+		return
+	}
 	close(lv.done)
-	ctx := context.Background()
-	unlock, err := s.vmLocks.Lock(ctx, id)
+	unlock, err := s.vmLocks.Lock(s.d.bg, id)
 	if err != nil {
 		return
 	}
 	defer unlock()
+	// Close waits for this monitor, so the store is still open; finish
+	// the bookkeeping even if the daemon starts closing meanwhile.
+	ctx := context.Background()
 	if s.getLive(id) != lv {
 		return // stopLocked already handled it
 	}
@@ -278,6 +294,19 @@ func (s *VMService) monitor(id string, lv *liveVM) {
 	s.d.log.Info("VMM exited", "vm", rec.Name, "vm_id", id, "pid", rec.Runtime.PID)
 	if _, err := s.markStopped(ctx, rec); err != nil {
 		s.d.log.Warn("record VMM exit", "vm", rec.Name, "err", err)
+	}
+}
+
+// closeAgents closes every live VM's agent connection (daemon shutdown).
+func (s *VMService) closeAgents() {
+	s.liveMu.Lock()
+	lvs := make([]*liveVM, 0, len(s.live))
+	for _, lv := range s.live {
+		lvs = append(lvs, lv)
+	}
+	s.liveMu.Unlock()
+	for _, lv := range lvs {
+		lv.closeAgent()
 	}
 }
 

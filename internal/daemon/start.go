@@ -319,8 +319,7 @@ func (r *startRun) waitReady(ctx context.Context) error {
 		return err
 	}
 	lv := &liveVM{handle: r.h, done: make(chan struct{}), agent: client}
-	r.s.setLive(r.rec.ID, lv)
-	go r.s.monitor(r.rec.ID, lv)
+	r.s.watch(r.rec.ID, lv)
 	r.push("wait_ready", func(context.Context) error {
 		r.s.dropLive(r.rec.ID, lv)
 		lv.closeAgent()
