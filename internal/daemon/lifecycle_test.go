@@ -39,6 +39,9 @@ type lifecycle struct {
 	mu     sync.Mutex
 	failAt string
 	seen   []string
+	// onFail, when set, runs in the step that fails (before the start
+	// unwinds).
+	onFail func()
 
 	log  syncBuffer
 	d    *Daemon
@@ -158,6 +161,9 @@ func (l *lifecycle) hook(step string) error {
 	defer l.mu.Unlock()
 	l.seen = append(l.seen, step)
 	if step == l.failAt {
+		if l.onFail != nil {
+			l.onFail()
+		}
 		return errInjected
 	}
 	return nil
@@ -640,5 +646,27 @@ func TestStartDriverFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestFailedCreateReportsRollbackErrors: when undoing the reservation of a
+// failed create fails too (here the store is gone), the caller hears of
+// it, not only the log.
+func TestFailedCreateReportsRollbackErrors(t *testing.T) {
+	tdrv := vmmtest.New()
+	l := newLifecycle(t, tdrv, tdrv, nil)
+	l.failStartAt("prepare_disks")
+	l.mu.Lock()
+	l.onFail = func() { l.d.store.Close() }
+	l.mu.Unlock()
+	_, err := l.create("orphan", false)
+	for _, want := range []string{errInjected.Error(), "record the failure", "roll back the reservation", `delete the row of VM "orphan"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("create: %v, want %q in it", err, want)
+		}
+	}
+	// What could be undone was: the VM's directory is gone.
+	if entries, _ := os.ReadDir(filepath.Join(l.cfg.StateDir, "vms")); len(entries) != 0 {
+		t.Fatalf("VM dirs after the failed create: %d", len(entries))
 	}
 }
