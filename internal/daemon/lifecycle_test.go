@@ -42,6 +42,8 @@ type lifecycle struct {
 	// onFail, when set, runs in the step that fails (before the start
 	// unwinds).
 	onFail func()
+	// onStep, when set, runs after every step, outside mu (it may block).
+	onStep func(step string)
 
 	log  syncBuffer
 	d    *Daemon
@@ -157,6 +159,12 @@ func (l *lifecycle) restart() {
 
 // hook fails the start step named by failAt; it records every step it saw.
 func (l *lifecycle) hook(step string) error {
+	l.mu.Lock()
+	onStep := l.onStep
+	l.mu.Unlock()
+	if onStep != nil {
+		onStep(step)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen = append(l.seen, step)
@@ -668,5 +676,111 @@ func TestFailedCreateReportsRollbackErrors(t *testing.T) {
 	// What could be undone was: the VM's directory is gone.
 	if entries, _ := os.ReadDir(filepath.Join(l.cfg.StateDir, "vms")); len(entries) != 0 {
 		t.Fatalf("VM dirs after the failed create: %d", len(entries))
+	}
+}
+
+// TestKeyRotationWaitsOnlyForKeySteps: a start holds keyUseMu shared from
+// prepare_disks to wait_ready, no longer: a rotation runs while a start is
+// still resolving its kernel or initramfs, and waits while one is between
+// its disks and its agent.
+//
+// No VM is live while the key rotates: rotation pushes the new key with a
+// shell script over the agent, and the vmmtest guest runs exec on the
+// host.
+func TestKeyRotationWaitsOnlyForKeySteps(t *testing.T) {
+	tdrv := vmmtest.New()
+	l := newLifecycle(t, tdrv, tdrv, nil)
+	ctx := context.Background()
+	paused, resume := make(chan string), make(chan struct{})
+	var pauseAt string
+	l.mu.Lock()
+	l.onStep = func(step string) {
+		l.mu.Lock()
+		at := pauseAt
+		l.mu.Unlock()
+		if step == at {
+			paused <- step
+			<-resume
+		}
+	}
+	l.mu.Unlock()
+	pause := func(step string) {
+		l.mu.Lock()
+		pauseAt = step
+		l.mu.Unlock()
+	}
+	// A failing test must not leave a start paused (the daemon's shutdown
+	// would wait for it).
+	t.Cleanup(func() { pause(""); close(resume) })
+	rotate := func() <-chan error {
+		l.d.vms.liveMu.Lock()
+		n := len(l.d.vms.live)
+		l.d.vms.liveMu.Unlock()
+		if n > 0 {
+			t.Fatalf("%d VMs live: rotation would run its key script on the host", n)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := l.d.rotateKey(ctx); done <- err }()
+		return done
+	}
+	created := func(name string) <-chan error {
+		done := make(chan error, 1)
+		go func() { _, err := l.create(name, false); done <- err }()
+		return done
+	}
+
+	// Paused before its disks: the rotation goes ahead.
+	pause("prepare_initramfs")
+	first := created("early")
+	<-paused
+	fp := l.d.keys.fingerprint()
+	select {
+	case err := <-rotate():
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("rotation waited for a start that had not reached its disks")
+	}
+	if l.d.keys.fingerprint() == fp {
+		t.Fatal("key not rotated")
+	}
+	pause("")
+	resume <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	l.mustExec("early")
+	if err := l.call(api.MethodVMDelete, api.VMDeleteParams{Name: "early", Force: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Paused between disks and agent (the start then fails, so no VM is
+	// live when the rotation runs): the rotation waits for it.
+	pause("boot")
+	l.failStartAt("boot")
+	second := created("late")
+	<-paused
+	fp = l.d.keys.fingerprint()
+	rotated := rotate()
+	select {
+	case err := <-rotated:
+		t.Fatalf("rotation ran while a start held the key between disks and agent (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	resume <- struct{}{}
+	if err := <-second; err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
+		t.Fatalf("create: %v", err)
+	}
+	select {
+	case err := <-rotated:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("rotation still waiting after the start ended")
+	}
+	if l.d.keys.fingerprint() == fp {
+		t.Fatal("key not rotated")
 	}
 }

@@ -6,6 +6,10 @@
 // resynchronization of guestproto.AgentSync, then SSH with banger-init's
 // ping and poweroff requests and exec (run by /bin/sh on the host). It
 // boots nothing: it is a double for the VMM, never a path a user takes.
+//
+// Exec runs on the host, as the test's user (root in CI): a test must not
+// send its guests commands meant for a guest's filesystem, such as the
+// key push of `ssh-key rotate` (it rewrites /root/.ssh/authorized_keys).
 package vmmtest
 
 import (
