@@ -320,7 +320,9 @@ func (lv *liveVM) closeAgent() {
 }
 
 // markStopped releases host resources and records the VM as stopped.
-// Caller holds the VM's lock.
+//
+// caller holds s.vmLocks[rec.ID] (reconcile runs before any RPC is served,
+// so it needs none).
 func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.VMRecord, error) {
 	var errs []error
 	if rec.Runtime.Tap != "" {
@@ -342,7 +344,9 @@ func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.
 
 // stopLocked stops a VM. Graceful: ask banger-init to power off (it syncs
 // and unmounts the work disk), wait, then let the driver stop or kill the
-// VMM. force kills at once. Caller holds the VM's lock.
+// VMM. force kills at once.
+//
+// caller holds s.vmLocks[rec.ID].
 func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMRecord, force bool) (model.VMRecord, error) {
 	lv := s.getLive(rec.ID)
 	if lv == nil {

@@ -113,8 +113,9 @@ func (r *startRun) push(step string, fn func(ctx context.Context) error) {
 // undoTimeout bounds the whole unwinding of a failed start.
 const undoTimeout = 60 * time.Second
 
-// startLocked boots rec. Caller holds the VM's lock (vmLocks).
-// startLocked takes keyUseMu shared for the usesKey steps only, from
+// startLocked boots rec.
+//
+// caller holds s.vmLocks[rec.ID]. startLocked takes keyUseMu shared for the usesKey steps only, from
 // prepare_disks to wait_ready (lock order: VM lock, then keyUseMu); a
 // failure there unwinds before it is released.
 func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VMRecord) (model.VMRecord, error) {
