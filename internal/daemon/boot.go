@@ -272,17 +272,33 @@ func (s *VMService) dropLive(id string, lv *liveVM) {
 	}
 }
 
+// watch registers lv as id's running VMM and starts its monitor.
+func (s *VMService) watch(id string, lv *liveVM) {
+	s.setLive(id, lv)
+	s.d.monitors.Add(1)
+	go func() {
+		defer s.d.monitors.Done()
+		s.monitor(id, lv)
+	}()
+}
+
 // monitor notices a VMM that exits on its own (guest poweroff, crash,
-// kill -9) and marks the VM stopped, releasing its host resources.
+// kill -9) and marks the VM stopped, releasing its host resources. It
+// returns without touching anything when the daemon closes first.
 func (s *VMService) monitor(id string, lv *liveVM) {
-	lv.handle.Wait(context.Background())
+	lv.handle.Wait(s.d.bg)
+	if s.d.bg.Err() != nil {
+		return
+	}
 	close(lv.done)
-	ctx := context.Background()
-	unlock, err := s.vmLocks.Lock(ctx, id)
+	unlock, err := s.vmLocks.Lock(s.d.bg, id)
 	if err != nil {
 		return
 	}
 	defer unlock()
+	// Close waits for this monitor, so the store is still open; finish
+	// the bookkeeping even if the daemon starts closing meanwhile.
+	ctx := context.Background()
 	if s.getLive(id) != lv {
 		return // stopLocked already handled it
 	}
@@ -298,6 +314,19 @@ func (s *VMService) monitor(id string, lv *liveVM) {
 	}
 }
 
+// closeAgents closes every live VM's agent connection (daemon shutdown).
+func (s *VMService) closeAgents() {
+	s.liveMu.Lock()
+	lvs := make([]*liveVM, 0, len(s.live))
+	for _, lv := range s.live {
+		lvs = append(lvs, lv)
+	}
+	s.liveMu.Unlock()
+	for _, lv := range lvs {
+		lv.closeAgent()
+	}
+}
+
 func (lv *liveVM) closeAgent() {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
@@ -308,7 +337,9 @@ func (lv *liveVM) closeAgent() {
 }
 
 // markStopped releases host resources and records the VM as stopped.
-// Caller holds the VM's lock.
+//
+// caller holds s.vmLocks[rec.ID] (reconcile runs before any RPC is served,
+// so it needs none).
 func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.VMRecord, error) {
 	var errs []error
 	if rec.Runtime.Tap != "" {
@@ -330,7 +361,9 @@ func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.
 
 // stopLocked stops a VM. Graceful: ask banger-init to power off (it syncs
 // and unmounts the work disk), wait, then let the driver stop or kill the
-// VMM. force kills at once. Caller holds the VM's lock.
+// VMM. force kills at once.
+//
+// caller holds s.vmLocks[rec.ID].
 func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMRecord, force bool) (model.VMRecord, error) {
 	lv := s.getLive(rec.ID)
 	if lv == nil {

@@ -56,6 +56,15 @@ type Daemon struct {
 	// startHook, when set (tests), runs after each start step succeeded
 	// and pushed its undo; an error fails the start there.
 	startHook func(step string) error
+
+	// bg ends when the daemon closes. The VM monitors wait on it: a closed
+	// daemon stops watching its VMMs (they keep running, and the next
+	// daemon adopts them) instead of recording their exit in a store it
+	// no longer owns. monitors counts the running monitors; Close waits
+	// for them before it closes the store.
+	bg       context.Context
+	stopBG   context.CancelFunc
+	monitors sync.WaitGroup
 }
 
 // Option configures New.
@@ -75,6 +84,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
+	d.bg, d.stopBG = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(d)
 	}
@@ -281,8 +291,17 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the store and the state-dir lock.
+// Close stops watching the VMs (they keep running: the next daemon adopts
+// them), closes their agent connections (a serial agent channel takes one
+// client at a time, so an open one would lock the next daemon out), and
+// releases the network services, the store and the state-dir lock. Safe to
+// call twice.
 func (d *Daemon) Close() {
+	d.stopBG()
+	d.monitors.Wait()
+	if d.vms != nil {
+		d.vms.closeAgents()
+	}
 	if d.net != nil {
 		d.net.close()
 	}

@@ -188,6 +188,9 @@ func (s *ImageService) tempDir() (string, error) {
 	return os.MkdirTemp(s.dir, ".tmp-")
 }
 
+// pullRefLocked pulls the OCI image ref and publishes it as name.
+//
+// caller holds s.imagePullLock[name].
 func (s *ImageService) pullRefLocked(ctx context.Context, ref, name, kernel string) (model.Image, error) {
 	op := s.d.beginOperation(ctx, "image.pull", "ref", ref, "image", name)
 	work, err := s.tempDir()
@@ -208,6 +211,9 @@ func (s *ImageService) pullRefLocked(ctx context.Context, ref, name, kernel stri
 	return img, nil
 }
 
+// pullCatalogLocked builds the catalog image e by its source type.
+//
+// caller holds s.imagePullLock[e.Name].
 func (s *ImageService) pullCatalogLocked(ctx context.Context, e imagecat.Entry) (model.Image, error) {
 	kernel := e.Kernel
 	if kernel == "" {
@@ -225,6 +231,9 @@ func (s *ImageService) pullCatalogLocked(ctx context.Context, e imagecat.Entry) 
 	}
 }
 
+// fetchBundleLocked downloads the prebuilt image bundle of e.
+//
+// caller holds s.imagePullLock[e.Name].
 func (s *ImageService) fetchBundleLocked(ctx context.Context, e imagecat.Entry, kernel string) (model.Image, error) {
 	op := s.d.beginOperation(ctx, "image.pull", "image", e.Name, "bundle", e.Source.URL)
 	work, err := s.tempDir()
@@ -245,6 +254,9 @@ func (s *ImageService) fetchBundleLocked(ctx context.Context, e imagecat.Entry, 
 	return img, nil
 }
 
+// buildDebootstrapLocked builds the Debian image of e with debootstrap.
+//
+// caller holds s.imagePullLock[e.Name].
 func (s *ImageService) buildDebootstrapLocked(ctx context.Context, e imagecat.Entry, kernel string) (model.Image, error) {
 	op := s.d.beginOperation(ctx, "image.build", "image", e.Name, "suite", e.Source.Suite)
 	work, err := s.tempDir()

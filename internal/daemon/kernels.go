@@ -116,6 +116,9 @@ func (s *KernelService) KernelPull(ctx context.Context, name string) (*kernelcat
 	return s.fetchLocked(ctx, e)
 }
 
+// fetchLocked downloads the catalog kernel e and records it.
+//
+// caller holds s.kernelPullLock[e.Name].
 func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*kernelcat.Manifest, error) {
 	op := s.d.beginOperation(ctx, "kernel.pull", "kernel", e.Name)
 	op.stage("pull_kernel", e.Name)

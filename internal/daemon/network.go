@@ -182,6 +182,7 @@ func (n *netState) close() {
 	defer n.mu.Unlock()
 	if n.dns != nil {
 		n.dns.Close()
+		n.dns = nil
 	}
 	for owner := range n.fwd.List() {
 		n.fwd.Release(owner)

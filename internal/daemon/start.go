@@ -29,6 +29,11 @@ import (
 // branches.
 type startStep struct {
 	name string
+	// usesKey marks the steps from preparing disks (the work disk gets the
+	// daemon's key) to agent-ready (dialled with that key): keyUseMu is
+	// held shared across them, and only them, so a key rotation never
+	// falls between the two and never waits for a kernel pull.
+	usesKey bool
 	// skip, when set, says the step does not apply (e.g. no guest network).
 	skip func(r *startRun) bool
 	// msg is the progress message.
@@ -40,11 +45,11 @@ type startStep struct {
 var startSteps = []startStep{
 	{name: "resolve_kernel", msg: func(r *startRun) string { return r.rec.Spec.Kernel }, run: (*startRun).resolve},
 	{name: "prepare_initramfs", msg: func(r *startRun) string { return r.km.Name }, run: (*startRun).prepareInitramfs},
-	{name: "prepare_disks", run: (*startRun).prepareDisks},
-	{name: "network", skip: (*startRun).noNetwork, run: (*startRun).attachNetwork},
-	{name: "runtime_dir", run: (*startRun).makeRuntimeDir},
-	{name: "boot", msg: func(r *startRun) string { return r.drv.Name() }, run: (*startRun).boot},
-	{name: "wait_ready", msg: func(r *startRun) string { return "up to " + r.s.d.cfg.readyTimeout().String() }, run: (*startRun).waitReady},
+	{name: "prepare_disks", usesKey: true, run: (*startRun).prepareDisks},
+	{name: "network", usesKey: true, skip: (*startRun).noNetwork, run: (*startRun).attachNetwork},
+	{name: "runtime_dir", usesKey: true, run: (*startRun).makeRuntimeDir},
+	{name: "boot", usesKey: true, msg: func(r *startRun) string { return r.drv.Name() }, run: (*startRun).boot},
+	{name: "wait_ready", usesKey: true, msg: func(r *startRun) string { return "up to " + r.s.d.cfg.readyTimeout().String() }, run: (*startRun).waitReady},
 	{name: "publish", skip: (*startRun).noNetwork, run: (*startRun).publish},
 }
 
@@ -78,6 +83,22 @@ type startRun struct {
 	vmmRan bool
 
 	undos []undo
+	// keyHeld: this run holds keyUseMu shared (holdKey, releaseKey).
+	keyHeld bool
+}
+
+func (r *startRun) holdKey() {
+	if !r.keyHeld {
+		r.s.d.keyUseMu.RLock()
+		r.keyHeld = true
+	}
+}
+
+func (r *startRun) releaseKey() {
+	if r.keyHeld {
+		r.s.d.keyUseMu.RUnlock()
+		r.keyHeld = false
+	}
 }
 
 type undo struct {
@@ -92,20 +113,27 @@ func (r *startRun) push(step string, fn func(ctx context.Context) error) {
 // undoTimeout bounds the whole unwinding of a failed start.
 const undoTimeout = 60 * time.Second
 
-// startLocked boots rec. Caller holds the VM's lock (vmLocks); startLocked
-// takes keyUseMu shared (lock order: VM lock, then keyUseMu).
+// startLocked boots rec.
+//
+// caller holds s.vmLocks[rec.ID]. startLocked takes keyUseMu shared for the usesKey steps only, from
+// prepare_disks to wait_ready (lock order: VM lock, then keyUseMu); a
+// failure there unwinds before it is released.
 func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VMRecord) (model.VMRecord, error) {
 	if isActive(rec.State) {
 		return rec, api.Errorf(api.KindConflict, "VM %q is already %s", rec.Name, rec.State)
 	}
-	// From disks to agent-ready one key is in use; rotation waits (see
-	// rotateKey).
-	s.d.keyUseMu.RLock()
-	defer s.d.keyUseMu.RUnlock()
 	r := &startRun{s: s, op: op, rec: rec, prev: rec.State}
+	defer r.releaseKey()
 	for _, st := range startSteps {
 		if st.skip != nil && st.skip(r) {
 			continue
+		}
+		// From disks to agent-ready one key is in use; rotation waits
+		// (see rotateKey).
+		if st.usesKey {
+			r.holdKey()
+		} else {
+			r.releaseKey()
 		}
 		msg := ""
 		if st.msg != nil && (st.name == "resolve_kernel" || r.drv != nil) {
@@ -319,8 +347,7 @@ func (r *startRun) waitReady(ctx context.Context) error {
 		return err
 	}
 	lv := &liveVM{handle: r.h, done: make(chan struct{}), agent: client}
-	r.s.setLive(r.rec.ID, lv)
-	go r.s.monitor(r.rec.ID, lv)
+	r.s.watch(r.rec.ID, lv)
 	r.push("wait_ready", func(context.Context) error {
 		r.s.dropLive(r.rec.ID, lv)
 		lv.closeAgent()

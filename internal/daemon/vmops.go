@@ -231,9 +231,7 @@ func (s *VMService) reconcile(ctx context.Context) error {
 			s.markStopped(ctx, rec)
 			continue
 		}
-		lv := &liveVM{handle: h, done: make(chan struct{})}
-		s.setLive(rec.ID, lv)
-		go s.monitor(rec.ID, lv)
+		s.watch(rec.ID, &liveVM{handle: h, done: make(chan struct{})})
 		if rec.State != model.StateRunning {
 			rec.State = model.StateRunning
 			s.d.store.UpdateVM(ctx, rec)
@@ -241,17 +239,28 @@ func (s *VMService) reconcile(ctx context.Context) error {
 		running[rec.ID] = rec
 		s.d.log.Info("re-adopted running VM", "vm", rec.Name, "pid", h.PID())
 	}
-	if len(running) > 0 {
+	// Only VMs that have a tap have host network to rebuild: the VMs of a
+	// driver without guest network need no bridge, nftables or vmdns, so
+	// adopting them must not create any (nor need root).
+	var tapped []model.VMRecord
+	for _, rec := range running {
+		if rec.Runtime.Tap != "" {
+			tapped = append(tapped, rec)
+		}
+	}
+	if len(tapped) > 0 {
 		if err := s.d.net.ensure(); err != nil {
 			s.d.log.Warn("network after restart", "err", err)
 		}
-		for _, rec := range running {
+		for _, rec := range tapped {
 			if len(rec.Spec.Ports) > 0 {
 				if err := s.d.net.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
 					s.d.log.Warn("port forwards after restart", "vm", rec.Name, "err", err)
 				}
 			}
-			s.d.net.vmUp(ctx, rec)
+			if err := s.d.net.vmUp(ctx, rec); err != nil {
+				s.d.log.Warn("publish VM after restart", "vm", rec.Name, "err", err)
+			}
 		}
 	}
 	s.d.net.reconcile(ctx, running)

@@ -204,13 +204,34 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 			// It failed before a VMM ran (tap, port clash, disks): undo
 			// the reservation so a failed create leaves nothing behind. A
 			// boot failure keeps the VM in state error for `vm logs`.
-			s.d.store.DeleteVM(context.WithoutCancel(ctx), rec.ID)
-			os.RemoveAll(rec.Runtime.Dir)
+			if rerr := s.unreserveVM(ctx, rec); rerr != nil {
+				op.log.Warn("roll back the reservation of a failed create", "err", rerr)
+				err = fmt.Errorf("%w (roll back the reservation: %w)", err, rerr)
+			}
 		}
 		return booted, op.fail(err)
 	}
 	op.done()
 	return booted, nil
+}
+
+// unreserveVM undoes reserveVM for a create that failed before a VMM ran:
+// the row first, then the directory (the order DeleteVM uses: a crash in
+// between leaves an orphan directory, which reconcile removes). Caller
+// holds the VM's lock. It runs even if the caller hung up, and joins
+// what failed: a row left behind shows in `vm ls -a` and must be removed
+// by hand, so the caller hears of it.
+func (s *VMService) unreserveVM(ctx context.Context, rec model.VMRecord) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	var errs []error
+	if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
+		errs = append(errs, fmt.Errorf("delete the row of VM %q: %w", rec.Name, err))
+	}
+	if err := os.RemoveAll(rec.Runtime.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", rec.Runtime.Dir, err))
+	}
+	return errors.Join(errs...)
 }
 
 // reserveVM holds createVMMu only long enough to pick or verify the name,

@@ -113,7 +113,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 type build struct {
 	o        Options
 	budget   *budget // shared by every layer of this build
-	key      []byte // normalized authorized_keys content
+	key      []byte  // normalized authorized_keys content
 	fp       string
 	progress func(stage, msg string, done, total int64)
 }

@@ -6,6 +6,10 @@
 // resynchronization of guestproto.AgentSync, then SSH with banger-init's
 // ping and poweroff requests and exec (run by /bin/sh on the host). It
 // boots nothing: it is a double for the VMM, never a path a user takes.
+//
+// Exec runs on the host, as the test's user (root in CI): a test must not
+// send its guests commands meant for a guest's filesystem, such as the
+// key push of `ssh-key rotate` (it rewrites /root/.ssh/authorized_keys).
 package vmmtest
 
 import (
@@ -13,6 +17,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -82,7 +87,11 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 		return nil, err
 	}
 	sock := agentSocket(s)
-	p, err := vmm.Spawn(vmm.SpawnConfig{Path: exe, Args: []string{"-test.run=^$", guestArg, sock, s.Console()},
+	// The host key lives in the VM's directory, as banger-init's lives on
+	// the VM's system.cow: a VM keeps its identity across boots (the
+	// daemon's known_hosts pins it).
+	hostKey := filepath.Join(s.Dir, "vmmtest_host_key")
+	p, err := vmm.Spawn(vmm.SpawnConfig{Path: exe, Args: []string{"-test.run=^$", guestArg, sock, s.Console(), hostKey},
 		Stdout: filepath.Join(s.Dir, "vmm.log")})
 	if err != nil {
 		return nil, err
@@ -125,24 +134,20 @@ func (h *handle) Stop(ctx context.Context) error {
 // Main runs the guest when the test binary was re-executed by Start; call
 // it first in TestMain. It returns when this is not a guest process.
 func Main() {
-	if len(os.Args) < 4 || os.Args[len(os.Args)-3] != guestArg {
+	if len(os.Args) < 5 || os.Args[len(os.Args)-4] != guestArg {
 		return
 	}
-	sock, console := os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]
-	if err := runGuest(sock, console); err != nil {
+	a := os.Args[len(os.Args)-3:]
+	if err := runGuest(a[0], a[1], a[2]); err != nil {
 		fmt.Fprintln(os.Stderr, "vmmtest guest:", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
 }
 
-func runGuest(sock, console string) error {
+func runGuest(sock, console, keyPath string) error {
 	os.WriteFile(console, []byte("vmmtest guest booted\n"), 0o640)
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	hostKey, err := ssh.NewSignerFromKey(priv)
+	hostKey, err := loadHostKey(keyPath)
 	if err != nil {
 		return err
 	}
@@ -166,6 +171,25 @@ func runGuest(sock, console string) error {
 		}
 		go serve(c, cfg)
 	}
+}
+
+// loadHostKey reads the guest's host key, creating it at first boot.
+func loadHostKey(path string) (ssh.Signer, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return ssh.ParsePrivateKey(b)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "vmmtest")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(priv)
 }
 
 // serve is the guest side of one agent connection.
