@@ -15,6 +15,10 @@ fi
 if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# QEMU drops root to this system user once its devices are open.
+if ! id banger-vmm >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin banger-vmm
+fi
 if ! command -v go >/dev/null; then
   if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin
   else apt-get install -y -qq golang-go; fi

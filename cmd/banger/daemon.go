@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/user"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -87,5 +88,11 @@ func fileExistsCLI(p string) bool { _, err := os.Stat(p); return err == nil }
 // first: with KVM both are hardware accelerated and Firecracker boots
 // leaner; without KVM only QEMU (TCG) is usable.
 func defaultDrivers() []vmm.Driver {
-	return []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(qemu.Options{})}
+	// QEMU drops root once its devices are open, to the banger-vmm system
+	// user where it exists (scripts/install-deps.sh creates it).
+	q := qemu.Options{}
+	if _, err := user.Lookup(qemu.DefaultRunAs); err == nil {
+		q.RunAs = qemu.DefaultRunAs
+	}
+	return []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(q)}
 }

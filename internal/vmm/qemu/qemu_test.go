@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -142,6 +143,48 @@ func TestConsoleFloodCapped(t *testing.T) {
 		t.Errorf("logical end offset %d: the guest wrote over 1 MiB", off)
 	}
 	t.Logf("guest wrote %d bytes, %d kept on disk", off, total)
+}
+
+// QEMU runs under seccomp and, given RunAs, drops to that user once its
+// devices are open; the guest still boots and powers off.
+func TestSandboxedRunAs(t *testing.T) {
+	needQEMU(t)
+	u, err := user.Lookup(DefaultRunAs)
+	if err != nil {
+		testenv.Skip(t, "no %s user (%v): scripts/install-deps.sh creates it", DefaultRunAs, err)
+	}
+	d := New(Options{StopTimeout: 3 * time.Second, RunAs: DefaultRunAs})
+	kf := cloudKernel(t)
+	s := spec(t, kf, initramfs(t, nil, "$B sleep 2; $B echo BANGER-MARKER-OK"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uid, seccomp string
+	for _, l := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "Uid:" {
+			uid = f[1]
+		} else if len(f) >= 2 && f[0] == "Seccomp:" {
+			seccomp = f[1]
+		}
+	}
+	if uid != u.Uid {
+		t.Errorf("QEMU runs as uid %s, want %s (%s)", uid, u.Uid, DefaultRunAs)
+	}
+	if seccomp != "2" {
+		t.Errorf("QEMU seccomp mode %q, want 2 (filter)", seccomp)
+	}
+	waitConsole(ctx, t, h, s, "BANGER-MARKER-OK")
+	if err := h.Wait(ctx); err != nil {
+		t.Fatalf("Wait after poweroff: %v\n%s", err, vmm.Tail(s.Console(), 20))
+	}
 }
 
 func TestStateAdoptStop(t *testing.T) {
