@@ -31,7 +31,43 @@ func newRootCmd() *cobra.Command {
 	for _, f := range extraCommands {
 		root.AddCommand(f())
 	}
+	// cobra adds these at Execute; adding them now lets guardGroups cover
+	// `completion` too.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		guardGroups(c)
+	}
 	return root
+}
+
+// guardGroups makes every command group under the root (a command with
+// subcommands and no action of its own) refuse words it does not know.
+// cobra checks for unknown commands only at the root: a group printed its
+// help and exited 0 on `banger vm frobnicate`, so a typo in a script
+// passed unnoticed.
+func guardGroups(c *cobra.Command) {
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = unknownSubcommand
+		c.SuggestionsMinimumDistance = 2 // cobra's default, which only the root gets
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		guardGroups(sub)
+	}
+}
+
+// unknownSubcommand is a group's Args: no args (print help) or an error
+// naming the word, with cobra's suggestions when it has some.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+	}
+	return fmt.Errorf("%s: `%s --help` lists its commands", msg, cmd.CommandPath())
 }
 
 // extraCommands lets each command group register itself from its own file.
