@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -25,11 +26,11 @@ func newDNSCmd() *cobra.Command {
 		cmd.AddCommand(&cobra.Command{
 			Use: v.use, Short: v.short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				var res map[string]string
+				var res api.DNSResult
 				if err := call(cmd.Context(), v.method, nil, &res); err != nil {
 					return err
 				}
-				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res["bridge"], res["dns"], res["domain"])
+				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res.Bridge, res.DNS, res.Domain)
 				return nil
 			},
 		})
@@ -45,7 +46,7 @@ func newImageCmd() *cobra.Command {
 		Short: "Pull an image from a registry (or build a catalog image)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var img model.Image
+			var img api.Image
 			if err := call(cmd.Context(), api.MethodImagePull, api.ImagePullParams{Ref: args[0], Name: pullName}, &img); err != nil {
 				return err
 			}
@@ -65,7 +66,7 @@ func newImageCmd() *cobra.Command {
 				return err
 			}
 			ip.Path = abs
-			var img model.Image
+			var img api.Image
 			if err := call(cmd.Context(), api.MethodImageImport, ip, &img); err != nil {
 				return err
 			}
@@ -77,7 +78,7 @@ func newImageCmd() *cobra.Command {
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
 	ls := newListCmd("List images", api.MethodImageList, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
-		func(i model.Image) string {
+		func(i api.Image) string {
 			dg := i.Digest
 			if len(dg) > 19 {
 				dg = dg[:19]
@@ -104,11 +105,17 @@ func newSSHKeyCmd() *cobra.Command {
 		Short: "Make a new key; new VMs get it, existing VMs get it on their next start",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res map[string]any
+			var res api.SSHKeyRotateResult
 			if err := call(cmd.Context(), api.MethodSSHKeyRotate, nil, &res); err != nil {
 				return err
 			}
-			fmt.Println(res["fingerprint"])
+			fmt.Println(res.Fingerprint)
+			if len(res.ImagesFailed) > 0 {
+				fmt.Fprintf(os.Stderr, "banger: work seeds of %s keep the old key until their next create\n", strings.Join(res.ImagesFailed, ", "))
+			}
+			if len(res.VMsFailed) > 0 {
+				fmt.Fprintf(os.Stderr, "banger: running VMs %s get the new key at their next start (`banger vm restart`)\n", strings.Join(res.VMsFailed, ", "))
+			}
 			return nil
 		},
 	})

@@ -20,7 +20,7 @@ func newKernelCmd() *cobra.Command {
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k model.Kernel
+			var k api.Kernel
 			if err := call(cmd.Context(), api.MethodKernelPull, api.NameParams{Name: args[0]}, &k); err != nil {
 				return err
 			}
@@ -29,7 +29,7 @@ func newKernelCmd() *cobra.Command {
 		},
 	}
 	ls := newListCmd("List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
-		func(k model.Kernel) string {
+		func(k api.Kernel) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
 		})
 	rm := newPerNameCmd("rm", "Remove kernels no VM uses", api.MethodKernelDelete, nameParams, nil)()
@@ -48,7 +48,7 @@ func newKernelCmd() *cobra.Command {
 					*p = abs
 				}
 			}
-			var k model.Kernel
+			var k api.Kernel
 			if err := call(cmd.Context(), api.MethodKernelImport, ip, &k); err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,58 +35,19 @@ type VMService struct {
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
 
-func (s *VMService) register() {
-	s.d.register(api.MethodVMCreate, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMCreateParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
+// List returns the running and starting VMs, or all with p.All.
+func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, error) {
+	recs, err := s.d.store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.VM, 0, len(recs))
+	for _, r := range recs {
+		if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
+			out = append(out, api.VMFromRecord(r))
 		}
-		rec, err := s.CreateVM(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.d.register(api.MethodVMList, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMListParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		recs, err := s.d.store.ListVMs(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]api.VM, 0, len(recs))
-		for _, r := range recs {
-			if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
-				out = append(out, api.VMFromRecord(r))
-			}
-		}
-		return out, nil
-	})
-	s.d.register(api.MethodVMGet, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.NameParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		rec, err := s.find(ctx, p.Name)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.d.register(api.MethodVMDelete, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMDeleteParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		rec, err := s.DeleteVM(ctx, p.Name, p.Force)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.registerOps()
+	}
+	return out, nil
 }
 
 // find resolves a VM by exact name, then by id.
