@@ -237,7 +237,7 @@ func ImageFromModel(i model.Image) Image {
 type Kernel struct {
 	Name    string `json:"name"`
 	Release string `json:"release,omitempty"`
-	// Format is the image format the kernel file has (bzImage, vmlinux).
+	// Format is the kernel file's format ("elf" or "bzImage").
 	Format    string    `json:"format,omitempty"`
 	Source    string    `json:"source,omitempty"`
 	SizeBytes int64     `json:"size_bytes"`
