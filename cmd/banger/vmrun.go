@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/model"
 )
 
 func newVMRunCmd(a *app) *cobra.Command {
@@ -28,32 +30,160 @@ func newVMRunCmd(a *app) *cobra.Command {
 			if err := cf.validate(cmd); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			var vm api.VM
-			if err := a.call(ctx, api.MethodVMCreate, cf.p, &vm); err != nil {
-				return err
-			}
-			if rm {
-				defer func() {
-					// Remove even if the user pressed ^C.
-					a.call(context.Background(), api.MethodVMDelete, api.VMDeleteParams{Name: vm.Name, Force: true}, nil)
-				}()
-			} else {
-				fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
-			}
-			code, err := execInVM(ctx, a, vm.Name, args)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return &exitError{code: code}
-			}
-			return nil
+			r := &vmRun{a: a, p: cf.p, rm: rm, argv: args, generated: cf.p.Name == ""}
+			return r.run(cmd.Context())
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits")
+	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits, or when banger is interrupted")
 	return cmd
+}
+
+// vmRun is one `vm run`: create, run the command, then keep or remove the
+// VM. A signal (SIGINT, SIGTERM, SIGHUP) at any stage cancels the call in
+// flight; with --rm the VM is then removed, without it the user is told
+// what was left.
+type vmRun struct {
+	a    *app
+	p    api.VMCreateParams
+	rm   bool
+	argv []string
+	// generated: the CLI picked p.Name (the user gave none), so another
+	// name may be tried if it is taken.
+	generated bool
+
+	mu sync.Mutex // guards id
+	// id is the VM this run's create reserved, from the create's progress
+	// (or result); "" while nothing is reserved. Removal goes by id, never
+	// by name: a VM of that name may be someone else's.
+	id string
+}
+
+// cleanupTimeout bounds the removal after the command or a signal.
+const cleanupTimeout = 30 * time.Second
+
+func (r *vmRun) run(ctx context.Context) error {
+	vm, err := r.create(ctx)
+	if err == nil {
+		if !r.rm {
+			fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
+		}
+		err = r.exec(ctx, vm.Name)
+	}
+	if sig := signalOf(ctx); sig != 0 {
+		return r.interrupted(sig)
+	}
+	if r.rm {
+		if rerr := r.remove(); rerr != nil {
+			fmt.Fprintf(os.Stderr, "banger: remove VM %s: %v: `banger vm rm -f %s` removes it\n", r.p.Name, rerr, r.p.Name)
+		}
+	}
+	return err
+}
+
+// create makes the VM under r.p.Name, picking a fresh name when the CLI
+// generated one and it is taken.
+func (r *vmRun) create(ctx context.Context) (api.VM, error) {
+	for attempt := 0; ; attempt++ {
+		if r.generated && attempt == 0 {
+			r.p.Name = model.GenerateVMName()
+		}
+		var vm api.VM
+		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
+		if err == nil {
+			r.setID(vm.ID)
+			return vm, nil
+		}
+		if !r.generated || !api.IsKind(err, api.KindAlreadyExists) || attempt == 3 {
+			return vm, err
+		}
+		r.p.Name = model.GenerateVMName()
+	}
+}
+
+// progress prints the create's progress and notes the VM it reserved.
+func (r *vmRun) progress(p api.Progress) {
+	if p.VMID != "" {
+		r.setID(p.VMID)
+	}
+	if r.a.client().OnProgress != nil {
+		r.a.client().OnProgress(p)
+	}
+}
+
+func (r *vmRun) setID(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.id = id
+}
+
+func (r *vmRun) vmID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.id
+}
+
+// exec runs the command (or a shell) and turns its status into the error.
+func (r *vmRun) exec(ctx context.Context, name string) error {
+	code, err := execInVM(ctx, r.a, name, r.argv)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// remove force-deletes the VM this run reserved, with a fresh bounded
+// context (the command's may be cancelled). Nothing reserved, or a create
+// that rolled itself back (the daemon undoes a create whose caller hung
+// up before its VMM ran), is success.
+func (r *vmRun) remove() error {
+	id := r.vmID()
+	if id == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	err := r.a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: id, Force: true}, nil)
+	if api.IsKind(err, api.KindNotFound) {
+		return nil
+	}
+	return err
+}
+
+// interrupted ends a run that sig cut short: with --rm the VM is removed;
+// without, the user learns what is left. The exit status is 128+sig.
+func (r *vmRun) interrupted(sig syscall.Signal) error {
+	if r.rm {
+		if err := r.remove(); err != nil {
+			fmt.Fprintf(os.Stderr, "interrupted: could not remove VM %s: %v: `banger vm rm -f %s` removes it\n", r.p.Name, err, r.p.Name)
+		} else {
+			fmt.Fprintf(os.Stderr, "interrupted: removed VM %s\n", r.p.Name)
+		}
+	} else {
+		fmt.Fprintln(os.Stderr, "interrupted: "+r.leftBehind())
+	}
+	return &exitError{code: 128 + int(sig)}
+}
+
+// leftBehind says what an interrupted run without --rm left.
+func (r *vmRun) leftBehind() string {
+	id := r.vmID()
+	if id == "" {
+		return fmt.Sprintf("VM %s was not created", r.p.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var vm api.VM
+	if err := r.a.call(ctx, api.MethodVMGet, api.NameParams{Name: id}, &vm); err != nil {
+		if api.IsKind(err, api.KindNotFound) {
+			return fmt.Sprintf("VM %s was not created", r.p.Name)
+		}
+		return fmt.Sprintf("VM %s may be left: `banger vm rm -f %s` removes it", r.p.Name, r.p.Name)
+	}
+	return fmt.Sprintf("VM %s is left as it is (state %s): `banger vm rm -f %s` removes it", vm.Name, vm.State, vm.Name)
 }
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's

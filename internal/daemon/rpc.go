@@ -148,24 +148,31 @@ func watchHangUp(conn net.Conn, done <-chan struct{}, hangUp context.CancelCause
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	// The first look is at once: a caller that closed its socket (Ctrl-C)
+	// is cancelled without waiting for a tick.
 	for {
+		if peerGone(rc) {
+			hangUp(errCallerGone)
+			return
+		}
 		select {
 		case <-done:
 			return
 		case <-t.C:
 		}
-		gone := false
-		rc.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-				gone = true
-			}
-		})
-		if gone {
-			hangUp(errCallerGone)
-			return
-		}
 	}
+}
+
+// peerGone says whether the peer of the socket has closed both directions.
+func peerGone(rc syscall.RawConn) bool {
+	gone := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+			gone = true
+		}
+	})
+	return gone
 }
 
 var errTooLong = errors.New("line too long")

@@ -147,7 +147,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
-	op.log = op.log.With("vm_id", rec.ID, "vm", rec.Name)
+	op.setVM(rec)
 	if p.NoStart {
 		op.done()
 		return rec, nil
@@ -155,22 +155,31 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	// Phase 3: boot under this VM's lock only; other creates run on.
 	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
 	if err != nil {
+		// Only a caller that hung up gets here: nothing uses the new id.
+		s.unreserve(ctx, rec)
 		return rec, op.fail(err)
 	}
 	defer unlock()
 	booted, err := s.startLocked(ctx, op, rec)
 	if err != nil {
 		if booted.State != model.StateError {
-			// It failed before a VMM ran (tap, port clash, disks): undo
-			// the reservation so a failed create leaves nothing behind. A
-			// boot failure keeps the VM in state error for `vm logs`.
-			s.d.store.DeleteVM(context.WithoutCancel(ctx), rec.ID)
-			os.RemoveAll(rec.Runtime.Dir)
+			// It failed before a VMM ran (tap, port clash, disks, a caller
+			// that hung up): undo the reservation so a failed create
+			// leaves nothing behind. A boot failure keeps the VM in state
+			// error for `vm logs`.
+			s.unreserve(ctx, rec)
 		}
 		return booted, op.fail(err)
 	}
 	op.done()
 	return booted, nil
+}
+
+// unreserve removes a reservation no VMM ever ran for, even when ctx (the
+// caller's) has ended.
+func (s *VMService) unreserve(ctx context.Context, rec model.VMRecord) {
+	s.d.store.DeleteVM(context.WithoutCancel(ctx), rec.ID)
+	os.RemoveAll(rec.Runtime.Dir)
 }
 
 // reserveVM holds createVMMu only long enough to pick or verify the name,
@@ -183,7 +192,7 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 	name := req.name
 	if name == "" {
 		for i := 0; ; i++ {
-			name = generateName()
+			name = model.GenerateVMName()
 			if _, err := s.d.store.GetVMByName(ctx, name); errors.Is(err, store.ErrNotFound) {
 				break
 			} else if err != nil {
