@@ -174,16 +174,34 @@ func (r *vmRun) leftBehind() string {
 	if id == "" {
 		return fmt.Sprintf("VM %s was not created", r.p.Name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var vm api.VM
-	if err := r.a.call(ctx, api.MethodVMGet, api.NameParams{Name: id}, &vm); err != nil {
-		if api.IsKind(err, api.KindNotFound) {
-			return fmt.Sprintf("VM %s was not created", r.p.Name)
-		}
+	vm, err := r.settled(ctx, id)
+	if api.IsKind(err, api.KindNotFound) {
+		return fmt.Sprintf("VM %s was not created", r.p.Name)
+	}
+	if err != nil {
 		return fmt.Sprintf("VM %s may be left: `banger vm rm -f %s` removes it", r.p.Name, r.p.Name)
 	}
 	return fmt.Sprintf("VM %s is left as it is (state %s): `banger vm rm -f %s` removes it", vm.Name, vm.State, vm.Name)
+}
+
+// settled returns the VM once the daemon has finished unwinding the
+// cancelled create (it notices the hang-up and stops the boot within
+// moments), so the state the user is told is the one that stays.
+func (r *vmRun) settled(ctx context.Context, id string) (api.VM, error) {
+	for {
+		var vm api.VM
+		err := r.a.call(ctx, api.MethodVMGet, api.NameParams{Name: id}, &vm)
+		if err != nil || vm.State != model.StateStarting {
+			return vm, err
+		}
+		select {
+		case <-ctx.Done():
+			return vm, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's

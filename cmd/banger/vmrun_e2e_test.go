@@ -145,6 +145,7 @@ func TestVMRunInterrupted(t *testing.T) {
 			t.Fatalf("no interrupted line:\n%s", p.output())
 		}
 		e.waitGone(t, "intr-a", 10*time.Second)
+		t.Logf("banger said:\n%s", p.output())
 	})
 
 	t.Run("rm_SIGINT_while_command_runs", func(t *testing.T) {
@@ -167,13 +168,14 @@ func TestVMRunInterrupted(t *testing.T) {
 		if code := p.wait(t, 60*time.Second); code != 143 {
 			t.Fatalf("exit status %d, want 143:\n%s", code, p.output())
 		}
-		if out := p.output(); !strings.Contains(out, "interrupted: VM intr-c is left") || !strings.Contains(out, "banger vm rm -f intr-c") {
+		if out := p.output(); !strings.Contains(out, "interrupted: VM intr-c is left as it is (state error)") || !strings.Contains(out, "banger vm rm -f intr-c") {
 			t.Fatalf("the user is not told what is left and how to remove it:\n%s", out)
 		}
-		if st := e.vmState(t, "intr-c"); st == "running" || st == "" {
-			t.Fatalf("state %q: want the VM kept, and not running (its create was cancelled)", st)
+		if st := e.vmState(t, "intr-c"); st != "error" {
+			t.Fatalf("state %q: want the VM kept in state error (its boot was cancelled)", st)
 		}
 		e.mustRun(t, "vm", "rm", "-f", "intr-c")
+		t.Logf("banger said:\n%s", p.output())
 	})
 
 	// A client that dies without a word (SIGKILL) mid-create: once the
