@@ -156,13 +156,16 @@ func (r *vmRun) remove() error {
 // interrupted ends a run that sig cut short: with --rm the VM is removed;
 // without, the user learns what is left. The exit status is 128+sig.
 func (r *vmRun) interrupted(sig syscall.Signal) error {
-	if r.rm {
+	switch {
+	case r.rm && r.vmID() == "":
+		fmt.Fprintf(os.Stderr, "interrupted: VM %s was not created\n", r.p.Name)
+	case r.rm:
 		if err := r.remove(); err != nil {
 			fmt.Fprintf(os.Stderr, "interrupted: could not remove VM %s: %v: `banger vm rm -f %s` removes it\n", r.p.Name, err, r.p.Name)
 		} else {
 			fmt.Fprintf(os.Stderr, "interrupted: removed VM %s\n", r.p.Name)
 		}
-	} else {
+	default:
 		fmt.Fprintln(os.Stderr, "interrupted: "+r.leftBehind())
 	}
 	return &exitError{code: 128 + int(sig)}
