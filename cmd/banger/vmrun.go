@@ -84,10 +84,10 @@ func (r *vmRun) run(ctx context.Context) error {
 // create makes the VM under r.p.Name, picking a fresh name when the CLI
 // generated one and it is taken.
 func (r *vmRun) create(ctx context.Context) (api.VM, error) {
+	if r.generated {
+		r.p.Name = model.GenerateVMName()
+	}
 	for attempt := 0; ; attempt++ {
-		if r.generated && attempt == 0 {
-			r.p.Name = model.GenerateVMName()
-		}
 		var vm api.VM
 		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
 		if err == nil {
