@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,5 +401,59 @@ func TestCLIParallelKernelPull(t *testing.T) {
 	_, stderr, err := d.run("kernel", "pull", "nosuch")
 	if err == nil || !strings.Contains(stderr, "k1") || !strings.Contains(stderr, "debian-cloud-amd64") {
 		t.Fatalf("unknown kernel should list the catalog: %v %s", err, stderr)
+	}
+}
+
+// TestCLIRunInterruptedDuringPull sends SIGINT to `vm run --rm` while its
+// create auto-pulls the image from a slow registry: nothing was reserved,
+// so it says so, exits 130, and no VM is listed.
+func TestCLIRunInterruptedDuringPull(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("e2fsprogs not installed")
+	}
+	reg := testfixture.NewRegistry()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			select {
+			case <-time.After(20 * time.Second):
+			case <-r.Context().Done(): // the daemon cancelled the pull
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	img, err := testfixture.BusyboxImage("intr")
+	if err != nil {
+		t.Skip(err)
+	}
+	psrv := httptest.NewServer(reg)
+	defer psrv.Close()
+	pr, _ := name.ParseReference(strings.TrimPrefix(psrv.URL, "http://")+"/slow/busybox:1", name.Insecure)
+	if err := remote.Write(pr, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := startDaemonProc(t, filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	cmd := exec.Command(bangerBin, "--socket", d.socket, "vm", "run", "--rm", "--image", strings.TrimPrefix(srv.URL, "http://")+"/slow/busybox:1", "--", "true")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !strings.Contains(stderr.String(), "auto_pull_image"); i++ {
+		if i > 200 {
+			cmd.Process.Kill()
+			t.Fatalf("no auto_pull_image stage: %s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err = cmd.Wait()
+	if exitCode(err) != 130 || !regexp.MustCompile(`interrupted: VM [a-z]+-[a-z]+-\d{4} was not created`).MatchString(stderr.String()) {
+		t.Fatalf("exit %d, stderr:\n%s", exitCode(err), stderr.String())
+	}
+	if out, _, err := d.run("vm", "ls", "-a", "-o", "json"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("vm ls after the interrupted run: %q %v", out, err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"banger/internal/vmm/qemu"
 )
 
-func newDaemonCmd() *cobra.Command {
+func newDaemonCmd(a *app) *cobra.Command {
 	var configPath string
 	cfg := daemon.DefaultConfig()
 	cmd := &cobra.Command{
@@ -40,7 +40,7 @@ func newDaemonCmd() *cobra.Command {
 			}
 			set("state-dir", &final.StateDir, cfg.StateDir)
 			set("runtime-dir", &final.RuntimeDir, cfg.RuntimeDir)
-			set("socket", &final.Socket, socketFlag)
+			set("socket", &final.Socket, a.socket)
 			set("log-format", &final.LogFormat, cfg.LogFormat)
 			set("bridge-ip", &final.BridgeIP, cfg.BridgeIP)
 			set("bridge-name", &final.BridgeName, cfg.BridgeName)

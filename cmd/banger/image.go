@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -11,11 +12,7 @@ import (
 	"banger/internal/model"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newImageCmd, newSSHKeyCmd, newDoctorCmd, newDNSCmd)
-}
-
-func newDNSCmd() *cobra.Command {
+func newDNSCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "dns", Short: "Resolve <name>.vm on the host through systemd-resolved"}
 	for _, v := range []struct{ use, short, method string }{
 		{"setup", "resolvectl dns <bridge> <bridge-ip>; resolvectl domain <bridge> ~vm", api.MethodDNSSetup},
@@ -25,11 +22,11 @@ func newDNSCmd() *cobra.Command {
 		cmd.AddCommand(&cobra.Command{
 			Use: v.use, Short: v.short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				var res map[string]string
-				if err := call(cmd.Context(), v.method, nil, &res); err != nil {
+				var res api.DNSResult
+				if err := a.call(cmd.Context(), v.method, nil, &res); err != nil {
 					return err
 				}
-				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res["bridge"], res["dns"], res["domain"])
+				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res.Bridge, res.DNS, res.Domain)
 				return nil
 			},
 		})
@@ -37,7 +34,7 @@ func newDNSCmd() *cobra.Command {
 	return cmd
 }
 
-func newImageCmd() *cobra.Command {
+func newImageCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Pull, import, list and remove images"}
 	var pullName string
 	pull := &cobra.Command{
@@ -45,8 +42,8 @@ func newImageCmd() *cobra.Command {
 		Short: "Pull an image from a registry (or build a catalog image)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var img model.Image
-			if err := call(cmd.Context(), api.MethodImagePull, api.ImagePullParams{Ref: args[0], Name: pullName}, &img); err != nil {
+			var img api.Image
+			if err := a.call(cmd.Context(), api.MethodImagePull, api.ImagePullParams{Ref: args[0], Name: pullName}, &img); err != nil {
 				return err
 			}
 			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
@@ -65,8 +62,8 @@ func newImageCmd() *cobra.Command {
 				return err
 			}
 			ip.Path = abs
-			var img model.Image
-			if err := call(cmd.Context(), api.MethodImageImport, ip, &img); err != nil {
+			var img api.Image
+			if err := a.call(cmd.Context(), api.MethodImageImport, ip, &img); err != nil {
 				return err
 			}
 			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
@@ -76,16 +73,16 @@ func newImageCmd() *cobra.Command {
 	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
-	ls := newListCmd("List images", api.MethodImageList, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
-		func(i model.Image) string {
+	ls := newListCmd(a, "List images", api.MethodImageList, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
+		func(i api.Image) string {
 			dg := i.Digest
 			if len(dg) > 19 {
 				dg = dg[:19]
 			}
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
 		})
-	rm := newPerNameCmd("rm", "Remove images no VM uses", api.MethodImageDelete, nameParams, nil)()
-	cat := newCatalogCmd("List catalog images (pulled on first use)", api.MethodImageCatalog)
+	rm := newPerNameCmd(a, "rm", "Remove images no VM uses", api.MethodImageDelete, nameParams)
+	cat := newCatalogCmd(a, "List catalog images (pulled on first use)", api.MethodImageCatalog)
 	cmd.AddCommand(pull, imp, ls, rm, cat)
 	return cmd
 }
@@ -97,25 +94,31 @@ func shortID(id string) string {
 	return id
 }
 
-func newSSHKeyCmd() *cobra.Command {
+func newSSHKeyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "ssh-key", Short: "Manage the daemon's SSH key"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "rotate",
 		Short: "Make a new key; new VMs get it, existing VMs get it on their next start",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res map[string]any
-			if err := call(cmd.Context(), api.MethodSSHKeyRotate, nil, &res); err != nil {
+			var res api.SSHKeyRotateResult
+			if err := a.call(cmd.Context(), api.MethodSSHKeyRotate, nil, &res); err != nil {
 				return err
 			}
-			fmt.Println(res["fingerprint"])
+			fmt.Println(res.Fingerprint)
+			if len(res.ImagesFailed) > 0 {
+				fmt.Fprintf(os.Stderr, "banger: work seeds of %s keep the old key until their next create\n", strings.Join(res.ImagesFailed, ", "))
+			}
+			if len(res.VMsFailed) > 0 {
+				fmt.Fprintf(os.Stderr, "banger: running VMs %s get the new key at their next start (`banger vm restart`)\n", strings.Join(res.VMsFailed, ", "))
+			}
 			return nil
 		},
 	})
 	return cmd
 }
 
-func newDoctorCmd() *cobra.Command {
+func newDoctorCmd(a *app) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "doctor",
@@ -126,7 +129,7 @@ func newDoctorCmd() *cobra.Command {
 				return err
 			}
 			var res api.DoctorResult
-			if err := call(cmd.Context(), api.MethodDoctor, nil, &res); err != nil {
+			if err := a.call(cmd.Context(), api.MethodDoctor, nil, &res); err != nil {
 				return err
 			}
 			if output == "json" {

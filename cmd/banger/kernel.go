@@ -11,28 +11,26 @@ import (
 	"banger/internal/model"
 )
 
-func init() { extraCommands = append(extraCommands, newKernelCmd) }
-
-func newKernelCmd() *cobra.Command {
+func newKernelCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "kernel", Short: "Pull, import, list and remove guest kernels"}
 	pull := &cobra.Command{
 		Use:   "pull NAME",
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k model.Kernel
-			if err := call(cmd.Context(), api.MethodKernelPull, api.NameParams{Name: args[0]}, &k); err != nil {
+			var k api.Kernel
+			if err := a.call(cmd.Context(), api.MethodKernelPull, api.NameParams{Name: args[0]}, &k); err != nil {
 				return err
 			}
 			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
 			return nil
 		},
 	}
-	ls := newListCmd("List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
-		func(k model.Kernel) string {
+	ls := newListCmd(a, "List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
+		func(k api.Kernel) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
 		})
-	rm := newPerNameCmd("rm", "Remove kernels no VM uses", api.MethodKernelDelete, nameParams, nil)()
+	rm := newPerNameCmd(a, "rm", "Remove kernels no VM uses", api.MethodKernelDelete, nameParams)
 	var ip api.KernelImportParams
 	imp := &cobra.Command{
 		Use:   "import --name N --kernel PATH [--initrd PATH] [--modules DIR]",
@@ -48,8 +46,8 @@ func newKernelCmd() *cobra.Command {
 					*p = abs
 				}
 			}
-			var k model.Kernel
-			if err := call(cmd.Context(), api.MethodKernelImport, ip, &k); err != nil {
+			var k api.Kernel
+			if err := a.call(cmd.Context(), api.MethodKernelImport, ip, &k); err != nil {
 				return err
 			}
 			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
@@ -62,14 +60,14 @@ func newKernelCmd() *cobra.Command {
 	imp.Flags().StringVar(&ip.Modules, "modules", "", "optional modules dir (lib/modules/<release>)")
 	imp.MarkFlagRequired("name")
 	imp.MarkFlagRequired("kernel")
-	cat := newCatalogCmd("List kernels that can be pulled", api.MethodKernelCatalog)
+	cat := newCatalogCmd(a, "List kernels that can be pulled", api.MethodKernelCatalog)
 	cmd.AddCommand(pull, ls, rm, imp, cat)
 	return cmd
 }
 
 // newCatalogCmd lists what a catalog offers and whether it is pulled.
-func newCatalogCmd(short, method string) *cobra.Command {
-	cmd := newListCmd(short, method, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
+func newCatalogCmd(a *app, short, method string) *cobra.Command {
+	cmd := newListCmd(a, short, method, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
 		name := e.Name
 		if e.Default {
 			name += " (default)"
@@ -82,7 +80,7 @@ func newCatalogCmd(short, method string) *cobra.Command {
 
 // newListCmd builds an `ls` command: it calls method (no params) for a
 // list of T and prints it as JSON (-o json) or a table of header and row.
-func newListCmd[T any](short, method, header string, row func(T) string) *cobra.Command {
+func newListCmd[T any](a *app, short, method, header string, row func(T) string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -94,7 +92,7 @@ func newListCmd[T any](short, method, header string, row func(T) string) *cobra.
 				return err
 			}
 			var items []T
-			if err := call(cmd.Context(), method, nil, &items); err != nil {
+			if err := a.call(cmd.Context(), method, nil, &items); err != nil {
 				return err
 			}
 			if output == "json" {

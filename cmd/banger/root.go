@@ -17,27 +17,83 @@ import (
 	"banger/internal/daemon"
 )
 
-var socketFlag string
+// app is what the commands share, passed to each explicitly: the daemon
+// socket (--socket, env BANGER_SOCKET) and the RPC client made from it on
+// first use, after the flags are parsed.
+type app struct {
+	socket string
+
+	clientOnce sync.Once
+	c          *api.Client
+}
+
+// client returns the RPC client; it renders progress on stderr.
+func (a *app) client() *api.Client {
+	a.clientOnce.Do(func() {
+		a.c = api.NewClient(a.socket)
+		a.c.OnProgress = newProgressPrinter(os.Stderr).print
+	})
+	return a.c
+}
+
+// call is a.client().Call.
+func (a *app) call(ctx context.Context, method string, params, out any) error {
+	return a.client().Call(ctx, method, params, out)
+}
 
 func newRootCmd() *cobra.Command {
+	a := &app{}
 	root := &cobra.Command{
 		Use:           "banger",
 		Short:         "Disposable microVMs on one Linux host, as easily as docker run",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&socketFlag, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
-	root.AddCommand(newDaemonCmd(), newVMCmd(), newVersionCmd())
-	for _, f := range extraCommands {
-		root.AddCommand(f())
+	root.PersistentFlags().StringVar(&a.socket, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
+	root.AddCommand(
+		newDaemonCmd(a), newVMCmd(a), newImageCmd(a), newKernelCmd(a),
+		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a),
+	)
+	// cobra adds these at Execute; adding them now lets guardGroups cover
+	// `completion` too.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		guardGroups(c)
 	}
 	return root
 }
 
-// extraCommands lets each command group register itself from its own file.
-var extraCommands []func() *cobra.Command
+// guardGroups makes every command group under the root (a command with
+// subcommands and no action of its own) refuse words it does not know.
+// cobra checks for unknown commands only at the root: a group printed its
+// help and exited 0 on `banger vm frobnicate`, so a typo in a script
+// passed unnoticed.
+func guardGroups(c *cobra.Command) {
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = unknownSubcommand
+		c.SuggestionsMinimumDistance = 2 // cobra's default, which only the root gets
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		guardGroups(sub)
+	}
+}
 
-func newVersionCmd() *cobra.Command {
+// unknownSubcommand is a group's Args: no args (print help) or an error
+// naming the word, with cobra's suggestions when it has some.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+	}
+	return fmt.Errorf("%s: `%s --help` lists its commands", msg, cmd.CommandPath())
+}
+
+func newVersionCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the CLI version (and the daemon's, if reachable)",
@@ -45,24 +101,12 @@ func newVersionCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Printf("banger %s\n", daemon.Version)
 			var p api.PingResult
-			if err := client().Call(cmd.Context(), api.MethodPing, nil, &p); err == nil {
+			if err := a.call(cmd.Context(), api.MethodPing, nil, &p); err == nil {
 				fmt.Printf("daemon %s (pid %d, state %s)\n", p.Version, p.PID, p.StateDir)
 			}
 			return nil
 		},
 	}
-}
-
-// client returns an RPC client that renders progress on stderr.
-func client() *api.Client {
-	c := api.NewClient(socketFlag)
-	c.OnProgress = newProgressPrinter(os.Stderr).print
-	return c
-}
-
-// call is client().Call with the command's context.
-func call(ctx context.Context, method string, params, out any) error {
-	return client().Call(ctx, method, params, out)
 }
 
 // progressPrinter shows stages; on a terminal byte counts redraw one line.
@@ -135,8 +179,6 @@ func checkOutput(o string) error {
 	}
 	return nil
 }
-
-type contextT = context.Context
 
 func absPath(p string) (string, error) {
 	abs, err := filepath.Abs(p)

@@ -14,16 +14,15 @@ import (
 	"banger/internal/model"
 )
 
-func newVMCmd() *cobra.Command {
+func newVMCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run and manage microVMs"}
-	cmd.AddCommand(newVMCreateCmd(), newVMListCmd(), newVMInspectCmd(), newVMRemoveCmd())
-	for _, f := range extraVMCommands {
-		cmd.AddCommand(f())
-	}
+	cmd.AddCommand(
+		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
+		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPruneCmd(a),
+		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
+	)
 	return cmd
 }
-
-var extraVMCommands []func() *cobra.Command
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
@@ -71,7 +70,7 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 	return nil
 }
 
-func newVMCreateCmd() *cobra.Command {
+func newVMCreateCmd(a *app) *cobra.Command {
 	var cf createFlags
 	var output string
 	cmd := &cobra.Command{
@@ -86,7 +85,7 @@ func newVMCreateCmd() *cobra.Command {
 				return err
 			}
 			var vm api.VM
-			if err := call(cmd.Context(), api.MethodVMCreate, cf.p, &vm); err != nil {
+			if err := a.call(cmd.Context(), api.MethodVMCreate, cf.p, &vm); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -102,7 +101,7 @@ func newVMCreateCmd() *cobra.Command {
 	return cmd
 }
 
-func newVMListCmd() *cobra.Command {
+func newVMListCmd(a *app) *cobra.Command {
 	var all bool
 	var output string
 	cmd := &cobra.Command{
@@ -115,7 +114,7 @@ func newVMListCmd() *cobra.Command {
 				return err
 			}
 			var vms []api.VM
-			if err := call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all}, &vms); err != nil {
+			if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all}, &vms); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -145,7 +144,7 @@ func formatPorts(ps []model.PortForward) string {
 	return strings.Join(out, ",")
 }
 
-func newVMInspectCmd() *cobra.Command {
+func newVMInspectCmd(a *app) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "inspect NAME",
@@ -156,7 +155,7 @@ func newVMInspectCmd() *cobra.Command {
 				return err
 			}
 			var vm api.VM
-			if err := call(cmd.Context(), api.MethodVMGet, api.NameParams{Name: args[0]}, &vm); err != nil {
+			if err := a.call(cmd.Context(), api.MethodVMGet, api.NameParams{Name: args[0]}, &vm); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -192,7 +191,7 @@ func newVMInspectCmd() *cobra.Command {
 	return cmd
 }
 
-func newVMRemoveCmd() *cobra.Command {
+func newVMRemoveCmd(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:     "rm NAME...",
@@ -201,7 +200,7 @@ func newVMRemoveCmd() *cobra.Command {
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
+				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
 					return err
 				}
 				fmt.Println(name)

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,14 +17,10 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/model"
 )
 
-func init() {
-	extraVMCommands = append(extraVMCommands, newVMRunCmd, newVMStartCmd, newVMStopCmd, newVMRestartCmd,
-		newVMExecCmd, newVMSSHCmd, newVMLogsCmd, newVMPruneCmd, newVMProxyCmd)
-}
-
-func newVMRunCmd() *cobra.Command {
+func newVMRunCmd(a *app) *cobra.Command {
 	var cf createFlags
 	var rm bool
 	cmd := &cobra.Command{
@@ -35,38 +30,187 @@ func newVMRunCmd() *cobra.Command {
 			if err := cf.validate(cmd); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			var vm api.VM
-			if err := call(ctx, api.MethodVMCreate, cf.p, &vm); err != nil {
-				return err
-			}
-			if rm {
-				defer func() {
-					// Remove even if the user pressed ^C.
-					call(context.Background(), api.MethodVMDelete, api.VMDeleteParams{Name: vm.Name, Force: true}, nil)
-				}()
-			} else {
-				fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
-			}
-			code, err := execInVM(ctx, vm.Name, args)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return &exitError{code: code}
-			}
-			return nil
+			r := &vmRun{a: a, p: cf.p, rm: rm, argv: args, generated: cf.p.Name == ""}
+			return r.run(cmd.Context())
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits")
+	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits, or when banger is interrupted")
 	return cmd
+}
+
+// vmRun is one `vm run`: create, run the command, then keep or remove the
+// VM. A signal (SIGINT, SIGTERM, SIGHUP) at any stage cancels the call in
+// flight; with --rm the VM is then removed, without it the user is told
+// what was left.
+type vmRun struct {
+	a    *app
+	p    api.VMCreateParams
+	rm   bool
+	argv []string
+	// generated: the CLI picked p.Name (the user gave none), so another
+	// name may be tried if it is taken.
+	generated bool
+
+	mu sync.Mutex // guards id
+	// id is the VM this run's create reserved, from the create's progress
+	// (or result); "" while nothing is reserved. Removal goes by id, never
+	// by name: a VM of that name may be someone else's.
+	id string
+}
+
+// cleanupTimeout bounds the removal after the command or a signal.
+const cleanupTimeout = 30 * time.Second
+
+func (r *vmRun) run(ctx context.Context) error {
+	vm, err := r.create(ctx)
+	if err == nil {
+		if !r.rm {
+			fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
+		}
+		err = r.exec(ctx, vm.Name)
+	}
+	if sig := signalOf(ctx); sig != 0 {
+		return r.interrupted(sig)
+	}
+	if r.rm {
+		if rerr := r.remove(); rerr != nil {
+			fmt.Fprintf(os.Stderr, "banger: remove VM %s: %v: `banger vm rm -f %s` removes it\n", r.p.Name, rerr, r.p.Name)
+		}
+	}
+	return err
+}
+
+// create makes the VM under r.p.Name, picking a fresh name when the CLI
+// generated one and it is taken.
+func (r *vmRun) create(ctx context.Context) (api.VM, error) {
+	if r.generated {
+		r.p.Name = model.GenerateVMName()
+	}
+	for attempt := 0; ; attempt++ {
+		var vm api.VM
+		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
+		if err == nil {
+			r.setID(vm.ID)
+			return vm, nil
+		}
+		if !r.generated || !api.IsKind(err, api.KindAlreadyExists) || attempt == 3 {
+			return vm, err
+		}
+		r.p.Name = model.GenerateVMName()
+	}
+}
+
+// progress prints the create's progress and notes the VM it reserved.
+func (r *vmRun) progress(p api.Progress) {
+	if p.VMID != "" {
+		r.setID(p.VMID)
+	}
+	if r.a.client().OnProgress != nil {
+		r.a.client().OnProgress(p)
+	}
+}
+
+func (r *vmRun) setID(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.id = id
+}
+
+func (r *vmRun) vmID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.id
+}
+
+// exec runs the command (or a shell) and turns its status into the error.
+func (r *vmRun) exec(ctx context.Context, name string) error {
+	code, err := execInVM(ctx, r.a, name, r.argv)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// remove force-deletes the VM this run reserved, with a fresh bounded
+// context (the command's may be cancelled). Nothing reserved, or a create
+// that rolled itself back (the daemon undoes a create whose caller hung
+// up before its VMM ran), is success.
+func (r *vmRun) remove() error {
+	id := r.vmID()
+	if id == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	err := r.a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: id, Force: true}, nil)
+	if api.IsKind(err, api.KindNotFound) {
+		return nil
+	}
+	return err
+}
+
+// interrupted ends a run that sig cut short: with --rm the VM is removed;
+// without, the user learns what is left. The exit status is 128+sig.
+func (r *vmRun) interrupted(sig syscall.Signal) error {
+	switch {
+	case r.rm && r.vmID() == "":
+		fmt.Fprintf(os.Stderr, "interrupted: VM %s was not created\n", r.p.Name)
+	case r.rm:
+		if err := r.remove(); err != nil {
+			fmt.Fprintf(os.Stderr, "interrupted: could not remove VM %s: %v: `banger vm rm -f %s` removes it\n", r.p.Name, err, r.p.Name)
+		} else {
+			fmt.Fprintf(os.Stderr, "interrupted: removed VM %s\n", r.p.Name)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "interrupted: "+r.leftBehind())
+	}
+	return &exitError{code: 128 + int(sig)}
+}
+
+// leftBehind says what an interrupted run without --rm left.
+func (r *vmRun) leftBehind() string {
+	id := r.vmID()
+	if id == "" {
+		return fmt.Sprintf("VM %s was not created", r.p.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	vm, err := r.settled(ctx, id)
+	if api.IsKind(err, api.KindNotFound) {
+		return fmt.Sprintf("VM %s was not created", r.p.Name)
+	}
+	if err != nil {
+		return fmt.Sprintf("VM %s may be left: `banger vm rm -f %s` removes it", r.p.Name, r.p.Name)
+	}
+	return fmt.Sprintf("VM %s is left as it is (state %s): `banger vm rm -f %s` removes it", vm.Name, vm.State, vm.Name)
+}
+
+// settled returns the VM once the daemon has finished unwinding the
+// cancelled create (it notices the hang-up and stops the boot within
+// moments), so the state the user is told is the one that stays.
+func (r *vmRun) settled(ctx context.Context, id string) (api.VM, error) {
+	for {
+		var vm api.VM
+		err := r.a.call(ctx, api.MethodVMGet, api.NameParams{Name: id}, &vm)
+		if err != nil || vm.State != model.StateStarting {
+			return vm, err
+		}
+		select {
+		case <-ctx.Done():
+			return vm, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's
 // proxy to the guest's SSH server, passing stdio and returning the status.
-func execInVM(ctx context.Context, name string, argv []string) (int, error) {
-	c, err := dialGuest(ctx, name)
+func execInVM(ctx context.Context, a *app, name string, argv []string) (int, error) {
+	c, err := dialGuest(ctx, a, name)
 	if err != nil {
 		return -1, err
 	}
@@ -117,9 +261,9 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, err
 }
 
 // dialGuest opens an SSH client to the guest over the daemon socket.
-func dialGuest(ctx context.Context, name string) (*agent.Client, error) {
+func dialGuest(ctx context.Context, a *app, name string) (*agent.Client, error) {
 	var info api.SSHInfo
-	if err := call(ctx, api.MethodVMSSHInfo, api.NameParams{Name: name}, &info); err != nil {
+	if err := a.call(ctx, api.MethodVMSSHInfo, api.NameParams{Name: name}, &info); err != nil {
 		return nil, err
 	}
 	key, err := os.ReadFile(info.KeyPath)
@@ -130,7 +274,7 @@ func dialGuest(ctx context.Context, name string) (*agent.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", info.KeyPath, err)
 	}
-	conn, err := client().Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
+	conn, err := a.client().Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -164,208 +308,4 @@ func shellQuote(argv []string) string {
 		}
 	}
 	return strings.Join(q, " ")
-}
-
-// newPerNameCmd builds a command that calls method once per name (VMs,
-// images, kernels);
-// params makes each call's params (flags bound by addFlags).
-func newPerNameCmd(use, short, method string, params func(name string) any, addFlags func(*cobra.Command)) func() *cobra.Command {
-	return func() *cobra.Command {
-		cmd := &cobra.Command{
-			Use:   use + " NAME...",
-			Short: short,
-			Args:  cobra.MinimumNArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return forEachVM(cmd.Context(), args, func(ctx contextT, name string) error {
-					if err := call(ctx, method, params(name), nil); err != nil {
-						return err
-					}
-					fmt.Println(name)
-					return nil
-				})
-			},
-		}
-		if addFlags != nil {
-			addFlags(cmd)
-		}
-		return cmd
-	}
-}
-
-func nameParams(name string) any { return api.NameParams{Name: name} }
-
-var stopForce bool
-
-var (
-	newVMStartCmd   = newPerNameCmd("start", "Boot stopped VMs", api.MethodVMStart, nameParams, nil)
-	newVMRestartCmd = newPerNameCmd("restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams, nil)
-	newVMStopCmd    = newPerNameCmd("stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
-		func(name string) any { return api.VMStopParams{Name: name, Force: stopForce} },
-		func(c *cobra.Command) { c.Flags().BoolVarP(&stopForce, "force", "f", false, "kill the VMM at once") })
-)
-
-func newVMExecCmd() *cobra.Command {
-	var tty bool
-	cmd := &cobra.Command{
-		Use:   "exec NAME -- CMD...",
-		Short: "Run a command in a VM over the agent channel (no network needed)",
-		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			var code int
-			var err error
-			if tty {
-				c, derr := dialGuest(ctx, args[0])
-				if derr != nil {
-					return derr
-				}
-				defer c.Close()
-				code, err = interactive(ctx, c, shellQuote(args[1:]))
-			} else {
-				code, err = execInVM(ctx, args[0], args[1:])
-			}
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return &exitError{code: code}
-			}
-			return nil
-		},
-	}
-	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a pty (interactive programs)")
-	return cmd
-}
-
-func newVMSSHCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "ssh NAME [-- CMD...]",
-		Short: "SSH into a VM with the system ssh (through the daemon socket; works without DNS setup)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var info api.SSHInfo
-			if err := call(cmd.Context(), api.MethodVMSSHInfo, api.NameParams{Name: args[0]}, &info); err != nil {
-				return err
-			}
-			sshBin, err := exec.LookPath("ssh")
-			if err != nil {
-				return fmt.Errorf("ssh not found: install openssh-client, or use `banger vm exec %s -- sh`", args[0])
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			argv := []string{"ssh", "-i", info.KeyPath,
-				"-o", "UserKnownHostsFile=" + info.KnownHosts, "-o", "StrictHostKeyChecking=accept-new",
-				"-o", "HostKeyAlias=" + info.Name + ".vm", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-				"-o", fmt.Sprintf("ProxyCommand=%s --socket %s vm proxy %s", self, socketFlag, info.Name),
-				"root@" + info.Name + ".vm"}
-			argv = append(argv, args[1:]...)
-			return syscall.Exec(sshBin, argv, os.Environ())
-		},
-	}
-}
-
-func newVMProxyCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "proxy NAME",
-		Short:  "Pipe stdin/stdout to the VM's SSH server (ssh ProxyCommand)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := client().Stream(cmd.Context(), api.MethodVMProxy, api.NameParams{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			done := make(chan struct{}, 2)
-			go func() {
-				io.Copy(conn, os.Stdin)
-				if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-				done <- struct{}{}
-			}()
-			go func() { io.Copy(os.Stdout, conn); done <- struct{}{} }()
-			<-done
-			return nil
-		},
-	}
-}
-
-func newVMLogsCmd() *cobra.Command {
-	var follow bool
-	cmd := &cobra.Command{
-		Use:   "logs NAME",
-		Short: "Print a VM's console log (-f follows it)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			var off int64
-			for {
-				var res api.LogsResult
-				if err := call(ctx, api.MethodVMLogs, api.LogsParams{Name: args[0], Offset: off}, &res); err != nil {
-					return err
-				}
-				os.Stdout.WriteString(res.Data)
-				off = res.Offset
-				if !follow {
-					return nil
-				}
-				if res.Data == "" && res.State != "running" && res.State != "starting" && res.State != "stopping" {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(500 * time.Millisecond):
-				}
-			}
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the console grows")
-	return cmd
-}
-
-func newVMPruneCmd() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "prune",
-		Short: "Remove every stopped VM (asks unless -f)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			if !force {
-				var vms []api.VM
-				if err := call(ctx, api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil {
-					return err
-				}
-				var names []string
-				for _, v := range vms {
-					if v.State == "stopped" || v.State == "error" || v.State == "created" {
-						names = append(names, v.Name)
-					}
-				}
-				if len(names) == 0 {
-					fmt.Println("no stopped VMs")
-					return nil
-				}
-				fmt.Fprintf(os.Stderr, "Remove %d stopped VM(s) and their work disks: %s? [y/N] ", len(names), strings.Join(names, ", "))
-				ans, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-				if a := strings.ToLower(strings.TrimSpace(ans)); a != "y" && a != "yes" {
-					return fmt.Errorf("aborted")
-				}
-			}
-			var res api.VMPruneResult
-			if err := call(ctx, api.MethodVMPrune, nil, &res); err != nil {
-				return err
-			}
-			for _, n := range res.Removed {
-				fmt.Println(n)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
-	return cmd
 }

@@ -52,6 +52,12 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // nil). Progress notifications go to c.OnProgress. Errors from the daemon
 // come back as *Error with their kind.
 func (c *Client) Call(ctx context.Context, method string, params, out any) error {
+	return c.CallWithProgress(ctx, method, params, out, c.OnProgress)
+}
+
+// CallWithProgress is Call with this call's progress notifications going
+// to progress (may be nil) instead of c.OnProgress.
+func (c *Client) CallWithProgress(ctx context.Context, method string, params, out any, progress func(Progress)) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
@@ -94,10 +100,10 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 			return fmt.Errorf("bad message from daemon: %w", err)
 		}
 		if msg.Method == ProgressMethod && len(msg.ID) == 0 {
-			if c.OnProgress != nil {
+			if progress != nil {
 				var p Progress
 				if json.Unmarshal(msg.Params, &p) == nil {
-					c.OnProgress(p)
+					progress(p)
 				}
 			}
 			continue

@@ -1,6 +1,10 @@
 package api
 
-import "banger/internal/model"
+import (
+	"time"
+
+	"banger/internal/model"
+)
 
 // Method names, noun.verb.
 const (
@@ -200,4 +204,69 @@ type DoctorResult struct {
 	Checks  []DoctorCheck `json:"checks"`
 	Backend string        `json:"backend"`
 	Why     string        `json:"why"`
+}
+
+// Image is an image as the API shows it (image.pull, image.import,
+// image.list, image.delete).
+type Image struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	Digest string `json:"digest,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+	// SizeBytes is the rootfs size.
+	SizeBytes int64  `json:"size_bytes"`
+	Dir       string `json:"dir"`
+	// KeyFingerprint is the daemon key its work seed authorizes.
+	KeyFingerprint string            `json:"key_fingerprint,omitempty"`
+	Config         model.ImageConfig `json:"config"`
+	CreatedAt      time.Time         `json:"created_at"`
+}
+
+// ImageFromModel is the wire form of a stored image.
+func ImageFromModel(i model.Image) Image {
+	return Image{
+		ID: i.ID, Name: i.Name, Source: i.Source, Digest: i.Digest, Kernel: i.Kernel,
+		SizeBytes: i.SizeBytes, Dir: i.Dir, KeyFingerprint: i.KeyFingerprint,
+		Config: i.Config, CreatedAt: i.CreatedAt.UTC(),
+	}
+}
+
+// Kernel is a kernel as the API shows it (kernel.pull, kernel.import,
+// kernel.list, kernel.delete).
+type Kernel struct {
+	Name    string `json:"name"`
+	Release string `json:"release,omitempty"`
+	// Format is the kernel file's format ("elf" or "bzImage").
+	Format    string    `json:"format,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	SizeBytes int64     `json:"size_bytes"`
+	Dir       string    `json:"dir"`
+	PulledAt  time.Time `json:"pulled_at"`
+}
+
+// KernelFromModel is the wire form of a pulled kernel.
+func KernelFromModel(k model.Kernel) Kernel {
+	return Kernel{Name: k.Name, Release: k.Release, Format: k.Format, Source: k.Source,
+		SizeBytes: k.SizeBytes, Dir: k.Dir, PulledAt: k.PulledAt.UTC()}
+}
+
+// SSHKeyRotateResult is the outcome of sshkey.rotate.
+type SSHKeyRotateResult struct {
+	// Fingerprint is the new key's SHA256 fingerprint.
+	Fingerprint     string `json:"fingerprint"`
+	ImagesRefreshed int    `json:"images_refreshed"`
+	// ImagesFailed are images whose work seed still has the old key; the
+	// next create from each retries.
+	ImagesFailed []string `json:"images_failed"`
+	// VMsFailed are running VMs the new key could not be pushed to; they
+	// get it at their next start.
+	VMsFailed []string `json:"vms_failed"`
+}
+
+// DNSResult is the outcome of dns.setup and dns.teardown.
+type DNSResult struct {
+	Bridge string `json:"bridge"`
+	DNS    string `json:"dns"`
+	Domain string `json:"domain"`
 }

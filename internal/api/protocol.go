@@ -52,6 +52,11 @@ type Progress struct {
 	Message string `json:"message,omitempty"`
 	Done    int64  `json:"done,omitempty"`
 	Total   int64  `json:"total,omitempty"`
+	// VMID is the id of the VM a vm.create reserved, on every stage after
+	// the reservation: a caller that gives up (Ctrl-C on `vm run --rm`)
+	// knows exactly which VM to remove, even when one of the same name
+	// existed before.
+	VMID string `json:"vm_id,omitempty"`
 }
 
 // ProgressMethod is the notification method name.

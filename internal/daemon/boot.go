@@ -190,9 +190,9 @@ func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work stri
 // loaded TCG guest can take seconds, so short attempts would abort
 // handshakes that were about to succeed (and each abort leaves the guest
 // mid-handshake, to be resynchronized again).
-func (s *VMService) waitReady(ctx context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
+func (s *VMService) waitReady(parent context.Context, rec model.VMRecord, h vmm.Handle) (*agent.Client, error) {
 	timeout := s.d.cfg.readyTimeout()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	var exitErr error
 	exited := make(chan struct{})
@@ -225,6 +225,9 @@ func (s *VMService) waitReady(ctx context.Context, rec model.VMRecord, h vmm.Han
 			case <-exited:
 				return nil, fmt.Errorf("the VMM exited before the guest was ready (%v)", exitErr)
 			default:
+			}
+			if err := callerGone(parent); err != nil {
+				return nil, err
 			}
 			return nil, fmt.Errorf("not ready after %s (last agent error: %v)", timeout, last)
 		case <-time.After(200 * time.Millisecond):

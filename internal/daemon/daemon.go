@@ -4,7 +4,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"banger/internal/api"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
@@ -310,24 +308,6 @@ func (d *Daemon) Close() {
 		d.store = nil
 	}
 	d.unlockDirs()
-}
-
-func (d *Daemon) registerMethods() {
-	d.register(api.MethodPing, func(ctx context.Context, _ json.RawMessage) (any, error) {
-		return api.PingResult{Version: Version, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
-	})
-	d.vms.register()
-	d.kernels.register()
-	d.images.register()
-	d.register(api.MethodDoctor, func(ctx context.Context, _ json.RawMessage) (any, error) {
-		return d.doctor(), nil
-	})
-	d.register(api.MethodDNSSetup, func(ctx context.Context, _ json.RawMessage) (any, error) {
-		return d.net.resolvedSetup(false)
-	})
-	d.register(api.MethodDNSTeardown, func(ctx context.Context, _ json.RawMessage) (any, error) {
-		return d.net.resolvedSetup(true)
-	})
 }
 
 // reconcile brings the store in line with the disk and the running

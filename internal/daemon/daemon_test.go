@@ -224,3 +224,41 @@ func TestDeleteRemovesDir(t *testing.T) {
 		t.Fatalf("second delete: %v", err)
 	}
 }
+
+// TestEveryMethodRefusesUnknownFields sends each registered method (and
+// the vm.proxy upgrade) a params object with a field no method has: the
+// strict decode of the generic adapter must refuse it before any work,
+// including methods that take no params.
+func TestEveryMethodRefusesUnknownFields(t *testing.T) {
+	d, c := startTestDaemon(t)
+	names := []string{api.MethodVMProxy}
+	for name := range d.handlers {
+		names = append(names, name)
+	}
+	if len(names) < 27 {
+		t.Fatalf("only %d methods registered: %v", len(names), names)
+	}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			line := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":%q,"params":{"no_such_field":1}}`, name)
+			r := rawCall(t, d.cfg.Socket, []byte(line))
+			if r.Error == nil || r.Error.Code != api.CodeInvalidParams || !strings.Contains(r.Error.Message, "no_such_field") {
+				t.Fatalf("got %+v, want invalid params naming the field", r.Error)
+			}
+		})
+	}
+	// Absent and null params are the zero params.
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"daemon.ping","params":null}`,
+		`{"jsonrpc":"2.0","id":1,"method":"image.list","params":{}}`,
+	} {
+		if r := rawCall(t, d.cfg.Socket, []byte(line)); r.Error != nil {
+			t.Fatalf("%s: %+v", line, r.Error)
+		}
+	}
+	var p api.PingResult
+	if err := c.Call(context.Background(), api.MethodPing, nil, &p); err != nil || p.PID != os.Getpid() {
+		t.Fatalf("ping: %+v %v", p, err)
+	}
+}

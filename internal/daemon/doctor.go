@@ -105,21 +105,21 @@ func orMsg(ok string, err error, hint string) string {
 // new key pushed over its live agent connection, still authenticated with
 // the old one) or boots after (and gets a seed or work disk with the new
 // key). Seeds are replaced by rename, never rewritten in place.
-func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
+func (d *Daemon) rotateKey(ctx context.Context) (api.SSHKeyRotateResult, error) {
 	d.keyUseMu.Lock()
 	defer d.keyUseMu.Unlock()
 	op := d.beginOperation(ctx, "sshkey.rotate")
 	kp, err := newKeyPair()
 	if err != nil {
-		return nil, op.fail(err)
+		return api.SSHKeyRotateResult{}, op.fail(err)
 	}
 	vmsFailed := d.vms.pushKey(ctx, op, kp.pub)
 	if err := d.keys.install(kp); err != nil {
-		return nil, op.fail(err)
+		return api.SSHKeyRotateResult{}, op.fail(err)
 	}
 	imgs, err := d.store.ListImages(ctx)
 	if err != nil {
-		return nil, op.fail(err)
+		return api.SSHKeyRotateResult{}, op.fail(err)
 	}
 	// One broken image must not stop the others: a seed that could not be
 	// refreshed now is retried by the next create from it (ensureSeedKey).
@@ -134,5 +134,5 @@ func (d *Daemon) rotateKey(ctx context.Context) (any, error) {
 		refreshed++
 	}
 	op.done()
-	return map[string]any{"fingerprint": d.keys.fingerprint(), "images_refreshed": refreshed, "images_failed": failed, "vms_failed": vmsFailed}, nil
+	return api.SSHKeyRotateResult{Fingerprint: d.keys.fingerprint(), ImagesRefreshed: refreshed, ImagesFailed: failed, VMsFailed: vmsFailed}, nil
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -428,46 +427,14 @@ func (s *ImageService) refreshManagedWorkSeedFingerprint(ctx context.Context, im
 	return cur, nil
 }
 
-func (s *ImageService) register() {
-	r := s.d.register
-	r(api.MethodImagePull, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.ImagePullParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		return s.PullImage(ctx, p.Ref, p.Name)
-	})
-	r(api.MethodImageImport, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.ImageImportParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		return s.ImportImage(ctx, p.Path, p.Name, p.Kernel)
-	})
-	r(api.MethodImageList, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		if err := decode(raw, &struct{}{}); err != nil {
-			return nil, err
-		}
-		return s.d.store.ListImages(ctx)
-	})
-	r(api.MethodImageDelete, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.NameParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		return s.RemoveImage(ctx, p.Name)
-	})
-	r(api.MethodImageCatalog, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		out := []api.CatalogEntry{}
-		for _, n := range s.catalog.Names() {
-			e, _ := s.catalog.Lookup(n)
-			src := e.Source.Type + ":" + e.Source.Ref + e.Source.Suite + e.Source.URL
-			_, err := s.findImage(ctx, n)
-			out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Kernel: e.Kernel, Pulled: err == nil, Default: n == s.d.cfg.DefaultImage})
-		}
-		return out, nil
-	})
-	r(api.MethodSSHKeyRotate, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		return s.d.rotateKey(ctx)
-	})
+// Catalog lists the catalog's images and whether each is pulled.
+func (s *ImageService) Catalog(ctx context.Context) []api.CatalogEntry {
+	out := []api.CatalogEntry{}
+	for _, n := range s.catalog.Names() {
+		e, _ := s.catalog.Lookup(n)
+		src := e.Source.Type + ":" + e.Source.Ref + e.Source.Suite + e.Source.URL
+		_, err := s.findImage(ctx, n)
+		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Kernel: e.Kernel, Pulled: err == nil, Default: n == s.d.cfg.DefaultImage})
+	}
+	return out
 }

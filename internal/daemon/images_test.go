@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"banger/internal/api"
-	"banger/internal/model"
 	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )
@@ -121,7 +120,7 @@ func TestImageRemoveAndRotate(t *testing.T) {
 	if err := testfixture.WriteLayout(filepath.Join(dir, "bb"), img); err != nil {
 		t.Fatal(err)
 	}
-	var got model.Image
+	var got api.Image
 	if err := c.Call(context.Background(), api.MethodImageImport, api.ImageImportParams{Path: filepath.Join(dir, "bb"), Name: "bb", Kernel: "testk"}, &got); err != nil {
 		t.Fatal(err)
 	}
@@ -133,13 +132,13 @@ func TestImageRemoveAndRotate(t *testing.T) {
 	}
 	// Rotation rewrites the seed and records the new fingerprint.
 	old := got.KeyFingerprint
-	var res map[string]any
+	var res api.SSHKeyRotateResult
 	if err := c.Call(context.Background(), api.MethodSSHKeyRotate, nil, &res); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := d.store.GetImage(context.Background(), "bb")
-	if after.KeyFingerprint == old || after.KeyFingerprint != res["fingerprint"] {
-		t.Fatalf("fingerprint %s -> %s, rotate said %v", old, after.KeyFingerprint, res["fingerprint"])
+	if after.KeyFingerprint == old || after.KeyFingerprint != res.Fingerprint || res.ImagesRefreshed != 1 {
+		t.Fatalf("fingerprint %s -> %s, rotate said %+v", old, after.KeyFingerprint, res)
 	}
 	// rm refuses while a VM uses it, naming the VM.
 	if err := c.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{Name: "user", Image: "bb", NoStart: true}, nil); err != nil {

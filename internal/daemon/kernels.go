@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -160,27 +159,29 @@ func (s *KernelService) readOrAutoPullKernel(ctx context.Context, name string) (
 	return s.fetchLocked(ctx, e)
 }
 
-// Remove deletes a kernel no VM uses.
-func (s *KernelService) Remove(ctx context.Context, name string) error {
+// Remove deletes a kernel no VM uses and returns what it removed.
+func (s *KernelService) Remove(ctx context.Context, name string) (model.Kernel, error) {
 	unlock, err := s.kernelPullLock.Lock(ctx, name)
 	if err != nil {
-		return err
+		return model.Kernel{}, err
 	}
 	defer unlock()
-	if _, err := kernelcat.ReadLocal(s.dir, name); err != nil {
-		return api.Errorf(api.KindNotFound, "kernel %q is not pulled: `banger kernel ls` lists pulled kernels", name)
+	m, err := kernelcat.ReadLocal(s.dir, name)
+	if err != nil {
+		return model.Kernel{}, api.Errorf(api.KindNotFound, "kernel %q is not pulled: `banger kernel ls` lists pulled kernels", name)
 	}
+	k := s.record(m)
 	vms, err := s.d.store.VMsUsingKernel(ctx, name)
 	if err != nil {
-		return err
+		return k, err
 	}
 	if len(vms) > 0 {
-		return api.Errorf(api.KindConflict, "kernel %q is used by VM(s) %s: remove them first", name, vmNames(vms))
+		return k, api.Errorf(api.KindConflict, "kernel %q is used by VM(s) %s: remove them first", name, vmNames(vms))
 	}
 	if err := kernelcat.Remove(s.dir, name); err != nil {
-		return err
+		return k, err
 	}
-	return s.d.store.DeleteKernel(ctx, name)
+	return k, s.d.store.DeleteKernel(ctx, name)
 }
 
 func vmNames(vms []model.VMRecord) string {
@@ -222,59 +223,27 @@ func (s *KernelService) Import(ctx context.Context, p api.KernelImportParams) (*
 	return m, nil
 }
 
-func (s *KernelService) register() {
-	r := s.d.register
-	r(api.MethodKernelPull, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.NameParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		m, err := s.KernelPull(ctx, p.Name)
-		if err != nil {
-			return nil, err
-		}
-		return s.record(m), nil
-	})
-	r(api.MethodKernelImport, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.KernelImportParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		m, err := s.Import(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		return s.record(m), nil
-	})
-	r(api.MethodKernelList, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		if err := decode(raw, &struct{}{}); err != nil {
-			return nil, err
-		}
-		ms, err := kernelcat.List(s.dir)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.d.log.Warn("kernel list", "err", err)
-		}
-		out := make([]model.Kernel, 0, len(ms))
-		for _, m := range ms {
-			out = append(out, s.record(m))
-		}
-		return out, nil
-	})
-	r(api.MethodKernelDelete, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.NameParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		return nil, s.Remove(ctx, p.Name)
-	})
-	r(api.MethodKernelCatalog, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		out := []api.CatalogEntry{}
-		for _, n := range s.catalog.Names() {
-			e, _ := s.catalog.Lookup(n)
-			src := e.Source.Type + ":" + e.Source.Package + e.Source.URL
-			_, err := kernelcat.ReadLocal(s.dir, n)
-			out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == kernelcat.DefaultKernel})
-		}
-		return out, nil
-	})
+// List returns the pulled kernels; the manifests on disk are the truth.
+func (s *KernelService) List() []api.Kernel {
+	ms, err := kernelcat.List(s.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.d.log.Warn("kernel list", "err", err)
+	}
+	out := make([]api.Kernel, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, api.KernelFromModel(s.record(m)))
+	}
+	return out
+}
+
+// Catalog lists the catalog's kernels and whether each is pulled.
+func (s *KernelService) Catalog() []api.CatalogEntry {
+	out := []api.CatalogEntry{}
+	for _, n := range s.catalog.Names() {
+		e, _ := s.catalog.Lookup(n)
+		src := e.Source.Type + ":" + e.Source.Package + e.Source.URL
+		_, err := kernelcat.ReadLocal(s.dir, n)
+		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == kernelcat.DefaultKernel})
+	}
+	return out
 }

@@ -209,7 +209,7 @@ func parsePorts(specs []string) ([]model.PortForward, error) {
 }
 
 // resolvedSetup points systemd-resolved at vmdns for the .vm domain.
-func (n *netState) resolvedSetup(teardown bool) (any, error) {
+func (n *netState) resolvedSetup(teardown bool) (api.DNSResult, error) {
 	cfg := n.d.cfg
 	var err error
 	if teardown {
@@ -220,7 +220,7 @@ func (n *netState) resolvedSetup(teardown bool) (any, error) {
 		}
 	}
 	if err != nil {
-		return nil, api.Errorf(api.KindUnavailable, "%v", err)
+		return api.DNSResult{}, api.Errorf(api.KindUnavailable, "%v", err)
 	}
-	return map[string]string{"bridge": cfg.BridgeName, "dns": n.prefix().Addr().String(), "domain": "~vm"}, nil
+	return api.DNSResult{Bridge: cfg.BridgeName, DNS: n.prefix().Addr().String(), Domain: "~vm"}, nil
 }

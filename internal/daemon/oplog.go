@@ -32,6 +32,7 @@ type operation struct {
 	name  string
 	start time.Time
 	last  time.Time
+	vmID  string // the VM the operation reserved or works on, once known
 }
 
 func (d *Daemon) beginOperation(ctx context.Context, name string, attrs ...any) *operation {
@@ -47,7 +48,14 @@ func (o *operation) stage(stage, msg string) {
 	now := time.Now()
 	o.log.Info("stage", "stage", stage, "msg", msg, "prev_stage_ms", now.Sub(o.last).Milliseconds())
 	o.last = now
-	report(o.ctx, api.Progress{Stage: stage, Message: msg})
+	report(o.ctx, api.Progress{Stage: stage, Message: msg, VMID: o.vmID})
+}
+
+// setVM names the VM the operation works on, in its log lines and in
+// every progress event from now on.
+func (o *operation) setVM(rec model.VMRecord) {
+	o.vmID = rec.ID
+	o.log = o.log.With("vm_id", rec.ID, "vm", rec.Name)
 }
 
 // fail logs the error with the kind it will carry on the wire and its

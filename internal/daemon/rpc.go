@@ -18,16 +18,31 @@ import (
 	"banger/internal/api"
 )
 
-// handlerFunc serves one method. params is the raw JSON (may be empty);
-// progress notifications go through report(ctx, …).
+// handlerFunc serves one method from its raw params (may be empty);
+// progress notifications go through report(ctx, …). Only method makes
+// them.
 type handlerFunc func(ctx context.Context, params json.RawMessage) (any, error)
 
-// register adds a method. Called only during setup, before serving.
-func (d *Daemon) register(method string, h handlerFunc) {
+// method registers fn as the handler of name. Params are decoded strictly
+// into P: absent or null params leave P zero, and a method without params
+// takes struct{}, which still refuses any field (a caller's typo is an
+// error, not silently ignored). fn's R is the call's result, so every
+// method's wire shape is a type in internal/api. Called only during setup,
+// before serving.
+func method[P, R any](d *Daemon, name string, fn func(ctx context.Context, p P) (R, error)) {
 	if d.handlers == nil {
 		d.handlers = map[string]handlerFunc{}
 	}
-	d.handlers[method] = h
+	if _, dup := d.handlers[name]; dup {
+		panic("daemon: method registered twice: " + name)
+	}
+	d.handlers[name] = func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p P
+		if err := decode(raw, &p); err != nil {
+			return nil, err
+		}
+		return fn(ctx, p)
+	}
 }
 
 // decode strictly unmarshals params into v: unknown fields are an error,
@@ -133,24 +148,31 @@ func watchHangUp(conn net.Conn, done <-chan struct{}, hangUp context.CancelCause
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	// The first look is at once: a caller that closed its socket (Ctrl-C)
+	// is cancelled without waiting for a tick.
 	for {
+		if peerGone(rc) {
+			hangUp(errCallerGone)
+			return
+		}
 		select {
 		case <-done:
 			return
 		case <-t.C:
 		}
-		gone := false
-		rc.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-				gone = true
-			}
-		})
-		if gone {
-			hangUp(errCallerGone)
-			return
-		}
 	}
+}
+
+// peerGone says whether the peer of the socket has closed both directions.
+func peerGone(rc syscall.RawConn) bool {
+	gone := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+			gone = true
+		}
+	})
+	return gone
 }
 
 var errTooLong = errors.New("line too long")

@@ -140,13 +140,21 @@ func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VM
 			msg = st.msg(r)
 		}
 		op.stage(st.name, msg)
-		err := st.run(r, ctx)
+		err := callerGone(ctx)
+		if err == nil {
+			err = st.run(r, ctx)
+		}
 		if err == nil && s.d.startHook != nil {
 			err = s.d.startHook(st.name)
 		}
 		if err != nil {
 			return r.fail(ctx, st.name, err)
 		}
+	}
+	// A caller that hung up while the last step ran gets no running VM it
+	// does not know about: unwind, as for any failed step.
+	if err := callerGone(ctx); err != nil {
+		return r.fail(ctx, "running", err)
 	}
 	r.rec.State = model.StateRunning
 	r.rec.Runtime.StartedAt = time.Now().UTC()
@@ -189,6 +197,16 @@ func (r *startRun) fail(ctx context.Context, step string, cause error) (model.VM
 		msg += "\n--- last lines of the console (banger vm logs " + rec.Name + ") ---\n" + tail
 	}
 	return rec, api.Errorf(api.KindUnavailable, msg, cause)
+}
+
+// callerGone is the error of a start whose ctx ended (its caller hung up,
+// or the daemon is shutting down), with the cause, else nil. Checked
+// between steps so that no step begins for a caller that is gone.
+func callerGone(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("cancelled: %w", context.Cause(ctx))
 }
 
 func (r *startRun) noNetwork() bool { return r.caps.Network != vmm.NetworkTap }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,58 +35,19 @@ type VMService struct {
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
 
-func (s *VMService) register() {
-	s.d.register(api.MethodVMCreate, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMCreateParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
+// List returns the running and starting VMs, or all with p.All.
+func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, error) {
+	recs, err := s.d.store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.VM, 0, len(recs))
+	for _, r := range recs {
+		if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
+			out = append(out, api.VMFromRecord(r))
 		}
-		rec, err := s.CreateVM(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.d.register(api.MethodVMList, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMListParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		recs, err := s.d.store.ListVMs(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]api.VM, 0, len(recs))
-		for _, r := range recs {
-			if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
-				out = append(out, api.VMFromRecord(r))
-			}
-		}
-		return out, nil
-	})
-	s.d.register(api.MethodVMGet, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.NameParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		rec, err := s.find(ctx, p.Name)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.d.register(api.MethodVMDelete, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p api.VMDeleteParams
-		if err := decode(raw, &p); err != nil {
-			return nil, err
-		}
-		rec, err := s.DeleteVM(ctx, p.Name, p.Force)
-		if err != nil {
-			return nil, err
-		}
-		return api.VMFromRecord(rec), nil
-	})
-	s.registerOps()
+	}
+	return out, nil
 }
 
 // find resolves a VM by exact name, then by id.
@@ -187,7 +147,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
-	op.log = op.log.With("vm_id", rec.ID, "vm", rec.Name)
+	op.setVM(rec)
 	if p.NoStart {
 		op.done()
 		return rec, nil
@@ -195,13 +155,19 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	// Phase 3: boot under this VM's lock only; other creates run on.
 	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
 	if err != nil {
+		// Only a caller that hung up gets here: nothing uses the new id.
+		if rerr := s.unreserveVM(ctx, rec); rerr != nil {
+			op.log.Warn("roll back the reservation of a cancelled create", "err", rerr)
+			err = fmt.Errorf("%w (roll back the reservation: %w)", err, rerr)
+		}
 		return rec, op.fail(err)
 	}
 	defer unlock()
 	booted, err := s.startLocked(ctx, op, rec)
 	if err != nil {
 		if booted.State != model.StateError {
-			// It failed before a VMM ran (tap, port clash, disks): undo
+			// It failed before a VMM ran (tap, port clash, disks, a caller
+			// that hung up): undo
 			// the reservation so a failed create leaves nothing behind. A
 			// boot failure keeps the VM in state error for `vm logs`.
 			if rerr := s.unreserveVM(ctx, rec); rerr != nil {
@@ -244,7 +210,7 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 	name := req.name
 	if name == "" {
 		for i := 0; ; i++ {
-			name = generateName()
+			name = model.GenerateVMName()
 			if _, err := s.d.store.GetVMByName(ctx, name); errors.Is(err, store.ErrNotFound) {
 				break
 			} else if err != nil {

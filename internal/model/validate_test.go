@@ -95,3 +95,11 @@ func FuzzValidateVMName(f *testing.F) {
 		}
 	})
 }
+
+func TestGenerateVMNameIsValid(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		if n := GenerateVMName(); ValidateVMName(n) != nil {
+			t.Fatalf("generated %q is not a valid VM name: %v", n, ValidateVMName(n))
+		}
+	}
+}

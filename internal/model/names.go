@@ -1,4 +1,4 @@
-package daemon
+package model
 
 import (
 	"crypto/rand"
@@ -15,8 +15,10 @@ func pick(list []string) string {
 	return list[n.Int64()]
 }
 
-// generateName returns a DNS-label-safe name like "brisk-otter-4821".
-func generateName() string {
+// GenerateVMName returns a DNS-label-safe name like "brisk-otter-4821".
+// The daemon names a VM created without one; `vm run` picks the name
+// itself so that it can tell the user which VM an interrupted run left.
+func GenerateVMName() string {
 	n, _ := rand.Int(rand.Reader, big.NewInt(10000))
 	return pick(nameAdjectives) + "-" + pick(nameNouns) + "-" + leftPad(n.String())
 }

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+)
+
+// newPerNameCmd builds a command that calls method once per name (VMs,
+// images, kernels), params(name) making each call's params.
+func newPerNameCmd(a *app, use, short, method string, params func(name string) any) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME...",
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
+				if err := a.call(ctx, method, params(name), nil); err != nil {
+					return err
+				}
+				fmt.Println(name)
+				return nil
+			})
+		},
+	}
+}
+
+func nameParams(name string) any { return api.NameParams{Name: name} }
+
+func newVMStartCmd(a *app) *cobra.Command {
+	return newPerNameCmd(a, "start", "Boot stopped VMs", api.MethodVMStart, nameParams)
+}
+
+func newVMRestartCmd(a *app) *cobra.Command {
+	return newPerNameCmd(a, "restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams)
+}
+
+func newVMStopCmd(a *app) *cobra.Command {
+	var force bool
+	cmd := newPerNameCmd(a, "stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
+		func(name string) any { return api.VMStopParams{Name: name, Force: force} })
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM at once")
+	return cmd
+}
+
+func newVMExecCmd(a *app) *cobra.Command {
+	var tty bool
+	cmd := &cobra.Command{
+		Use:   "exec NAME -- CMD...",
+		Short: "Run a command in a VM over the agent channel (no network needed)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var code int
+			var err error
+			if tty {
+				c, derr := dialGuest(ctx, a, args[0])
+				if derr != nil {
+					return derr
+				}
+				defer c.Close()
+				code, err = interactive(ctx, c, shellQuote(args[1:]))
+			} else {
+				code, err = execInVM(ctx, a, args[0], args[1:])
+			}
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a pty (interactive programs)")
+	return cmd
+}
+
+func newVMSSHCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh NAME [-- CMD...]",
+		Short: "SSH into a VM with the system ssh (through the daemon socket; works without DNS setup)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var info api.SSHInfo
+			if err := a.call(cmd.Context(), api.MethodVMSSHInfo, api.NameParams{Name: args[0]}, &info); err != nil {
+				return err
+			}
+			sshBin, err := exec.LookPath("ssh")
+			if err != nil {
+				return fmt.Errorf("ssh not found: install openssh-client, or use `banger vm exec %s -- sh`", args[0])
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			argv := []string{"ssh", "-i", info.KeyPath,
+				"-o", "UserKnownHostsFile=" + info.KnownHosts, "-o", "StrictHostKeyChecking=accept-new",
+				"-o", "HostKeyAlias=" + info.Name + ".vm", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+				"-o", fmt.Sprintf("ProxyCommand=%s --socket %s vm proxy %s", self, a.socket, info.Name),
+				"root@" + info.Name + ".vm"}
+			argv = append(argv, args[1:]...)
+			return syscall.Exec(sshBin, argv, os.Environ())
+		},
+	}
+}
+
+func newVMProxyCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:    "proxy NAME",
+		Short:  "Pipe stdin/stdout to the VM's SSH server (ssh ProxyCommand)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := a.client().Stream(cmd.Context(), api.MethodVMProxy, api.NameParams{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			done := make(chan struct{}, 2)
+			go func() {
+				io.Copy(conn, os.Stdin)
+				if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+				}
+				done <- struct{}{}
+			}()
+			go func() { io.Copy(os.Stdout, conn); done <- struct{}{} }()
+			<-done
+			return nil
+		},
+	}
+}
+
+func newVMLogsCmd(a *app) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a VM's console log (-f follows it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var off int64
+			for {
+				var res api.LogsResult
+				if err := a.call(ctx, api.MethodVMLogs, api.LogsParams{Name: args[0], Offset: off}, &res); err != nil {
+					return err
+				}
+				os.Stdout.WriteString(res.Data)
+				off = res.Offset
+				if !follow {
+					return nil
+				}
+				if res.Data == "" && res.State != "running" && res.State != "starting" && res.State != "stopping" {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the console grows")
+	return cmd
+}
+
+func newVMPruneCmd(a *app) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove every stopped VM (asks unless -f)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if !force {
+				var vms []api.VM
+				if err := a.call(ctx, api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil {
+					return err
+				}
+				var names []string
+				for _, v := range vms {
+					if v.State == "stopped" || v.State == "error" || v.State == "created" {
+						names = append(names, v.Name)
+					}
+				}
+				if len(names) == 0 {
+					fmt.Println("no stopped VMs")
+					return nil
+				}
+				fmt.Fprintf(os.Stderr, "Remove %d stopped VM(s) and their work disks: %s? [y/N] ", len(names), strings.Join(names, ", "))
+				ans, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(ans)); a != "y" && a != "yes" {
+					return fmt.Errorf("aborted")
+				}
+			}
+			var res api.VMPruneResult
+			if err := a.call(ctx, api.MethodVMPrune, nil, &res); err != nil {
+				return err
+			}
+			for _, n := range res.Removed {
+				fmt.Println(n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
+	return cmd
+}

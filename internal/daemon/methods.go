@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"context"
+	"os"
+
+	"banger/internal/api"
+	"banger/internal/model"
+)
+
+// registerMethods is the daemon's whole RPC surface: each method's params
+// type, result type and the service call behind it. Handlers stay thin: a
+// service does the work, api.*From* shapes the answer.
+func (d *Daemon) registerMethods() {
+	method(d, api.MethodPing, func(ctx context.Context, _ struct{}) (api.PingResult, error) {
+		return api.PingResult{Version: Version, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
+	})
+	method(d, api.MethodDoctor, func(ctx context.Context, _ struct{}) (api.DoctorResult, error) {
+		return d.doctor(), nil
+	})
+	method(d, api.MethodDNSSetup, func(ctx context.Context, _ struct{}) (api.DNSResult, error) {
+		return d.net.resolvedSetup(false)
+	})
+	method(d, api.MethodDNSTeardown, func(ctx context.Context, _ struct{}) (api.DNSResult, error) {
+		return d.net.resolvedSetup(true)
+	})
+	method(d, api.MethodSSHKeyRotate, func(ctx context.Context, _ struct{}) (api.SSHKeyRotateResult, error) {
+		return d.rotateKey(ctx)
+	})
+	d.registerVMMethods()
+	d.registerImageMethods()
+	d.registerKernelMethods()
+}
+
+func (d *Daemon) registerVMMethods() {
+	s := d.vms
+	method(d, api.MethodVMCreate, func(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
+		return vmResult(s.CreateVM(ctx, p))
+	})
+	method(d, api.MethodVMList, s.List)
+	method(d, api.MethodVMGet, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.find(ctx, p.Name))
+	})
+	method(d, api.MethodVMDelete, func(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
+		return vmResult(s.DeleteVM(ctx, p.Name, p.Force))
+	})
+	method(d, api.MethodVMStart, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.StartVM(ctx, p.Name))
+	})
+	method(d, api.MethodVMRestart, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.RestartVM(ctx, p.Name))
+	})
+	method(d, api.MethodVMStop, func(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+		return vmResult(s.StopVM(ctx, p.Name, p.Force))
+	})
+	method(d, api.MethodVMExec, s.Exec)
+	method(d, api.MethodVMLogs, s.Logs)
+	method(d, api.MethodVMPrune, func(ctx context.Context, _ struct{}) (api.VMPruneResult, error) {
+		return s.Prune(ctx)
+	})
+	method(d, api.MethodVMSSHInfo, func(ctx context.Context, p api.NameParams) (api.SSHInfo, error) {
+		return s.sshInfo(ctx, p.Name)
+	})
+	// vm.proxy answers and then owns the connection: not a method.
+	d.upgraders[api.MethodVMProxy] = s.proxy
+}
+
+func (d *Daemon) registerImageMethods() {
+	s := d.images
+	method(d, api.MethodImagePull, func(ctx context.Context, p api.ImagePullParams) (api.Image, error) {
+		return imageResult(s.PullImage(ctx, p.Ref, p.Name))
+	})
+	method(d, api.MethodImageImport, func(ctx context.Context, p api.ImageImportParams) (api.Image, error) {
+		return imageResult(s.ImportImage(ctx, p.Path, p.Name, p.Kernel))
+	})
+	method(d, api.MethodImageList, func(ctx context.Context, _ struct{}) ([]api.Image, error) {
+		imgs, err := d.store.ListImages(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]api.Image, 0, len(imgs))
+		for _, i := range imgs {
+			out = append(out, api.ImageFromModel(i))
+		}
+		return out, nil
+	})
+	method(d, api.MethodImageDelete, func(ctx context.Context, p api.NameParams) (api.Image, error) {
+		return imageResult(s.RemoveImage(ctx, p.Name))
+	})
+	method(d, api.MethodImageCatalog, func(ctx context.Context, _ struct{}) ([]api.CatalogEntry, error) {
+		return s.Catalog(ctx), nil
+	})
+}
+
+func (d *Daemon) registerKernelMethods() {
+	s := d.kernels
+	method(d, api.MethodKernelPull, func(ctx context.Context, p api.NameParams) (api.Kernel, error) {
+		m, err := s.KernelPull(ctx, p.Name)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		return api.KernelFromModel(s.record(m)), nil
+	})
+	method(d, api.MethodKernelImport, func(ctx context.Context, p api.KernelImportParams) (api.Kernel, error) {
+		m, err := s.Import(ctx, p)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		return api.KernelFromModel(s.record(m)), nil
+	})
+	method(d, api.MethodKernelList, func(ctx context.Context, _ struct{}) ([]api.Kernel, error) {
+		return s.List(), nil
+	})
+	method(d, api.MethodKernelDelete, func(ctx context.Context, p api.NameParams) (api.Kernel, error) {
+		k, err := s.Remove(ctx, p.Name)
+		if err != nil {
+			return api.Kernel{}, err
+		}
+		return api.KernelFromModel(k), nil
+	})
+	method(d, api.MethodKernelCatalog, func(ctx context.Context, _ struct{}) ([]api.CatalogEntry, error) {
+		return s.Catalog(), nil
+	})
+}
+
+// vmResult is the wire answer of a call that returns one VM record.
+func vmResult(rec model.VMRecord, err error) (api.VM, error) {
+	if err != nil {
+		return api.VM{}, err
+	}
+	return api.VMFromRecord(rec), nil
+}
+
+// imageResult is the wire answer of a call that returns one image.
+func imageResult(img model.Image, err error) (api.Image, error) {
+	if err != nil {
+		return api.Image{}, err
+	}
+	return api.ImageFromModel(img), nil
+}
