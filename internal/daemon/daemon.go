@@ -89,28 +89,8 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := d.checkVMMSetting(); err != nil {
 		return nil, err
 	}
-	// The state dir is private (layers from private registries, work
-	// disks, keys): 0700, also when an older version made it 0755. The
-	// runtime dir stays traversable: group members reach the daemon only
-	// through the socket (0660 root:banger). Only directories we create
-	// get a mode, and the state dir's is tightened unless it is a shared
-	// sticky directory such as /tmp (never chmod what is not ours).
-	for _, dir := range []struct {
-		path    string
-		mode    os.FileMode
-		tighten bool
-	}{{cfg.StateDir, 0o700, true}, {cfg.RuntimeDir, 0o755, false}, {filepath.Dir(cfg.Socket), 0o755, false}} {
-		fi, err := os.Stat(dir.path)
-		if err != nil {
-			if err := os.MkdirAll(dir.path, dir.mode); err != nil {
-				return nil, fmt.Errorf("create %s: %w", dir.path, err)
-			}
-		} else if !dir.tighten || fi.Mode()&os.ModeSticky != 0 || !fi.IsDir() {
-			continue
-		}
-		if err := os.Chmod(dir.path, dir.mode); err != nil {
-			return nil, fmt.Errorf("chmod %s: %w", dir.path, err)
-		}
+	if err := prepareDirs(cfg); err != nil {
+		return nil, err
 	}
 	if err := d.lockDirs(); err != nil {
 		return nil, err
@@ -147,6 +127,34 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	}
 	d.registerMethods()
 	return d, nil
+}
+
+// prepareDirs creates the daemon's directories with their modes.
+func prepareDirs(cfg Config) error {
+	// The state dir is private (layers from private registries, work
+	// disks, keys): 0700, also when an older version made it 0755. The
+	// runtime dir stays traversable: group members reach the daemon only
+	// through the socket (0660 root:banger). Only directories we create
+	// get a mode, and the state dir's is tightened unless it is a shared
+	// sticky directory such as /tmp (never chmod what is not ours).
+	for _, dir := range []struct {
+		path    string
+		mode    os.FileMode
+		tighten bool
+	}{{cfg.StateDir, 0o700, true}, {cfg.RuntimeDir, 0o755, false}, {filepath.Dir(cfg.Socket), 0o755, false}} {
+		fi, err := os.Stat(dir.path)
+		if err != nil {
+			if err := os.MkdirAll(dir.path, dir.mode); err != nil {
+				return fmt.Errorf("create %s: %w", dir.path, err)
+			}
+		} else if !dir.tighten || fi.Mode()&os.ModeSticky != 0 || !fi.IsDir() {
+			continue
+		}
+		if err := os.Chmod(dir.path, dir.mode); err != nil {
+			return fmt.Errorf("chmod %s: %w", dir.path, err)
+		}
+	}
+	return nil
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {

@@ -220,6 +220,17 @@ func (s *VMService) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	running := s.adoptRunning(ctx, recs)
+	s.republish(ctx, running)
+	s.d.net.reconcile(ctx, running)
+	s.killOrphanVMMs(running)
+	s.cleanOrphanDirs(recs, running)
+	return nil
+}
+
+// adoptRunning re-attaches to the VMMs of active records and marks the
+// others stopped; it returns the running VMs by id.
+func (s *VMService) adoptRunning(ctx context.Context, recs []model.VMRecord) map[string]model.VMRecord {
 	running := map[string]model.VMRecord{}
 	for _, rec := range recs {
 		if !isActive(rec.State) {
@@ -228,44 +239,56 @@ func (s *VMService) reconcile(ctx context.Context) error {
 		h, err := s.adopt(rec)
 		if err != nil {
 			s.d.log.Info("VM not running after restart; marking stopped", "vm", rec.Name, "why", err)
-			s.markStopped(ctx, rec)
+			if _, err := s.markStopped(ctx, rec); err != nil {
+				s.d.log.Warn("mark stopped", "vm", rec.Name, "err", err)
+			}
 			continue
 		}
 		s.watch(rec.ID, &liveVM{handle: h, done: make(chan struct{})})
 		if rec.State != model.StateRunning {
 			rec.State = model.StateRunning
-			s.d.store.UpdateVM(ctx, rec)
+			if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+				s.d.log.Warn("record state running", "vm", rec.Name, "err", err)
+			}
 		}
 		running[rec.ID] = rec
 		s.d.log.Info("re-adopted running VM", "vm", rec.Name, "pid", h.PID())
 	}
-	// Only VMs that have a tap have host network to rebuild: the VMs of a
-	// driver without guest network need no bridge, nftables or vmdns, so
-	// adopting them must not create any (nor need root).
+	return running
+}
+
+// republish rebuilds the host network of adopted VMs. Only VMs that have a
+// tap have any: the VMs of a driver without guest network need no bridge,
+// nftables or vmdns, so adopting them must not create any (nor need root).
+func (s *VMService) republish(ctx context.Context, running map[string]model.VMRecord) {
 	var tapped []model.VMRecord
 	for _, rec := range running {
 		if rec.Runtime.Tap != "" {
 			tapped = append(tapped, rec)
 		}
 	}
-	if len(tapped) > 0 {
-		if err := s.d.net.ensure(); err != nil {
-			s.d.log.Warn("network after restart", "err", err)
+	if len(tapped) == 0 {
+		return
+	}
+	if err := s.d.net.ensure(); err != nil {
+		s.d.log.Warn("network after restart", "err", err)
+	}
+	for _, rec := range tapped {
+		if len(rec.Spec.Ports) > 0 {
+			if err := s.d.net.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
+				s.d.log.Warn("port forwards after restart", "vm", rec.Name, "err", err)
+			}
 		}
-		for _, rec := range tapped {
-			if len(rec.Spec.Ports) > 0 {
-				if err := s.d.net.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
-					s.d.log.Warn("port forwards after restart", "vm", rec.Name, "err", err)
-				}
-			}
-			if err := s.d.net.vmUp(ctx, rec); err != nil {
-				s.d.log.Warn("publish VM after restart", "vm", rec.Name, "err", err)
-			}
+		if err := s.d.net.vmUp(ctx, rec); err != nil {
+			s.d.log.Warn("publish VM after restart", "vm", rec.Name, "err", err)
 		}
 	}
-	s.d.net.reconcile(ctx, running)
-	s.killOrphanVMMs(running)
-	// Runtime dirs of VMs that are not running.
+}
+
+// cleanOrphanDirs removes the runtime dirs of VMs that are not running and
+// moves VM dirs without a row (the daemon died between delete and
+// RemoveAll, or rows were lost) to lost+found: kept, never deleted.
+func (s *VMService) cleanOrphanDirs(recs []model.VMRecord, running map[string]model.VMRecord) {
 	entries, _ := os.ReadDir(filepath.Join(s.d.cfg.RuntimeDir, "vms"))
 	keep := map[string]bool{}
 	for id := range running {
@@ -276,8 +299,6 @@ func (s *VMService) reconcile(ctx context.Context) error {
 			os.RemoveAll(filepath.Join(s.d.cfg.RuntimeDir, "vms", e.Name()))
 		}
 	}
-	// VM dirs without a row (the daemon died between delete and RemoveAll,
-	// or rows were lost): kept in lost+found, never deleted.
 	vmDirs, _ := os.ReadDir(filepath.Join(s.d.cfg.StateDir, "vms"))
 	rows := map[string]bool{}
 	for _, r := range recs {
@@ -290,7 +311,6 @@ func (s *VMService) reconcile(ctx context.Context) error {
 			}
 		}
 	}
-	return nil
 }
 
 func (s *VMService) adopt(rec model.VMRecord) (vmm.Handle, error) {
