@@ -210,49 +210,11 @@ func alreadyPulled(name, dir string) error {
 // assemble writes the kernel, vmlinux, initrd and modules into dir and
 // returns the manifest (without name, source and time).
 func assemble(ctx context.Context, dir string, p kernelParts, progress Progress) (*Manifest, error) {
-	m := &Manifest{Files: map[string]string{}, Modules: []string{}}
-	add := func(rel string, data []byte) error {
-		full := filepath.Join(dir, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return err
-		}
-		sum, err := writeFileSync(full, data, 0o644)
-		if err != nil {
-			return err
-		}
-		m.Files[rel] = sum
-		m.SizeBytes += int64(len(data))
-		return nil
+	w := &kernelWriter{dir: dir, m: &Manifest{Files: map[string]string{}, Modules: []string{}}}
+	if err := w.addKernel(p.kernel, progress); err != nil {
+		return nil, err
 	}
-	data, err := os.ReadFile(p.kernel)
-	if err != nil {
-		return nil, fmt.Errorf("read kernel: %w", err)
-	}
-	switch {
-	case IsBzImage(data):
-		m.Format, m.Kernel, m.Vmlinux = FormatBzImage, "vmlinuz", "vmlinux"
-		m.Release = bzImageRelease(data)
-		if err := add(m.Kernel, data); err != nil {
-			return nil, err
-		}
-		progress("extract_vmlinux", "decompressing the bzImage payload to an ELF vmlinux", 0, 0)
-		elfData, err := ExtractVmlinux(data)
-		if err != nil {
-			return nil, err
-		}
-		if err := add(m.Vmlinux, elfData); err != nil {
-			return nil, err
-		}
-	case IsELF(data):
-		m.Format, m.Kernel, m.Vmlinux = FormatELF, "vmlinux", "vmlinux"
-		m.Release = elfRelease(data)
-		if err := add(m.Kernel, data); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("kernel file %s is neither a bzImage (no \"HdrS\" at 0x202) nor an ELF vmlinux", filepath.Base(p.kernel))
-	}
-	data = nil
+	m := w.m
 	if p.release != "" {
 		m.Release = p.release
 	}
@@ -262,51 +224,17 @@ func assemble(ctx context.Context, dir string, p kernelParts, progress Progress)
 			return nil, fmt.Errorf("read initrd: %w", err)
 		}
 		m.Initrd = "initrd.img"
-		if err := add(m.Initrd, b); err != nil {
+		if err := w.add(m.Initrd, b); err != nil {
 			return nil, err
 		}
 	}
 	if p.modRoot != "" {
-		if err := ctx.Err(); err != nil {
+		if err := w.addModules(ctx, p, progress); err != nil {
 			return nil, err
-		}
-		t, err := indexModules(p.modRoot)
-		if err != nil {
-			return nil, err
-		}
-		roots := BootModules
-		if !p.closure {
-			roots = t.allNames()
-		}
-		mods, err := t.order(roots)
-		if err != nil {
-			return nil, fmt.Errorf("resolve guest modules: %w", err)
-		}
-		progress("modules", fmt.Sprintf("%d modules for the guest", len(mods)), 0, 0)
-		for _, mod := range mods {
-			b, err := readModule(mod.path)
-			if err != nil {
-				return nil, err
-			}
-			rel := path.Join("modules", filepath.ToSlash(mod.rel))
-			if err := add(rel, b); err != nil {
-				return nil, err
-			}
-			m.Modules = append(m.Modules, rel)
-		}
-		if b, err := os.ReadFile(filepath.Join(p.modRoot, "modules.builtin")); err == nil {
-			if err := add("modules/modules.builtin", b); err != nil {
-				return nil, err
-			}
-		}
-		if p.closure { // a full tree: keep all of it, for the modules disk
-			if err := keepModuleTree(ctx, dir, p.modRoot, m, progress); err != nil {
-				return nil, err
-			}
 		}
 	}
 	// Directory entries are durable only once their dirs are fsynced.
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
@@ -316,6 +244,99 @@ func assemble(ctx context.Context, dir string, p kernelParts, progress Progress)
 		return nil, err
 	}
 	return m, nil
+}
+
+// kernelWriter writes a kernel directory's files and records them (with
+// their checksums and sizes) in its manifest.
+type kernelWriter struct {
+	dir string
+	m   *Manifest
+}
+
+func (w *kernelWriter) add(rel string, data []byte) error {
+	full := filepath.Join(w.dir, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	sum, err := writeFileSync(full, data, 0o644)
+	if err != nil {
+		return err
+	}
+	w.m.Files[rel] = sum
+	w.m.SizeBytes += int64(len(data))
+	return nil
+}
+
+// addKernel writes the kernel: a bzImage with the ELF vmlinux extracted
+// from it (Firecracker boots only ELF), or an ELF vmlinux.
+func (w *kernelWriter) addKernel(path string, progress Progress) error {
+	m := w.m
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read kernel: %w", err)
+	}
+	switch {
+	case IsBzImage(data):
+		m.Format, m.Kernel, m.Vmlinux = FormatBzImage, "vmlinuz", "vmlinux"
+		m.Release = bzImageRelease(data)
+		if err := w.add(m.Kernel, data); err != nil {
+			return err
+		}
+		progress("extract_vmlinux", "decompressing the bzImage payload to an ELF vmlinux", 0, 0)
+		elfData, err := ExtractVmlinux(data)
+		if err != nil {
+			return err
+		}
+		return w.add(m.Vmlinux, elfData)
+	case IsELF(data):
+		m.Format, m.Kernel, m.Vmlinux = FormatELF, "vmlinux", "vmlinux"
+		m.Release = elfRelease(data)
+		return w.add(m.Kernel, data)
+	default:
+		return fmt.Errorf("kernel file %s is neither a bzImage (no \"HdrS\" at 0x202) nor an ELF vmlinux", filepath.Base(path))
+	}
+}
+
+// addModules writes the modules the initramfs loads (the boot closure, or
+// all of them) and, for a full tree, keeps the whole tree for the modules
+// disk.
+func (w *kernelWriter) addModules(ctx context.Context, p kernelParts, progress Progress) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := indexModules(p.modRoot)
+	if err != nil {
+		return err
+	}
+	roots := BootModules
+	if !p.closure {
+		roots = t.allNames()
+	}
+	mods, err := t.order(roots)
+	if err != nil {
+		return fmt.Errorf("resolve guest modules: %w", err)
+	}
+	progress("modules", fmt.Sprintf("%d modules for the guest", len(mods)), 0, 0)
+	for _, mod := range mods {
+		b, err := readModule(mod.path)
+		if err != nil {
+			return err
+		}
+		rel := path.Join("modules", filepath.ToSlash(mod.rel))
+		if err := w.add(rel, b); err != nil {
+			return err
+		}
+		w.m.Modules = append(w.m.Modules, rel)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.modRoot, "modules.builtin")); err == nil {
+		if err := w.add("modules/modules.builtin", b); err != nil {
+			return err
+		}
+	}
+	if p.closure { // a full tree: keep all of it, for the modules disk
+		return keepModuleTree(ctx, w.dir, p.modRoot, w.m, progress)
+	}
+	return nil
 }
 
 // moduleRoot finds the module tree inside dir: dir itself, or its only
