@@ -92,10 +92,11 @@ func newVMSSHCmd(a *app) *cobra.Command {
 		Short: "SSH into a VM with the system ssh (through the daemon socket; works without DNS setup)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var info api.SSHInfo
-			if err := a.call(cmd.Context(), api.MethodVMSSHInfo, api.NameParams{Name: args[0]}, &info); err != nil {
+			ga, err := getGuestAccess(cmd.Context(), a, args[0])
+			if err != nil {
 				return err
 			}
+			info := ga.info
 			sshBin, err := exec.LookPath("ssh")
 			if err != nil {
 				return fmt.Errorf("ssh not found: install openssh-client, or use `banger vm exec %s -- sh`", args[0])
@@ -104,8 +105,8 @@ func newVMSSHCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			argv := []string{"ssh", "-i", info.KeyPath,
-				"-o", "UserKnownHostsFile=" + info.KnownHosts, "-o", "StrictHostKeyChecking=accept-new",
+			argv := []string{"ssh", "-i", ga.keyPath,
+				"-o", "UserKnownHostsFile=" + ga.knownHosts, "-o", "StrictHostKeyChecking=accept-new",
 				"-o", "HostKeyAlias=" + info.Name + ".vm", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
 				"-o", fmt.Sprintf("ProxyCommand=%s --socket %s vm proxy %s", self, a.socket, info.Name),
 				"root@" + info.Name + ".vm"}

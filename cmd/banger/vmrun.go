@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
 	"banger/internal/agent"
@@ -262,25 +261,18 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, err
 
 // dialGuest opens an SSH client to the guest over the daemon socket.
 func dialGuest(ctx context.Context, a *app, name string) (*agent.Client, error) {
-	var info api.SSHInfo
-	if err := a.call(ctx, api.MethodVMSSHInfo, api.NameParams{Name: name}, &info); err != nil {
+	ga, err := getGuestAccess(ctx, a, name)
+	if err != nil {
 		return nil, err
 	}
-	key, err := os.ReadFile(info.KeyPath)
-	if err != nil {
-		return nil, fmt.Errorf("read the daemon's SSH key: %w (run as root, or as a member of the banger group)", err)
-	}
-	signer, err := ssh.ParsePrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", info.KeyPath, err)
-	}
+	info := ga.info
 	conn, err := a.client().Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
 	if err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := agent.DialSSH(dctx, conn, signer, agent.TOFU(info.KnownHosts, info.Name, info.GuestIP, info.Name+".vm"))
+	c, err := agent.DialSSH(dctx, conn, ga.signer, agent.TOFU(ga.knownHosts, info.Name, info.GuestIP, info.Name+".vm"))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("SSH to %s: %w", name, err)

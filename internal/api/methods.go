@@ -183,11 +183,25 @@ type LogsResult struct {
 	State  string `json:"state"`
 }
 
+// SSHInfoParams are the params of vm.ssh_info. PublicKey, when set, is
+// the caller's own OpenSSH public key: the daemon authorizes it in the
+// guest (once; the VM's owner only) before it answers.
+type SSHInfoParams struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key,omitempty"`
+}
+
 // SSHInfo tells the CLI how to reach a VM with the system ssh.
 type SSHInfo struct {
-	Name       string `json:"name"`
-	GuestIP    string `json:"guest_ip"`
-	KeyPath    string `json:"key_path"`
+	Name    string `json:"name"`
+	GuestIP string `json:"guest_ip"`
+	// KeyPath is the daemon's private key, given to root callers only (an
+	// older CLI's fallback); every other caller uses its own key.
+	KeyPath string `json:"key_path,omitempty"`
+	// KnownHosts is the daemon's known_hosts file for the VM (root
+	// only: the state dir is private); HostKeys is its content, which
+	// every caller gets to verify the guest with.
+	HostKeys   string `json:"host_keys,omitempty"`
 	KnownHosts string `json:"known_hosts"`
 	AgentPath  string `json:"agent_path,omitempty"`
 }

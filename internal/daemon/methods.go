@@ -58,9 +58,7 @@ func (d *Daemon) registerVMMethods() {
 	method(d, api.MethodVMPrune, func(ctx context.Context, _ struct{}) (api.VMPruneResult, error) {
 		return s.Prune(ctx)
 	})
-	method(d, api.MethodVMSSHInfo, func(ctx context.Context, p api.NameParams) (api.SSHInfo, error) {
-		return s.sshInfo(ctx, p.Name)
-	})
+	method(d, api.MethodVMSSHInfo, s.sshInfo)
 	// vm.proxy answers and then owns the connection: not a method.
 	d.upgraders[api.MethodVMProxy] = s.proxy
 }

@@ -69,6 +69,14 @@ func decode(params json.RawMessage, v any) error {
 // for POLLHUP while requests are in flight.
 func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	// Who called is the kernel's word (SO_PEERCRED), for the connection's
+	// whole life; a connection whose peer cannot be told is refused.
+	who, err := peerCred(conn)
+	if err != nil {
+		d.log.Warn("refusing a connection whose peer is unknown", "err", err)
+		return
+	}
+	ctx = withCaller(ctx, who)
 	ctx, hangUp := context.WithCancelCause(ctx)
 	defer hangUp(nil)
 	var wmu sync.Mutex

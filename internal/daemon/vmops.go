@@ -157,7 +157,7 @@ func (s *VMService) Prune(ctx context.Context) (api.VMPruneResult, error) {
 	}
 	res := api.VMPruneResult{Removed: []string{}}
 	for _, r := range recs {
-		if isActive(r.State) {
+		if isActive(r.State) || !owns(ctx, r) {
 			continue
 		}
 		if _, err := s.DeleteVM(ctx, r.Name, false); err == nil {
@@ -204,13 +204,29 @@ func closeWrite(c net.Conn) {
 	}
 }
 
-func (s *VMService) sshInfo(ctx context.Context, name string) (api.SSHInfo, error) {
-	rec, err := s.find(ctx, name)
+func (s *VMService) sshInfo(ctx context.Context, p api.SSHInfoParams) (api.SSHInfo, error) {
+	rec, err := s.find(ctx, p.Name)
 	if err != nil {
 		return api.SSHInfo{}, err
 	}
-	return api.SSHInfo{Name: rec.Name, GuestIP: rec.Runtime.GuestIP,
-		KeyPath: s.d.keys.privPath(), KnownHosts: filepath.Join(rec.Runtime.Dir, knownHostsName)}, nil
+	if p.PublicKey != "" {
+		if rec, err = s.authorizeUserKey(ctx, rec, p.PublicKey); err != nil {
+			return api.SSHInfo{}, err
+		}
+	}
+	kh := filepath.Join(rec.Runtime.Dir, knownHostsName)
+	info := api.SSHInfo{Name: rec.Name, GuestIP: rec.Runtime.GuestIP}
+	// The daemon wrote this file from the agent's first handshake; it is
+	// small, and read bounded all the same.
+	if f, err := os.Open(kh); err == nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+		info.HostKeys = string(b)
+	}
+	if callerOf(ctx).root() {
+		info.KeyPath, info.KnownHosts = s.d.keys.privPath(), kh
+	}
+	return info, nil
 }
 
 // reconcile runs at daemon start: re-adopt live VMMs, mark dead ones

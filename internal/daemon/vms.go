@@ -43,6 +43,9 @@ func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, err
 	}
 	out := make([]api.VM, 0, len(recs))
 	for _, r := range recs {
+		if !owns(ctx, r) {
+			continue
+		}
 		if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
 			out = append(out, api.VMFromRecord(r))
 		}
@@ -59,8 +62,9 @@ func (s *VMService) find(ctx context.Context, name string) (model.VMRecord, erro
 	if errors.Is(err, store.ErrNotFound) {
 		rec, err = s.d.store.GetVM(ctx, name)
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		return rec, api.Errorf(api.KindNotFound, "VM %q not found: `banger vm ls -a` lists VMs", name)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !owns(ctx, rec) {
+		// Another user's VM is not there for this caller.
+		return model.VMRecord{}, api.Errorf(api.KindNotFound, "VM %q not found: `banger vm ls -a` lists VMs", name)
 	}
 	return rec, err
 }
@@ -137,6 +141,9 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	req, err := s.validateCreate(p)
 	if err != nil {
 		return model.VMRecord{}, op.fail(err)
+	}
+	if c := callerOf(ctx); c.known {
+		req.spec.OwnerUID = int(c.UID)
 	}
 	op.stage("resolve_image", req.spec.Image)
 	if err := s.resolveImage(ctx, op, &req.spec); err != nil {

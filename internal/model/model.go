@@ -63,6 +63,12 @@ type VMSpec struct {
 	WorkDiskSize      int64         `json:"work_disk_size"`
 	NAT               bool          `json:"nat"`
 	Ports             []PortForward `json:"ports,omitempty"`
+	// OwnerUID is the uid that created the VM (SO_PEERCRED); 0 is root.
+	// A non-root caller sees and acts on its own VMs only.
+	OwnerUID int `json:"owner_uid"`
+	// UserKeys are the OpenSSH public keys of the owner's CLI, authorized
+	// in the guest (over the agent) the first time each is used.
+	UserKeys []string `json:"user_keys,omitempty"`
 }
 
 // VMRuntime is what the daemon allocated and observed for the VM.
