@@ -244,6 +244,9 @@ func (s *VMService) reconcile(ctx context.Context) error {
 		lv := &liveVM{handle: h, done: make(chan struct{})}
 		s.setLive(rec.ID, lv)
 		go s.monitor(rec.ID, lv)
+		// The guest ran unsynced while no daemon was there: set its clock
+		// now (dialing the agent), then every clockSyncInterval.
+		go s.keepClock(rec.ID, lv, true)
 		if rec.State != model.StateRunning {
 			rec.State = model.StateRunning
 			s.d.store.UpdateVM(ctx, rec)
