@@ -39,7 +39,7 @@ type sshServer struct {
 	// onSetTime sets the clock to t and returns the clock's reading
 	// before (SetTimeRequest); nil refuses the request.
 	onSetTime func(t time.Time) (time.Time, error)
-	logf           func(format string, args ...any)
+	logf      func(format string, args ...any)
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -73,9 +73,9 @@ type startRun struct {
 	// modules is the kernel's modules disk, "" when it has none.
 	modules string
 	tap     string
-	rtDir  string
-	spec   vmm.Spec
-	h      vmm.Handle
+	rtDir   string
+	spec    vmm.Spec
+	h       vmm.Handle
 	// vmmRan: a VMM was started, so a failure leaves the VM in state error
 	// with its files (console) kept for `vm logs`.
 	vmmRan bool
