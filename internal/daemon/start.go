@@ -70,15 +70,15 @@ type startRun struct {
 	km     *kernelcat.Manifest
 	img    model.Image
 	initrd string
-	// modules is the kernel's modules disk, "" when it has none.
-	modules string
-	tap     string
-	rtDir   string
-	spec    vmm.Spec
-	h       vmm.Handle
+	tap    string
+	rtDir  string
+	spec   vmm.Spec
+	h      vmm.Handle
 	// vmmRan: a VMM was started, so a failure leaves the VM in state error
 	// with its files (console) kept for `vm logs`.
 	vmmRan bool
+	// modules is the kernel's modules disk, "" when it has none.
+	modules string
 
 	undos []undo
 }
