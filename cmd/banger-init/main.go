@@ -5,7 +5,10 @@
 //     /etc/banger/modules;
 //   - mounts the image rootfs (vda, read-only) under an overlay whose upper
 //     layer is system.cow (vdb), switches root into it, and mounts the work
-//     disk (vdc) at /root;
+//     disk (vdc) at /root and the kernel's modules disk (vdd, read-only,
+//     when banger.modules= names its release) at /lib/modules/<release>;
+//   - sets the clock from banger.time= when no RTC did, and again whenever
+//     the daemon sends banger-settime@banger;
 //   - sets the hostname, configures eth0 and /etc/resolv.conf from the
 //     banger.* kernel command line keys (internal/guestproto);
 //   - serves SSH (exec, pty shell, sftp) on TCP :22 and on the agent channel
@@ -67,14 +70,24 @@ func boot(procs *procTable, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("kernel command line: %w", err)
 	}
+	applyBootTime(cfg.Time)
 	loadModules(guestproto.ModulesListPath)
-	disks, err := findDisks(20 * time.Second)
+	disks, err := findDisks(20*time.Second, cfg.Modules != "")
 	if err != nil {
 		return err
 	}
 	if err := mountRoot(disks); err != nil {
 		return err
 	}
+	// The modules disk mounts while the rest of the boot runs (its I/O
+	// overlaps the network and host key work); the agent starts only once
+	// it is there, so a ready guest always has every module.
+	modsDone := make(chan struct{})
+	go func() {
+		defer close(modsDone)
+		mountModules(disks.modules, cfg.Modules)
+	}()
+	setupBasics()
 	if cfg.Init != "" {
 		logf("%s=%s is not supported yet; staying PID 1", guestproto.KeyInit, cfg.Init)
 	}
@@ -97,13 +110,17 @@ func boot(procs *procTable, start time.Time) error {
 	if err != nil {
 		return err
 	}
+	waitStart := time.Now()
+	<-modsDone
+	modsWait := time.Since(waitStart)
 	srv := newSSHServer(hostKey, procs, logf)
 	srv.onPoweroff = func() { shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF) }
+	srv.onSetTime = setClock
 	go serveTCP(srv)
 	if err := serveAgent(srv, cfg.Agent); err != nil {
 		return err
 	}
-	logf("ready in %s (agent: %s)", time.Since(start).Round(time.Millisecond), agentName(cfg.Agent))
+	logf("ready in %s (agent: %s; waited %s for the modules disk)", time.Since(start).Round(time.Millisecond), agentName(cfg.Agent), modsWait.Round(time.Microsecond))
 	return nil
 }
 

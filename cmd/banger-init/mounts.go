@@ -50,22 +50,38 @@ func mountEarly() error {
 	return nil
 }
 
-// diskSet maps each role to its /dev node.
-type diskSet struct{ rootfs, cow, work string }
+// modulesGrace is how long findDisks waits for a modules disk once the
+// three boot disks are there.
+const modulesGrace = 2 * time.Second
 
-// findDisks waits for the three drives. A VMM that sets virtio-blk serials
-// (banger-rootfs, banger-cow, banger-work) is matched by serial, which no
-// probe order can confuse; otherwise the roles follow attach order:
-// vda, vdb, vdc.
-func findDisks(timeout time.Duration) (diskSet, error) {
+// diskSet maps each role to its /dev node. modules is "" when no modules
+// disk was found.
+type diskSet struct{ rootfs, cow, work, modules string }
+
+// findDisks waits for the three drives, and the modules disk too when
+// wantModules (the command line carries banger.modules=). A VMM that sets
+// virtio-blk serials (banger-rootfs, banger-cow, banger-work,
+// banger-modules) is matched by serial, which no probe order can confuse;
+// otherwise the roles follow attach order: vda, vdb, vdc, vdd. A modules
+// disk that does not show up is not fatal: the guest boots with the
+// initramfs's modules only.
+func findDisks(timeout time.Duration, wantModules bool) (diskSet, error) {
 	deadline := time.Now().Add(timeout)
+	var complete time.Time // when the three boot disks were first all there
 	for {
 		d, ok, seen := scanDisks("/sys/block")
 		if ok {
-			logf("disks: rootfs=%s cow=%s work=%s", d.rootfs, d.cow, d.work)
-			return d, nil
+			if complete.IsZero() {
+				complete = time.Now()
+			}
+			// virtio-mmio disks are probed together, so a modules disk
+			// that is not there shortly after the others is not coming.
+			if d.modules != "" || !wantModules || time.Since(complete) > modulesGrace {
+				logf("disks: rootfs=%s cow=%s work=%s modules=%s", d.rootfs, d.cow, d.work, d.modules)
+				return d, nil
+			}
 		}
-		if time.Now().After(deadline) {
+		if !ok && time.Now().After(deadline) {
 			return diskSet{}, fmt.Errorf("disks did not appear within %s: want %s (rootfs), %s (system.cow), %s (work disk); found %v. Is virtio_blk in the initramfs module list, and did the VMM attach three drives?",
 				timeout, guestproto.DevRootfs, guestproto.DevCow, guestproto.DevWork, seen)
 		}
@@ -90,10 +106,13 @@ func scanDisks(sysBlock string) (d diskSet, ok bool, seen []string) {
 	}
 	sort.Strings(seen)
 	if len(bySerial) > 0 && (bySerial[guestproto.SerialRootfs] != "" || bySerial[guestproto.SerialCow] != "" || bySerial[guestproto.SerialWork] != "") {
-		d = diskSet{bySerial[guestproto.SerialRootfs], bySerial[guestproto.SerialCow], bySerial[guestproto.SerialWork]}
+		d = diskSet{bySerial[guestproto.SerialRootfs], bySerial[guestproto.SerialCow], bySerial[guestproto.SerialWork], bySerial[guestproto.SerialModules]}
 		return d, d.rootfs != "" && d.cow != "" && d.work != "", seen
 	}
-	d = diskSet{"/dev/" + guestproto.DevRootfs, "/dev/" + guestproto.DevCow, "/dev/" + guestproto.DevWork}
+	d = diskSet{"/dev/" + guestproto.DevRootfs, "/dev/" + guestproto.DevCow, "/dev/" + guestproto.DevWork, ""}
+	if byName[guestproto.DevModules] {
+		d.modules = "/dev/" + guestproto.DevModules
+	}
 	return d, byName[guestproto.DevRootfs] && byName[guestproto.DevCow] && byName[guestproto.DevWork], seen
 }
 
@@ -181,6 +200,48 @@ func mountRoot(d diskSet) error {
 	}
 	os.Chmod("/root", 0o700)
 	return nil
+}
+
+// mountModules mounts the modules disk read-only at /lib/modules/<release>
+// in the final root, shadowing whatever the image has there, and points
+// the kernel's module autoloader at the image's modprobe. Nothing here is
+// fatal: without it the guest has the initramfs's boot modules only.
+func mountModules(dev, release string) {
+	if release == "" {
+		return
+	}
+	if dev == "" {
+		logf("%s=%s but no modules disk: only the boot modules are available", guestproto.KeyModules, release)
+		return
+	}
+	start := time.Now()
+	if ok, err := isExt4(dev); err != nil || !ok {
+		logf("modules disk %s: no ext4 filesystem (%v); only the boot modules are available", dev, err)
+		return
+	}
+	target := guestproto.ModulesMountPoint(release)
+	// noload: read-only device, never replay a journal.
+	if err := mount(dev, target, "ext4", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, "noload"); err != nil {
+		logf("modules disk: %v", err)
+		return
+	}
+	if p := findModprobe(""); p != "" {
+		if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(p), 0); err != nil {
+			logf("set the kernel's modprobe to %s: %v", p, err)
+		}
+	}
+	logf("modules disk %s mounted at %s in %s", dev, target, time.Since(start).Round(time.Microsecond))
+}
+
+// findModprobe returns the image's modprobe (kmod's or busybox's) under
+// root, as a path in the guest, or "" when the image has none.
+func findModprobe(root string) string {
+	for _, p := range []string{"/sbin/modprobe", "/usr/sbin/modprobe", "/bin/modprobe", "/usr/bin/modprobe"} {
+		if st, err := os.Stat(root + p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }
 
 // switchRoot makes newRoot the root filesystem, as busybox switch_root

@@ -104,8 +104,12 @@ func TestScanDisks(t *testing.T) {
 	}
 	// By attach order.
 	d, ok, _ := scanDisks(mk(t, map[string]string{"vda": "", "vdb": "", "vdc": "", "sda": ""}))
-	if !ok || d != (diskSet{"/dev/vda", "/dev/vdb", "/dev/vdc"}) {
+	if !ok || d != (diskSet{"/dev/vda", "/dev/vdb", "/dev/vdc", ""}) {
 		t.Errorf("by name: %+v %v", d, ok)
+	}
+	d, ok, _ = scanDisks(mk(t, map[string]string{"vda": "", "vdb": "", "vdc": "", "vdd": ""}))
+	if !ok || d != (diskSet{"/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd"}) {
+		t.Errorf("by name with modules: %+v %v", d, ok)
 	}
 	// Not all there yet.
 	if _, ok, seen := scanDisks(mk(t, map[string]string{"vda": "", "vdb": ""})); ok || len(seen) != 2 {
@@ -114,8 +118,18 @@ func TestScanDisks(t *testing.T) {
 	// Serials win over names, whatever the probe order.
 	d, ok, _ = scanDisks(mk(t, map[string]string{
 		"vda": guestproto.SerialWork, "vdb": guestproto.SerialRootfs, "vdc": guestproto.SerialCow}))
-	if !ok || d != (diskSet{"/dev/vdb", "/dev/vdc", "/dev/vda"}) {
+	if !ok || d != (diskSet{"/dev/vdb", "/dev/vdc", "/dev/vda", ""}) {
 		t.Errorf("by serial: %+v %v", d, ok)
+	}
+	d, ok, _ = scanDisks(mk(t, map[string]string{
+		"vda": guestproto.SerialModules, "vdb": guestproto.SerialRootfs, "vdc": guestproto.SerialCow, "vdd": guestproto.SerialWork}))
+	if !ok || d != (diskSet{"/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vda"}) {
+		t.Errorf("by serial with modules: %+v %v", d, ok)
+	}
+	// Firecracker reports its drive ids as serials: fall back to names.
+	d, ok, _ = scanDisks(mk(t, map[string]string{"vda": "vda", "vdb": "vdb", "vdc": "vdc", "vdd": "vdd"}))
+	if !ok || d != (diskSet{"/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd"}) {
+		t.Errorf("drive ids as serials: %+v %v", d, ok)
 	}
 	// One serial present: wait for all three by serial.
 	if _, ok, _ := scanDisks(mk(t, map[string]string{"vda": guestproto.SerialWork, "vdb": "", "vdc": ""})); ok {

@@ -36,7 +36,10 @@ type sshServer struct {
 	env            []string // base environment of every command
 	procs          *procTable
 	onPoweroff     func() // PoweroffRequest handler; nil refuses it
-	logf           func(format string, args ...any)
+	// onSetTime sets the clock to t and returns the clock's reading
+	// before (SetTimeRequest); nil refuses the request.
+	onSetTime func(t time.Time) (time.Time, error)
+	logf      func(format string, args ...any)
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -125,12 +128,34 @@ func (s *sshServer) globalRequests(reqs <-chan *ssh.Request) {
 			if s.onPoweroff != nil {
 				go s.onPoweroff()
 			}
+		case guestproto.SetTimeRequest:
+			s.setTime(r)
 		default:
 			if r.WantReply {
 				r.Reply(false, nil)
 			}
 		}
 	}
+}
+
+// setTime answers SetTimeRequest: the payload must decode (8 bytes, a time
+// between 2000 and 2200) or the request is refused and the clock left alone.
+func (s *sshServer) setTime(r *ssh.Request) {
+	t, err := guestproto.DecodeTime(r.Payload)
+	if err != nil || s.onSetTime == nil {
+		if err != nil {
+			s.logf("%s: %v", guestproto.SetTimeRequest, err)
+		}
+		r.Reply(false, nil)
+		return
+	}
+	was, err := s.onSetTime(t)
+	if err != nil {
+		s.logf("set the clock: %v", err)
+		r.Reply(false, nil)
+		return
+	}
+	r.Reply(true, guestproto.EncodeTime(was))
 }
 
 // session is one "session" channel: env and pty requests, then one of exec,

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/agent"
+	"banger/internal/guestproto"
 )
 
 // The SSH server on the host, over a socketpair, with the real agent
@@ -336,5 +337,38 @@ func TestHostKeyPersists(t *testing.T) {
 	os.WriteFile(p, []byte("garbage"), 0o600)
 	if _, err := loadOrCreateHostKey(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Fatalf("corrupt key: %v", err)
+	}
+}
+
+func TestServerSetTime(t *testing.T) {
+	ts := newTestServer(t)
+	c, err := ts.connect(t, ts.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a handler the request is refused.
+	if _, err := c.SetTime(context.Background(), time.Now()); err == nil {
+		t.Fatal("SetTime accepted with no handler")
+	}
+	guest := time.Date(2001, 2, 3, 4, 5, 6, 7, time.UTC)
+	var got atomic.Int64
+	ts.srv.onSetTime = func(t time.Time) (time.Time, error) { got.Store(t.UnixNano()); return guest, nil }
+	host := time.Now()
+	was, err := c.SetTime(context.Background(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !was.Equal(guest) || got.Load() != host.UnixNano() {
+		t.Fatalf("SetTime: guest saw %d (want %d), replied %v (want %v)", got.Load(), host.UnixNano(), was, guest)
+	}
+	// A malformed payload is refused and never reaches the clock.
+	got.Store(0)
+	for _, p := range [][]byte{nil, {1, 2, 3}, make([]byte, 8), make([]byte, 16)} {
+		if ok, _, err := c.SSH().SendRequest(guestproto.SetTimeRequest, true, p); err != nil || ok {
+			t.Errorf("payload %x: ok=%v err=%v, want refused", p, ok, err)
+		}
+	}
+	if got.Load() != 0 {
+		t.Fatal("a malformed request reached the clock")
 	}
 }

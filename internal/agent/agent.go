@@ -108,27 +108,47 @@ func (c *Client) Poweroff(ctx context.Context) error {
 	return c.global(ctx, guestproto.PoweroffRequest)
 }
 
+// SetTime sets the guest's wall clock to t and returns what the guest's
+// clock read when the request arrived, so the caller can see the drift.
+func (c *Client) SetTime(ctx context.Context, t time.Time) (time.Time, error) {
+	reply, err := c.globalPayload(ctx, guestproto.SetTimeRequest, guestproto.EncodeTime(t))
+	if err != nil {
+		return time.Time{}, err
+	}
+	was, err := guestproto.DecodeTime(reply)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("agent %s: reply: %w", guestproto.SetTimeRequest, err)
+	}
+	return was, nil
+}
+
 func (c *Client) global(ctx context.Context, name string) error {
+	_, err := c.globalPayload(ctx, name, nil)
+	return err
+}
+
+func (c *Client) globalPayload(ctx context.Context, name string, payload []byte) ([]byte, error) {
 	type result struct {
-		ok  bool
-		err error
+		ok    bool
+		reply []byte
+		err   error
 	}
 	res := make(chan result, 1)
 	go func() {
-		ok, _, err := c.ssh.SendRequest(name, true, nil)
-		res <- result{ok, err}
+		ok, reply, err := c.ssh.SendRequest(name, true, payload)
+		res <- result{ok, reply, err}
 	}()
 	select {
 	case r := <-res:
 		if r.err != nil {
-			return fmt.Errorf("agent %s: %w", name, r.err)
+			return nil, fmt.Errorf("agent %s: %w", name, r.err)
 		}
 		if !r.ok {
-			return fmt.Errorf("agent %s: refused by the guest (banger-init too old?)", name)
+			return nil, fmt.Errorf("agent %s: refused by the guest (banger-init too old?)", name)
 		}
-		return nil
+		return r.reply, nil
 	case <-ctx.Done():
-		return fmt.Errorf("agent %s: %w", name, ctx.Err())
+		return nil, fmt.Errorf("agent %s: %w", name, ctx.Err())
 	}
 }
 

@@ -488,7 +488,9 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 	if err := l.call(api.MethodVMStop, api.VMStopParams{Name: "existing"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	skipped := map[string]bool{"network": true, "publish": true}
+	// The test driver has no guest network, and the test kernel keeps no
+	// module tree: those steps are skipped, never run.
+	skipped := map[string]bool{"network": true, "publish": true, "prepare_modules": true}
 	vmmRan := false
 	for i, step := range StartSteps() {
 		if step == "boot" {
@@ -504,7 +506,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 					t.Fatalf("create: %v", err)
 				}
 				if slices.Contains(l.stepsSeen(), step) {
-					t.Fatalf("step %s ran for a driver without guest network", step)
+					t.Fatalf("step %s ran though it does not apply", step)
 				}
 				if err := l.call(api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: true}, nil); err != nil {
 					t.Fatal(err)

@@ -45,6 +45,7 @@ type startStep struct {
 var startSteps = []startStep{
 	{name: "resolve_kernel", msg: func(r *startRun) string { return r.rec.Spec.Kernel }, run: (*startRun).resolve},
 	{name: "prepare_initramfs", msg: func(r *startRun) string { return r.km.Name }, run: (*startRun).prepareInitramfs},
+	{name: "prepare_modules", skip: (*startRun).noModules, msg: func(r *startRun) string { return r.km.ModulesRelease }, run: (*startRun).prepareModules},
 	{name: "prepare_disks", usesKey: true, run: (*startRun).prepareDisks},
 	{name: "network", usesKey: true, skip: (*startRun).noNetwork, run: (*startRun).attachNetwork},
 	{name: "runtime_dir", usesKey: true, run: (*startRun).makeRuntimeDir},
@@ -81,6 +82,8 @@ type startRun struct {
 	// vmmRan: a VMM was started, so a failure leaves the VM in state error
 	// with its files (console) kept for `vm logs`.
 	vmmRan bool
+	// modules is the kernel's modules disk, "" when it has none.
+	modules string
 
 	undos []undo
 	// keyHeld: this run holds keyUseMu shared (holdKey, releaseKey).
@@ -263,6 +266,23 @@ func (r *startRun) prepareInitramfs(ctx context.Context) error {
 	return nil
 }
 
+// noModules: a kernel with everything built in, or one pulled before
+// modules disks existed, keeps no module tree; its VMs boot with the
+// initramfs's boot modules only.
+func (r *startRun) noModules() bool { return r.km.ModulesTree == "" }
+
+// prepareModules finds (or, if it went missing, rebuilds) the kernel's
+// modules disk. No undo: the disk is the kernel's, shared read-only by
+// every VM that boots it, and cached across starts.
+func (r *startRun) prepareModules(ctx context.Context) error {
+	p, err := kernelcat.EnsureModulesDisk(ctx, kernelcat.Dir(r.s.d.kernels.dir, r.km.Name), r.km)
+	if err != nil {
+		return err
+	}
+	r.modules = p
+	return nil
+}
+
 // prepareDisks has no undo: the disks live in the VM's directory, which a
 // failed create removes with its reservation and a failed start keeps (the
 // work disk is the user's).
@@ -297,16 +317,22 @@ func (r *startRun) vmSpec() vmm.Spec {
 	rec, km := r.rec, r.km
 	ip := netip.MustParseAddr(rec.Runtime.GuestIP)
 	bridge := r.s.d.cfg.BridgePrefix()
-	gc := guestproto.Config{Hostname: rec.Name, Agent: r.caps.Agent}
+	gc := guestproto.Config{Hostname: rec.Name, Agent: r.caps.Agent, Time: time.Now()}
 	spec := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: r.rtDir,
 		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB, Initrd: r.initrd,
+		// In guestproto's order (vda, vdb, vdc, vdd), with serials where
+		// the driver can set them.
 		Disks: []vmm.Disk{
-			{Path: filepath.Join(r.img.Dir, imagebuild.RootfsName), ReadOnly: true},
-			{Path: filepath.Join(rec.Runtime.Dir, cowName)},
-			{Path: filepath.Join(rec.Runtime.Dir, workDiskName)},
+			{Path: filepath.Join(r.img.Dir, imagebuild.RootfsName), ReadOnly: true, Serial: guestproto.SerialRootfs},
+			{Path: filepath.Join(rec.Runtime.Dir, cowName), Serial: guestproto.SerialCow},
+			{Path: filepath.Join(rec.Runtime.Dir, workDiskName), Serial: guestproto.SerialWork},
 		},
 		CID: hostnet.DefaultVSockCID(ip.AsSlice()),
+	}
+	if r.modules != "" {
+		spec.Disks = append(spec.Disks, vmm.Disk{Path: r.modules, ReadOnly: true, Serial: guestproto.SerialModules})
+		gc.Modules = km.ModulesRelease
 	}
 	if km.Kernel != "" {
 		spec.Kernel = km.Path(r.s.d.kernels.dir, km.Kernel)
@@ -364,8 +390,12 @@ func (r *startRun) waitReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The clock before anything else runs in the guest: the boot took
+	// seconds since banger.time= was written.
+	r.s.setGuestClock(ctx, r.rec.Name, client)
 	lv := &liveVM{handle: r.h, done: make(chan struct{}), agent: client}
 	r.s.watch(r.rec.ID, lv)
+	r.s.keepClock(r.rec.ID, lv, false)
 	r.push("wait_ready", func(context.Context) error {
 		r.s.dropLive(r.rec.ID, lv)
 		lv.closeAgent()

@@ -106,4 +106,3 @@ func (s *VMService) pushUserKey(ctx context.Context, rec model.VMRecord, lv *liv
 	}
 	return err
 }
-

@@ -260,7 +260,11 @@ func (s *VMService) adoptRunning(ctx context.Context, recs []model.VMRecord) map
 			}
 			continue
 		}
-		s.watch(rec.ID, &liveVM{handle: h, done: make(chan struct{})})
+		lv := &liveVM{handle: h, done: make(chan struct{})}
+		s.watch(rec.ID, lv)
+		// The guest ran unsynced while no daemon was there: set its clock
+		// now (dialing the agent), then every clockSyncInterval.
+		s.keepClock(rec.ID, lv, true)
 		if rec.State != model.StateRunning {
 			rec.State = model.StateRunning
 			if err := s.d.store.UpdateVM(ctx, rec); err != nil {

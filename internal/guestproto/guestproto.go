@@ -7,10 +7,14 @@
 package guestproto
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Kernel command line keys banger-init reads.
@@ -20,11 +24,21 @@ const (
 	KeyDNS      = "banger.dns"      // comma-separated nameservers
 	KeyHostname = "banger.hostname" // DNS-label-safe hostname
 	KeyAgent    = "banger.agent"    // AgentVsock or AgentSerial
-	KeyInit     = "banger.init"     // optional: an image init to exec instead of staying PID 1
+	// KeyInit is reserved for init modes (exec an image's own init instead
+	// of staying PID 1). Not implemented yet: banger-init parses it, logs
+	// that it is not supported and stays PID 1; the daemon never sets it.
+	KeyInit = "banger.init"
 	// KeyModules says a modules disk (DevModules) is attached and names the
 	// kernel release it was built for: banger-init mounts it read-only at
 	// ModulesMountPoint(release) in the final root.
 	KeyModules = "banger.modules"
+	// KeyTime is the host's wall clock when the command line was written,
+	// as unix seconds with up to nine fractional digits
+	// (1767225600.123456789). banger-init sets the guest clock to it early
+	// if the guest clock is behind it (no RTC, or an RTC that was not set);
+	// the daemon corrects the seconds a boot takes with SetTimeRequest once
+	// the agent answers.
+	KeyTime = "banger.time"
 )
 
 // Agent transports.
@@ -52,6 +66,14 @@ const (
 	// It is the portable "stop" for every VMM: QEMU microvm's ACPI power
 	// button reaches no init, and a serial or vsock channel always exists.
 	PoweroffRequest = "banger-poweroff@banger"
+
+	// SetTimeRequest is an SSH global request that sets the guest's wall
+	// clock. Its payload is EncodeTime(host time), 8 bytes; banger-init
+	// replies true with EncodeTime(its clock before the change), so the host
+	// can see how far the guest had drifted. The daemon sends it when the
+	// agent first answers, after re-adopting a running VM at restart, and
+	// periodically while the VM runs.
+	SetTimeRequest = "banger-settime@banger"
 
 	// SSHPort is the TCP port banger-init serves SSH on.
 	SSHPort = 22
@@ -103,6 +125,9 @@ type Config struct {
 	// Modules is the kernel release of the attached modules disk
 	// (DevModules); "" when none is attached.
 	Modules string
+	// Time is the host's clock when the command line was written (KeyTime);
+	// zero when absent.
+	Time time.Time
 }
 
 // ModulesMountPoint is where banger-init mounts the modules disk, so that
@@ -179,6 +204,12 @@ func (c *Config) set(k, v string) error {
 			return fmt.Errorf("bad %s=%q: want an absolute path", k, v)
 		}
 		c.Init = v
+	case KeyTime:
+		t, err := parseUnixTime(v)
+		if err != nil {
+			return fmt.Errorf("bad %s=%q: %v", k, v, err)
+		}
+		c.Time = t
 	case KeyModules:
 		if !ValidRelease(v) {
 			return fmt.Errorf("bad %s=%q: want a kernel release like 6.1.0-27-cloud-amd64 (letters, digits, ._+~-)", k, v)
@@ -218,7 +249,80 @@ func (c Config) Args() []string {
 	if c.Modules != "" {
 		a = append(a, KeyModules+"="+c.Modules)
 	}
+	if !c.Time.IsZero() {
+		a = append(a, KeyTime+"="+FormatUnixTime(c.Time))
+	}
 	return a
+}
+
+// Bounds of a clock banger sets: any time a host can plausibly have. They
+// keep a corrupt value from moving a guest's clock to 1970 or 2500.
+var (
+	minClock = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxClock = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func checkClock(t time.Time) error {
+	if t.Before(minClock) || !t.Before(maxClock) {
+		return fmt.Errorf("%s is outside %d..%d", t.UTC().Format(time.RFC3339), minClock.Year(), maxClock.Year())
+	}
+	return nil
+}
+
+// FormatUnixTime renders t as KeyTime's value: unix seconds, a dot and
+// nine digits of nanoseconds.
+func FormatUnixTime(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+}
+
+// parseUnixTime reads FormatUnixTime's output; the fraction may have one
+// to nine digits or be absent.
+func parseUnixTime(v string) (time.Time, error) {
+	sec, frac, hasFrac := strings.Cut(v, ".")
+	if sec == "" || len(sec) > 11 || strings.Trim(sec, "0123456789") != "" ||
+		hasFrac && (frac == "" || len(frac) > 9 || strings.Trim(frac, "0123456789") != "") {
+		return time.Time{}, fmt.Errorf("want unix seconds with up to nine fractional digits, like 1767225600.123456789")
+	}
+	s, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var ns int64
+	if hasFrac {
+		n, err := strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
+		if err != nil {
+			return time.Time{}, err
+		}
+		ns = n
+	}
+	t := time.Unix(s, ns).UTC()
+	if err := checkClock(t); err != nil {
+		return time.Time{}, err
+	}
+	return t, nil
+}
+
+// EncodeTime is SetTimeRequest's payload (and reply): t as unix
+// nanoseconds, 8 bytes big-endian (an SSH uint64).
+func EncodeTime(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+}
+
+// DecodeTime reads EncodeTime's bytes. Anything but exactly 8 bytes, or a
+// time outside 2000..2200, is an error.
+func DecodeTime(b []byte) (time.Time, error) {
+	if len(b) != 8 {
+		return time.Time{}, fmt.Errorf("time payload is %d bytes, want 8", len(b))
+	}
+	n := binary.BigEndian.Uint64(b)
+	if n > math.MaxInt64 {
+		return time.Time{}, fmt.Errorf("time payload %d out of range", n)
+	}
+	t := time.Unix(0, int64(n)).UTC()
+	if err := checkClock(t); err != nil {
+		return time.Time{}, err
+	}
+	return t, nil
 }
 
 // Every agent connection (virtio-serial, vsock, Firecracker hybrid vsock

@@ -5,11 +5,12 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseCmdline(t *testing.T) {
 	line := "console=ttyS0 reboot=t banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 " +
-		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial banger.modules=6.1.0-27-cloud-amd64 quiet\n"
+		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial banger.modules=6.1.0-27-cloud-amd64 banger.time=1767225600.000000042 quiet\n"
 	c, err := ParseCmdline(line)
 	if err != nil {
 		t.Fatal(err)
@@ -21,6 +22,7 @@ func TestParseCmdline(t *testing.T) {
 		Hostname: "web-1",
 		Agent:    AgentSerial,
 		Modules:  "6.1.0-27-cloud-amd64",
+		Time:     time.Unix(1767225600, 42).UTC(),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -55,6 +57,14 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"banger.modules=../etc",
 		"banger.modules=6.1/x",
 		"banger.modules=",
+		"banger.time=",
+		"banger.time=-5",
+		"banger.time=1767225600.",
+		"banger.time=1767225600.1234567890",
+		"banger.time=1e9",
+		"banger.time=0.5",
+		"banger.time=99999999999",
+		"banger.time=1767225600.12a",
 	} {
 		_, err := ParseCmdline(bad)
 		if err == nil {
@@ -64,6 +74,44 @@ func TestParseCmdlineErrors(t *testing.T) {
 		key, val, _ := strings.Cut(strings.Fields(bad)[0], "=")
 		if !strings.Contains(err.Error(), key) || (!strings.Contains(err.Error(), val) && key != "banger.gw") {
 			t.Errorf("%q: error %q does not name the bad key and value", bad, err)
+		}
+	}
+}
+
+func TestUnixTime(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Time
+	}{
+		{"1767225600", time.Unix(1767225600, 0)},
+		{"1767225600.5", time.Unix(1767225600, 500000000)},
+		{"1767225600.000000001", time.Unix(1767225600, 1)},
+	} {
+		got, err := parseUnixTime(c.in)
+		if err != nil || !got.Equal(c.want) {
+			t.Errorf("parseUnixTime(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	now := time.Now()
+	if got, err := parseUnixTime(FormatUnixTime(now)); err != nil || !got.Equal(now) {
+		t.Errorf("round trip of %v: %v, %v", now, got, err)
+	}
+}
+
+func TestEncodeTime(t *testing.T) {
+	now := time.Now()
+	b := EncodeTime(now)
+	if len(b) != 8 {
+		t.Fatalf("%d bytes", len(b))
+	}
+	if got, err := DecodeTime(b); err != nil || !got.Equal(now) {
+		t.Fatalf("round trip of %v: %v, %v", now, got, err)
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 7), make([]byte, 9), make([]byte, 8),
+		EncodeTime(time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC)), EncodeTime(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)),
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
+		if _, err := DecodeTime(bad); err == nil {
+			t.Errorf("DecodeTime(%x): want error", bad)
 		}
 	}
 }

@@ -35,10 +35,15 @@ const (
 const MaxUnixPath = 107
 
 // Disk is one virtio block device. Spec.Disks is in guest order: the first
-// is vda, then vdb, vdc.
+// is vda, then vdb, vdc, vdd.
 type Disk struct {
 	Path     string
 	ReadOnly bool
+	// Serial is the virtio-blk serial the guest reads in
+	// /sys/block/vdX/serial (guestproto.Serial*), so banger-init finds a
+	// disk by role whatever the probe order. Drivers that cannot set one
+	// (Firecracker reports its drive id) leave the guest the attach order.
+	Serial string
 }
 
 // NetConfig attaches the VM to an existing host tap device. A nil
@@ -247,6 +252,12 @@ func (s Spec) Validate() error {
 	for i, d := range s.Disks {
 		if err := regularFile(d.Path, "disk "+DiskName(i)); err != nil {
 			return err
+		}
+		// virtio-blk carries at most 20 bytes of serial (VIRTIO_BLK_ID_BYTES).
+		if len(d.Serial) > 20 || strings.IndexFunc(d.Serial, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		}) >= 0 {
+			return fmt.Errorf("disk %s serial %q: want at most 20 letters, digits, '-', '_' or '.'", DiskName(i), d.Serial)
 		}
 	}
 	if s.Net != nil && s.Net.Tap != "" {

@@ -195,7 +195,7 @@ func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "f")
 	os.WriteFile(f, nil, 0o644)
-	ok := Spec{Dir: dir, RuntimeDir: dir, VCPU: 1, MemoryMiB: 128, Initrd: f, Disks: []Disk{{Path: f}},
+	ok := Spec{Dir: dir, RuntimeDir: dir, VCPU: 1, MemoryMiB: 128, Initrd: f, Disks: []Disk{{Path: f, Serial: "banger-modules"}},
 		Net: &NetConfig{Tap: "bgr1", MAC: "02:42:00:00:00:01"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
@@ -207,10 +207,13 @@ func TestValidate(t *testing.T) {
 		"initrd":       func(s *Spec) { s.Initrd = dir },
 		"tap":          func(s *Spec) { s.Net.Tap = "this-name-is-too-long" },
 		"newline":      func(s *Spec) { s.Cmdline = "a\nb" },
+		"long serial":  func(s *Spec) { s.Disks[0].Serial = "banger-serial-too-long" },
+		"comma serial": func(s *Spec) { s.Disks[0].Serial = "a,b" },
 	} {
 		s := ok
 		n := *ok.Net
 		s.Net = &n
+		s.Disks = append([]Disk(nil), ok.Disks...)
 		mut(&s)
 		if err := s.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -52,7 +52,8 @@ type Options struct {
 	// Accel forces "kvm" or "tcg"; empty picks kvm when vmm.KVM() says
 	// it works, else tcg.
 	Accel string
-	// TSCKHz is passed as tsc_early_khz= on TCG (default DefaultTSCKHz).
+	// TSCKHz is passed as tsc_early_khz= on TCG; 0 measures the host's
+	// TSC (HostTSCKHz), falling back to DefaultTSCKHz.
 	TSCKHz int
 	// Agent forces vmm.AgentVsock or vmm.AgentSerial; empty picks vsock
 	// when /dev/vhost-vsock is usable, else serial.
@@ -83,9 +84,6 @@ var _ vmm.Driver = (*Driver)(nil)
 func New(o Options) *Driver {
 	if o.Binary == "" {
 		o.Binary = DefaultBinary
-	}
-	if o.TSCKHz == 0 {
-		o.TSCKHz = DefaultTSCKHz
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = DefaultStopTimeout
@@ -182,10 +180,13 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		cpu = "max"
 	}
 	// acpi=on: the power button (system_powerdown) is an ACPI GED event.
-	// pit/pic on, rtc off: the combination measured to boot reliably on TCG.
+	// pit/pic on: measured to boot reliably on TCG. rtc=on with base=utc:
+	// the guest's rtc_cmos sets its clock from the host's at boot (with
+	// rtc=off a guest starts in 1970).
 	a := []string{
 		"-name", "guest=" + qemuEscape(s.Name),
-		"-M", "microvm,accel=" + accel + ",acpi=on,x-option-roms=off,isa-serial=on,rtc=off,pit=on,pic=on",
+		"-M", "microvm,accel=" + accel + ",acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+		"-rtc", "base=utc",
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.VCPU),
 		"-m", strconv.Itoa(s.MemoryMiB),
@@ -211,7 +212,11 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		if disk.ReadOnly {
 			drive += ",readonly=on"
 		}
-		a = append(a, "-drive", drive, "-device", "virtio-blk-device,drive="+id)
+		dev := "virtio-blk-device,drive=" + id
+		if disk.Serial != "" {
+			dev += ",serial=" + qemuEscape(disk.Serial)
+		}
+		a = append(a, "-drive", drive, "-device", dev)
 	}
 	if s.Net != nil && s.Net.Tap != "" {
 		a = append(a,
@@ -237,11 +242,11 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 
 // KernelCmdline is the command line the guest gets: console, reboot and
 // panic handling (a panic or reboot ends QEMU thanks to -no-reboot), the
-// TSC frequency on TCG, then the daemon's banger.* arguments.
+// TSC on TCG (see tsc.go), then the daemon's banger.* arguments.
 func (d *Driver) KernelCmdline(s vmm.Spec, accel string) string {
 	c := "console=ttyS0 reboot=t panic=-1 quiet"
 	if accel != "kvm" {
-		c += " tsc_early_khz=" + strconv.Itoa(d.opt.TSCKHz)
+		c += " tsc=reliable tsc_early_khz=" + strconv.Itoa(d.tscKHz())
 	}
 	if s.Cmdline != "" {
 		c += " " + s.Cmdline
@@ -258,6 +263,18 @@ func (d *Driver) elevate() string {
 		return "allow"
 	}
 	return "deny"
+}
+
+// tscKHz is the guest's TSC frequency on TCG: the option, else the host
+// TSC's measured frequency, else DefaultTSCKHz.
+func (d *Driver) tscKHz() int {
+	if d.opt.TSCKHz != 0 {
+		return d.opt.TSCKHz
+	}
+	if k := HostTSCKHz(); k != 0 {
+		return k
+	}
+	return DefaultTSCKHz
 }
 
 // qemuEscape doubles commas, QEMU's escape inside option values.
