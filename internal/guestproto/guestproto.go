@@ -20,7 +20,7 @@ const (
 	KeyDNS      = "banger.dns"      // comma-separated nameservers
 	KeyHostname = "banger.hostname" // DNS-label-safe hostname
 	KeyAgent    = "banger.agent"    // AgentVsock or AgentSerial
-	KeyInit     = "banger.init"     // optional: an image init to exec instead of staying PID 1
+	KeyInit     = "banger.init"     // InitBanger, InitImage or InitAuto (absent: InitBanger)
 	// KeyModules says a modules disk (DevModules) is attached and names the
 	// kernel release it was built for: banger-init mounts it read-only at
 	// ModulesMountPoint(release) in the final root.
@@ -99,7 +99,7 @@ type Config struct {
 	DNS      []netip.Addr
 	Hostname string
 	Agent    string // AgentVsock, AgentSerial or "" (TCP :22 only)
-	Init     string // optional image init path
+	Init     string // InitBanger, InitImage, InitAuto, or "" (InitBanger)
 	// Modules is the kernel release of the attached modules disk
 	// (DevModules); "" when none is attached.
 	Modules string
@@ -175,8 +175,8 @@ func (c *Config) set(k, v string) error {
 		}
 		c.Agent = v
 	case KeyInit:
-		if !strings.HasPrefix(v, "/") {
-			return fmt.Errorf("bad %s=%q: want an absolute path", k, v)
+		if err := ValidateInitMode(v); err != nil {
+			return fmt.Errorf("bad %s=%q: %w", k, v, err)
 		}
 		c.Init = v
 	case KeyModules:
