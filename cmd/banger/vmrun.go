@@ -27,14 +27,20 @@ func init() {
 
 func newVMRunCmd() *cobra.Command {
 	var cf createFlags
+	var ef envFlags  // vmenv.go
+	var pf procFlags // vmenv.go
 	var rm bool
 	cmd := &cobra.Command{
 		Use:   "run [create flags] [--rm] [-- CMD...]",
-		Short: "Create and boot a VM, then open a shell or run CMD in it",
+		Short: "Create and boot a VM, then run the image's Entrypoint/Cmd (or CMD) attached, or open a shell",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := cf.validate(cmd); err != nil {
 				return err
 			}
+			if err := pf.apply(cmd, &ef, &cf.p, args); err != nil {
+				return err
+			}
+			cf.p.Foreground = true // we run the command attached, not banger-init
 			ctx := cmd.Context()
 			var vm api.VM
 			if err := call(ctx, api.MethodVMCreate, cf.p, &vm); err != nil {
@@ -48,7 +54,7 @@ func newVMRunCmd() *cobra.Command {
 			} else {
 				fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
 			}
-			code, err := execInVM(ctx, vm.Name, args)
+			code, err := runAttached(ctx, vm, len(args) > 0)
 			if err != nil {
 				return err
 			}
@@ -59,13 +65,15 @@ func newVMRunCmd() *cobra.Command {
 		},
 	}
 	cf.add(cmd)
+	ef.add(cmd)
+	pf.add(cmd, false)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits")
 	return cmd
 }
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's
 // proxy to the guest's SSH server, passing stdio and returning the status.
-func execInVM(ctx context.Context, name string, argv []string) (int, error) {
+func execInVM(ctx context.Context, name string, argv []string, env map[string]string) (int, error) {
 	c, err := dialGuest(ctx, name)
 	if err != nil {
 		return -1, err
@@ -74,19 +82,19 @@ func execInVM(ctx context.Context, name string, argv []string) (int, error) {
 	stdinTTY := term.IsTerminal(int(os.Stdin.Fd()))
 	if len(argv) == 0 {
 		if !stdinTTY {
-			return c.Exec(ctx, "exec sh", nil, os.Stdin, os.Stdout, os.Stderr)
+			return c.Exec(ctx, "exec sh", env, os.Stdin, os.Stdout, os.Stderr)
 		}
-		return interactive(ctx, c, "")
+		return interactive(ctx, c, "", env)
 	}
 	cmdline := shellQuote(argv)
 	var stdin io.Reader = os.Stdin
 	if stdinTTY {
 		stdin = nil // like `docker exec` without -i: a terminal is not piped in
 	}
-	return c.Exec(ctx, cmdline, nil, stdin, os.Stdout, os.Stderr)
+	return c.Exec(ctx, cmdline, env, stdin, os.Stdout, os.Stderr)
 }
 
-func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, error) {
+func interactive(ctx context.Context, c *agent.Client, cmdline string, env map[string]string) (int, error) {
 	fd := int(os.Stdin.Fd())
 	w, h, _ := term.GetSize(fd)
 	old, err := term.MakeRaw(fd)
@@ -111,9 +119,9 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, err
 	size := agent.TermSize{Cols: w, Rows: h}
 	t := os.Getenv("TERM")
 	if cmdline == "" {
-		return c.Shell(ctx, t, size, resize, nil, os.Stdin, os.Stdout, os.Stderr)
+		return c.Shell(ctx, t, size, resize, env, os.Stdin, os.Stdout, os.Stderr)
 	}
-	return c.ExecPTY(ctx, cmdline, t, size, resize, nil, os.Stdin, os.Stdout)
+	return c.ExecPTY(ctx, cmdline, t, size, resize, env, os.Stdin, os.Stdout)
 }
 
 // dialGuest opens an SSH client to the guest over the daemon socket.
@@ -206,23 +214,28 @@ var (
 
 func newVMExecCmd() *cobra.Command {
 	var tty bool
+	var ef envFlags // vmenv.go
 	cmd := &cobra.Command{
-		Use:   "exec NAME -- CMD...",
+		Use:   "exec NAME [-e KEY=VAL] [-w DIR] [-u USER] -- CMD...",
 		Short: "Run a command in a VM over the agent channel (no network needed)",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			entries, err := ef.entries()
+			if err != nil {
+				return err
+			}
+			env := sessionEnv(entries, ef.workdir, ef.user)
 			var code int
-			var err error
 			if tty {
 				c, derr := dialGuest(ctx, args[0])
 				if derr != nil {
 					return derr
 				}
 				defer c.Close()
-				code, err = interactive(ctx, c, shellQuote(args[1:]))
+				code, err = interactive(ctx, c, shellQuote(args[1:]), env)
 			} else {
-				code, err = execInVM(ctx, args[0], args[1:])
+				code, err = execInVM(ctx, args[0], args[1:], env)
 			}
 			if err != nil {
 				return err
@@ -234,6 +247,7 @@ func newVMExecCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a pty (interactive programs)")
+	ef.add(cmd)
 	return cmd
 }
 
