@@ -5,7 +5,7 @@
 //
 // Schema:
 //
-//	{"images": [{"name": "…", "description": "…", "kernel": "<kernel name>",
+//	{"images": [{"name": "…", "description": "…", "kernel": "<kernel name>", "init": "auto"|"banger"|"image",
 //	  "source": {"type": "oci", "ref": "127.0.0.1:5000/busybox:1"}
 //	          | {"type": "debootstrap", "suite": "bookworm", "variant": "minbase",
 //	             "packages": ["…"], "mirror": ""}
