@@ -135,4 +135,12 @@ func TestVMRunEntrypointAndEnv(t *testing.T) {
 	if out := e.mustRun(t, "vm", "run", "--image", "echoapp", "--rm"); out != "entry default\n" {
 		t.Fatalf("vm run with no command: %q", out)
 	}
+	// A main process the guest cannot start fails the create loudly, and
+	// so does --init image on an image without /sbin/init.
+	if _, stderr, err := e.run("vm", "create", "--image", "busybox", "--name", "ghost", "-u", "ghost", "--", "sleep", "100"); err == nil || !strings.Contains(stderr, `user "ghost" not found`) {
+		t.Errorf("create with an unknown user: %v %s", err, stderr)
+	}
+	if _, stderr, err := e.run("vm", "create", "--image", "busybox", "--name", "noinit", "--init", "image"); err == nil || !strings.Contains(stderr, "no executable /sbin/init") {
+		t.Errorf("--init image without /sbin/init: %v %s", err, stderr)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/api"
@@ -163,7 +164,11 @@ func (r *startRun) setupGuest(ctx context.Context) error {
 	defer cancel()
 	reply, err := c.Setup(sctx, setup)
 	if err != nil {
-		return api.Errorf(api.KindInvalidArgument, "set up the guest: %w", err)
+		kind := api.KindUnavailable
+		if strings.HasPrefix(err.Error(), "guest: ") {
+			kind = api.KindInvalidArgument // the guest refused the spec (user, directory, binary)
+		}
+		return api.Errorf(kind, "set up the guest: %w", err)
 	}
 	r.rec.Runtime.Init, r.rec.Runtime.InitPath = reply.Init, reply.InitPath
 	if r.rec.Spec.Init == guestproto.InitImage && reply.Init != guestproto.InitImage {
