@@ -198,7 +198,10 @@ func mkfs(t *testing.T, path, size, dir string) {
 
 // busyboxRootfs makes a read-only image rootfs holding only busybox-static
 // and its applet links: the smallest image banger must support.
-func busyboxRootfs(t *testing.T, path string) {
+//
+// extra files (path relative to the root: content) are added, e.g. an
+// /etc/inittab for an image-init test.
+func busyboxRootfs(t *testing.T, path string, extra ...map[string]string) {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
@@ -229,6 +232,14 @@ func busyboxRootfs(t *testing.T, path string) {
 	}
 	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\ntty:x:5:\n"), 0o644)
+	for _, files := range extra {
+		for name, body := range files {
+			os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755)
+			if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	mkfs(t, path, "48M", root)
 }
 

@@ -36,6 +36,10 @@ var logger = log.New(os.Stderr, "banger-init: ", 0)
 func logf(format string, args ...any) { logger.Printf(format, args...) }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == agentArg { // InitImage's agent child (initmode.go)
+		agentMain(os.Args[2:])
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "banger-init is the PID 1 of a banger guest, started by the kernel from the initramfs; it is not meant to be run by hand")
 		os.Exit(2)
@@ -88,9 +92,6 @@ func boot(procs *procTable, start time.Time) error {
 		mountModules(disks.modules, cfg.Modules)
 	}()
 	setupBasics()
-	if cfg.Init != "" {
-		logf("%s=%s is not supported yet; staying PID 1", guestproto.KeyInit, cfg.Init)
-	}
 	hostname := cfg.Hostname
 	if hostname == "" {
 		hostname = "banger"
@@ -113,7 +114,18 @@ func boot(procs *procTable, start time.Time) error {
 	waitStart := time.Now()
 	<-modsDone
 	modsWait := time.Since(waitStart)
+	// Who stays PID 1 (initmode.go): in InitImage mode this hands PID 1
+	// to the image's init and does not return unless that failed.
+	mode, initPath, note := resolveInitMode(cfg.Init, "/")
+	if note != "" {
+		logf("%s", note)
+	}
+	if mode == guestproto.InitImage {
+		logf("init: %v; staying PID 1", handOverToImageInit(cfg, initPath))
+		mode = guestproto.InitBanger
+	}
 	srv := newSSHServer(hostKey, procs, logf)
+	srv.guest.mode, srv.guest.initPath = mode, initPath
 	srv.onPoweroff = func() { shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF) }
 	srv.onSetTime = setClock
 	go serveTCP(srv)

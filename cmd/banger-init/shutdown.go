@@ -38,6 +38,7 @@ var shutdownOnce sync.Once
 // runs once; later requests wait for it.
 func shutdown(cmd int) {
 	shutdownOnce.Do(func() {
+		shuttingDown.Store(true) // mainproc.go: a killed main process is not restarted
 		killAll(unix.SIGTERM, 3*time.Second)
 		killAll(unix.SIGKILL, 2*time.Second)
 		unmountAll()

@@ -39,6 +39,7 @@ type sshServer struct {
 	// onSetTime sets the clock to t and returns the clock's reading
 	// before (SetTimeRequest); nil refuses the request.
 	onSetTime func(t time.Time) (time.Time, error)
+	guest     guestState // the host's Setup: VM env, main process (mainproc.go)
 	logf      func(format string, args ...any)
 }
 
@@ -123,6 +124,8 @@ func (s *sshServer) globalRequests(reqs <-chan *ssh.Request) {
 		switch r.Type {
 		case guestproto.PingRequest:
 			r.Reply(true, nil)
+		case guestproto.SetupRequest:
+			s.handleSetup(r)
 		case guestproto.PoweroffRequest:
 			r.Reply(s.onPoweroff != nil, nil)
 			if s.onPoweroff != nil {
@@ -164,12 +167,13 @@ type session struct {
 	srv *sshServer
 	ch  ssh.Channel
 
-	mu      sync.Mutex // guards the fields below
-	env     []string
-	pty     *ptyRequest
-	ptmx    *os.File
-	proc    *os.Process
-	started bool
+	mu       sync.Mutex // guards the fields below
+	env      []string
+	settings execSettings // BANGER_WORKDIR, BANGER_USER (execenv.go)
+	pty      *ptyRequest
+	ptmx     *os.File
+	proc     *os.Process
+	started  bool
 }
 
 type ptyRequest struct {
@@ -190,11 +194,8 @@ func (ss *session) serve(reqs <-chan *ssh.Request) {
 		switch r.Type {
 		case "env":
 			var kv struct{ Name, Value string }
-			if ssh.Unmarshal(r.Payload, &kv) == nil && kv.Name != "" && !strings.Contains(kv.Name, "=") {
-				ss.mu.Lock()
-				ss.env = append(ss.env, kv.Name+"="+kv.Value)
-				ss.mu.Unlock()
-				ok = true
+			if ssh.Unmarshal(r.Payload, &kv) == nil {
+				ok = ss.sessionEnv(kv.Name, kv.Value)
 			}
 		case "pty-req":
 			var p ptyRequest
@@ -333,12 +334,14 @@ func (ss *session) run(path string, argv []string) {
 		return
 	}
 	ss.mu.Lock()
-	env := append(append([]string(nil), ss.srv.env...), ss.env...)
+	sessEnv := append([]string(nil), ss.env...)
+	set := ss.settings
 	ptyReq := ss.pty
 	ss.mu.Unlock()
-	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: ss.srv.home}
-	if st, err := os.Stat(cmd.Dir); err != nil || !st.IsDir() {
-		cmd.Dir = "/"
+	cmd := &exec.Cmd{Path: path, Args: argv}
+	if err := ss.srv.prepareCmd(cmd, ss.srv.guest.vmEnv(), sessEnv, set); err != nil {
+		ss.fail("%v", err)
+		return
 	}
 	if ptyReq != nil {
 		ss.runPTY(cmd, ptyReq)
@@ -369,7 +372,8 @@ func (ss *session) runPipes(cmd *exec.Cmd) {
 		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = childEnds[0], childEnds[1], childEnds[2]
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = sysProcAttr(cmd) // keeps prepareCmd's credentials
+	cmd.SysProcAttr.Setpgid = true
 	done, err := ss.srv.procs.start(cmd)
 	closeAll(childEnds)
 	if err != nil {
@@ -408,7 +412,8 @@ func (ss *session) runPTY(cmd *exec.Cmd, req *ptyRequest) {
 	}
 	cmd.Env = append(cmd.Env, "TERM="+term)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	cmd.SysProcAttr = sysProcAttr(cmd)
+	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty = true, true
 	done, err := ss.srv.procs.start(cmd)
 	tty.Close()
 	if err != nil {

@@ -285,6 +285,12 @@ func TestCLIInvalidInput(t *testing.T) {
 		{[]string{"vm", "create", "--no-start", "--work-disk-size", "-1G"}, `"-1G"`},
 		{[]string{"vm", "inspect", "ghost"}, `VM "ghost" not found`},
 		{[]string{"vm", "ls", "-o", "yaml"}, `invalid output format "yaml"`},
+		{[]string{"vm", "create", "--no-start", "--init", "systemd"}, `init mode "systemd"`},
+		{[]string{"vm", "create", "--no-start", "--restart", "sometimes"}, `restart policy "sometimes"`},
+		{[]string{"vm", "create", "--no-start", "-e", "1X=y"}, `"1X"`},
+		{[]string{"vm", "create", "--no-start", "-w", "rel"}, `working directory "rel"`},
+		{[]string{"vm", "create", "--no-start", "--env-file", "/nonexistent/env"}, `--env-file`},
+		{[]string{"vm", "exec", "x", "-u", "a b", "--", "true"}, `user "a b"`},
 	} {
 		_, stderr, err := d.run(tc.args...)
 		if err == nil || !strings.Contains(stderr, tc.want) {

@@ -72,13 +72,17 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 
 func newVMCreateCmd(a *app) *cobra.Command {
 	var cf createFlags
+	var ef envFlags  // vmenv.go
+	var pf procFlags // vmenv.go
 	var output string
 	cmd := &cobra.Command{
-		Use:   "create",
-		Short: "Create a VM (and boot it unless --no-start)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "create [flags] [-- CMD...]",
+		Short: "Create a VM (and boot it unless --no-start); CMD (or the image's Entrypoint/Cmd) runs as its main process",
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := cf.validate(cmd); err != nil {
+				return err
+			}
+			if err := pf.apply(cmd, &ef, &cf.p, args); err != nil {
 				return err
 			}
 			if err := checkOutput(output); err != nil {
@@ -96,6 +100,8 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		},
 	}
 	cf.add(cmd)
+	ef.add(cmd)
+	pf.add(cmd, true)
 	cmd.Flags().BoolVar(&cf.p.NoStart, "no-start", false, "only reserve the VM; do not boot it")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
 	return cmd
@@ -180,6 +186,24 @@ func newVMInspectCmd(a *app) *cobra.Command {
 				row("VMM", fmt.Sprintf("%s (pid %d)", vm.VMM, vm.PID))
 			}
 			row("Dir", vm.Dir)
+			init := vm.Init
+			if vm.InitRunning != "" {
+				init += " (last boot: " + vm.InitRunning
+				if vm.InitPath != "" {
+					init += ", /sbin/init is " + vm.InitPath
+				}
+				init += ")"
+			}
+			row("Init", init)
+			if vm.Main != nil {
+				row("Main process", formatMain(vm.Main))
+			}
+			if vm.MainExitCode != nil {
+				row("Main exit code", *vm.MainExitCode)
+			}
+			if len(vm.Env) > 0 {
+				row("Env", strings.Join(vm.Env, " "))
+			}
 			if vm.LastError != "" {
 				row("Last error", vm.LastError)
 			}

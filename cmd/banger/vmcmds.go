@@ -55,23 +55,28 @@ func newVMStopCmd(a *app) *cobra.Command {
 
 func newVMExecCmd(a *app) *cobra.Command {
 	var tty bool
+	var ef envFlags // vmenv.go
 	cmd := &cobra.Command{
-		Use:   "exec NAME -- CMD...",
+		Use:   "exec NAME [-e KEY=VAL] [-w DIR] [-u USER] -- CMD...",
 		Short: "Run a command in a VM over the agent channel (no network needed)",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			entries, err := ef.entries()
+			if err != nil {
+				return err
+			}
+			env := sessionEnv(entries, ef.workdir, ef.user)
 			var code int
-			var err error
 			if tty {
 				c, derr := dialGuest(ctx, a, args[0])
 				if derr != nil {
 					return derr
 				}
 				defer c.Close()
-				code, err = interactive(ctx, c, shellQuote(args[1:]))
+				code, err = interactive(ctx, c, shellQuote(args[1:]), env)
 			} else {
-				code, err = execInVM(ctx, a, args[0], args[1:])
+				code, err = execInVM(ctx, a, args[0], args[1:], env)
 			}
 			if err != nil {
 				return err
@@ -83,6 +88,7 @@ func newVMExecCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a pty (interactive programs)")
+	ef.add(cmd)
 	return cmd
 }
 

@@ -21,19 +21,27 @@ import (
 
 func newVMRunCmd(a *app) *cobra.Command {
 	var cf createFlags
+	var ef envFlags  // vmenv.go
+	var pf procFlags // vmenv.go
 	var rm bool
 	cmd := &cobra.Command{
 		Use:   "run [create flags] [--rm] [-- CMD...]",
-		Short: "Create and boot a VM, then open a shell or run CMD in it",
+		Short: "Create and boot a VM, then run the image's Entrypoint/Cmd (or CMD) attached, or open a shell",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := cf.validate(cmd); err != nil {
 				return err
 			}
+			if err := pf.apply(cmd, &ef, &cf.p, args); err != nil {
+				return err
+			}
+			cf.p.Foreground = true // we run the command attached, not banger-init
 			r := &vmRun{a: a, p: cf.p, rm: rm, argv: args, generated: cf.p.Name == ""}
 			return r.run(cmd.Context())
 		},
 	}
 	cf.add(cmd)
+	ef.add(cmd)
+	pf.add(cmd, false)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command or shell exits, or when banger is interrupted")
 	return cmd
 }
@@ -67,7 +75,7 @@ func (r *vmRun) run(ctx context.Context) error {
 		if !r.rm {
 			fmt.Fprintf(os.Stderr, "==> VM %s is running (%s); `banger vm rm -f %s` removes it\n", vm.Name, vm.GuestIP, vm.Name)
 		}
-		err = r.exec(ctx, vm.Name)
+		err = r.exec(ctx, vm)
 	}
 	if sig := signalOf(ctx); sig != 0 {
 		return r.interrupted(sig)
@@ -122,9 +130,10 @@ func (r *vmRun) vmID() string {
 	return r.id
 }
 
-// exec runs the command (or a shell) and turns its status into the error.
-func (r *vmRun) exec(ctx context.Context, name string) error {
-	code, err := execInVM(ctx, r.a, name, r.argv)
+// exec runs the command, the image's main or a shell (runAttached) and
+// turns its status into the error.
+func (r *vmRun) exec(ctx context.Context, vm api.VM) error {
+	code, err := runAttached(ctx, r.a, vm, len(r.argv) > 0)
 	if err != nil {
 		return err
 	}
@@ -208,7 +217,7 @@ func (r *vmRun) settled(ctx context.Context, id string) (api.VM, error) {
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's
 // proxy to the guest's SSH server, passing stdio and returning the status.
-func execInVM(ctx context.Context, a *app, name string, argv []string) (int, error) {
+func execInVM(ctx context.Context, a *app, name string, argv []string, env map[string]string) (int, error) {
 	c, err := dialGuest(ctx, a, name)
 	if err != nil {
 		return -1, err
@@ -217,19 +226,19 @@ func execInVM(ctx context.Context, a *app, name string, argv []string) (int, err
 	stdinTTY := term.IsTerminal(int(os.Stdin.Fd()))
 	if len(argv) == 0 {
 		if !stdinTTY {
-			return c.Exec(ctx, "exec sh", nil, os.Stdin, os.Stdout, os.Stderr)
+			return c.Exec(ctx, "exec sh", env, os.Stdin, os.Stdout, os.Stderr)
 		}
-		return interactive(ctx, c, "")
+		return interactive(ctx, c, "", env)
 	}
 	cmdline := shellQuote(argv)
 	var stdin io.Reader = os.Stdin
 	if stdinTTY {
 		stdin = nil // like `docker exec` without -i: a terminal is not piped in
 	}
-	return c.Exec(ctx, cmdline, nil, stdin, os.Stdout, os.Stderr)
+	return c.Exec(ctx, cmdline, env, stdin, os.Stdout, os.Stderr)
 }
 
-func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, error) {
+func interactive(ctx context.Context, c *agent.Client, cmdline string, env map[string]string) (int, error) {
 	fd := int(os.Stdin.Fd())
 	w, h, _ := term.GetSize(fd)
 	old, err := term.MakeRaw(fd)
@@ -254,9 +263,9 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string) (int, err
 	size := agent.TermSize{Cols: w, Rows: h}
 	t := os.Getenv("TERM")
 	if cmdline == "" {
-		return c.Shell(ctx, t, size, resize, nil, os.Stdin, os.Stdout, os.Stderr)
+		return c.Shell(ctx, t, size, resize, env, os.Stdin, os.Stdout, os.Stderr)
 	}
-	return c.ExecPTY(ctx, cmdline, t, size, resize, nil, os.Stdin, os.Stdout)
+	return c.ExecPTY(ctx, cmdline, t, size, resize, env, os.Stdin, os.Stdout)
 }
 
 // dialGuest opens an SSH client to the guest over the daemon socket.

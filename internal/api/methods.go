@@ -57,6 +57,26 @@ type VMCreateParams struct {
 	NAT               bool     `json:"nat,omitempty"`
 	Ports             []string `json:"ports,omitempty"`
 	NoStart           bool     `json:"no_start,omitempty"`
+	// Init is the init mode: auto (default: the image's, else auto),
+	// banger or image.
+	Init string `json:"init,omitempty"`
+	// Cmd and Entrypoint override the image's (a set Entrypoint, even
+	// empty, also drops the image's Cmd, as in Docker).
+	Cmd        []string  `json:"cmd,omitempty"`
+	Entrypoint *[]string `json:"entrypoint,omitempty"`
+	// Env (KEY=VALUE) is added to the image's Env for the main process and
+	// every exec; WorkingDir and User (USER[:GROUP]) apply to the main
+	// process.
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	// Restart is the main process's policy: no (default), on-failure,
+	// always.
+	Restart string `json:"restart,omitempty"`
+	// Foreground: the caller (`vm run`) runs the command attached, so
+	// banger-init must not start it; it is still resolved and returned
+	// as the VM's main (attached).
+	Foreground bool `json:"foreground,omitempty"`
 }
 
 // VMRef names one VM by name or id.
@@ -107,17 +127,29 @@ type VM struct {
 	Dir               string              `json:"dir,omitempty"`
 	LastError         string              `json:"last_error,omitempty"`
 	CreatedAt         string              `json:"created_at"`
+	Init              string              `json:"init"`                   // asked for: auto, banger, image
+	InitRunning       string              `json:"init_running,omitempty"` // what the last boot ran as
+	InitPath          string              `json:"init_path,omitempty"`
+	Env               []string            `json:"env,omitempty"`
+	Main              *model.MainProcess  `json:"main,omitempty"`
+	MainExitCode      *int                `json:"main_exit_code,omitempty"`
 }
 
 // VMFromRecord flattens a record for the wire.
 func VMFromRecord(r model.VMRecord) VM {
-	return VM{
+	v := VM{
 		ID: r.ID, Name: r.Name, State: r.State, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		GuestIP: r.Runtime.GuestIP, DNSName: r.DNSName(), VCPU: r.Spec.VCPU, MemoryMiB: r.Spec.MemoryMiB,
 		SystemOverlaySize: r.Spec.SystemOverlaySize, WorkDiskSize: r.Spec.WorkDiskSize, NAT: r.Spec.NAT,
 		Ports: r.Spec.Ports, MAC: r.Runtime.MAC, VMM: r.Runtime.VMM, PID: r.Runtime.PID, Dir: r.Runtime.Dir,
 		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
+		Init: r.Spec.Init, InitRunning: r.Runtime.Init, InitPath: r.Runtime.InitPath,
+		Env: r.Spec.Env, Main: r.Spec.Main, MainExitCode: r.Runtime.MainExit,
 	}
+	if v.Init == "" {
+		v.Init = "auto"
+	}
+	return v
 }
 
 // NameParams is the params of calls that take one name.
@@ -161,6 +193,11 @@ type ExecParams struct {
 	Name  string   `json:"name"`
 	Cmd   []string `json:"cmd"`
 	Stdin string   `json:"stdin,omitempty"`
+	// Env (KEY=VALUE) overrides the VM's env; WorkingDir and User
+	// (USER[:GROUP], looked up in the guest) default to root in /root.
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
 }
 
 // ExecResult is the outcome of vm.exec.

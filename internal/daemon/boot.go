@@ -355,6 +355,7 @@ func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.
 		errs = append(errs, err)
 	}
 	rec.State = model.StateStopped
+	rec.Runtime.MainExit = s.readMainExit(ctx, rec) // the VMM is gone: mainproc.go
 	rec.Runtime.PID, rec.Runtime.VMMState, rec.Runtime.Tap = 0, nil, ""
 	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
 		errs = append(errs, fmt.Errorf("record state stopped: %w", err))

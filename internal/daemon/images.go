@@ -218,16 +218,24 @@ func (s *ImageService) pullCatalogLocked(ctx context.Context, e imagecat.Entry) 
 	if kernel == "" {
 		kernel = kernelcat.DefaultKernel
 	}
+	var img model.Image
+	var err error
 	switch e.Source.Type {
 	case "oci":
-		return s.pullRefLocked(ctx, e.Source.Ref, e.Name, kernel)
+		img, err = s.pullRefLocked(ctx, e.Source.Ref, e.Name, kernel)
 	case "debootstrap":
-		return s.buildDebootstrapLocked(ctx, e, kernel)
+		img, err = s.buildDebootstrapLocked(ctx, e, kernel)
 	case "bundle":
-		return s.fetchBundleLocked(ctx, e, kernel)
+		img, err = s.fetchBundleLocked(ctx, e, kernel)
 	default:
 		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image %q: source type %q is not supported by this build", e.Name, e.Source.Type)
 	}
+	if err == nil && e.Init != "" && img.Init != e.Init {
+		// The catalog's default init mode goes on the image record.
+		img.Init = e.Init
+		err = s.d.store.UpsertImage(ctx, img)
+	}
+	return img, err
 }
 
 // fetchBundleLocked downloads the prebuilt image bundle of e.

@@ -52,6 +52,8 @@ var startSteps = []startStep{
 	{name: "boot", usesKey: true, msg: func(r *startRun) string { return r.drv.Name() }, run: (*startRun).boot},
 	{name: "wait_ready", usesKey: true, msg: func(r *startRun) string { return "up to " + r.s.d.cfg.readyTimeout().String() }, run: (*startRun).waitReady},
 	{name: "publish", skip: (*startRun).noNetwork, run: (*startRun).publish},
+	// guest_setup: the VM's env and main process (mainproc.go).
+	{name: "guest_setup", msg: (*startRun).setupMessage, run: (*startRun).setupGuest},
 }
 
 // StartSteps names the steps in order (tests inject a failure at each).
@@ -317,7 +319,7 @@ func (r *startRun) vmSpec() vmm.Spec {
 	rec, km := r.rec, r.km
 	ip := netip.MustParseAddr(rec.Runtime.GuestIP)
 	bridge := r.s.d.cfg.BridgePrefix()
-	gc := guestproto.Config{Hostname: rec.Name, Agent: r.caps.Agent, Time: time.Now()}
+	gc := guestproto.Config{Hostname: rec.Name, Agent: r.caps.Agent, Time: time.Now(), Init: initModeOf(rec.Spec)}
 	spec := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: r.rtDir,
 		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB, Initrd: r.initrd,
@@ -356,6 +358,7 @@ func (r *startRun) boot(ctx context.Context) error {
 	r.rec.State = model.StateStarting
 	r.rec.Runtime.CID, r.rec.Runtime.VMM, r.rec.Runtime.LastError = r.spec.CID, r.drv.Name(), ""
 	r.rec.Runtime.MAC = ""
+	r.rec.Runtime.MainExit, r.rec.Runtime.Init, r.rec.Runtime.InitPath = nil, "", ""
 	if r.spec.Net != nil {
 		r.rec.Runtime.MAC = r.spec.Net.MAC
 	}

@@ -109,8 +109,12 @@ func (s *VMService) Exec(ctx context.Context, p api.ExecParams) (api.ExecResult,
 	if err != nil {
 		return api.ExecResult{}, err
 	}
+	env, err := execEnv(p.Env, p.WorkingDir, p.User) // mainproc.go
+	if err != nil {
+		return api.ExecResult{}, err
+	}
 	var out, errb bytes.Buffer
-	code, err := c.Exec(ctx, shellJoin(p.Cmd), nil, strings.NewReader(p.Stdin), &out, &errb)
+	code, err := c.Exec(ctx, shellJoin(p.Cmd), env, strings.NewReader(p.Stdin), &out, &errb)
 	if err != nil {
 		return api.ExecResult{}, api.Errorf(api.KindUnavailable, "exec in %q: %v", rec.Name, err)
 	}

@@ -118,6 +118,9 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 		}
 		*sz.dst = n
 	}
+	if err := validateProcessParams(p); err != nil { // mainproc.go
+		return r, err
+	}
 	ports, err := parsePorts(p.Ports)
 	if err != nil {
 		return r, err
@@ -147,6 +150,9 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	}
 	op.stage("resolve_image", req.spec.Image)
 	if err := s.resolveImage(ctx, op, &req.spec); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	if err := s.resolveProcess(ctx, &req.spec, p); err != nil { // mainproc.go
 		return model.VMRecord{}, op.fail(err)
 	}
 	op.stage("reserve_vm", req.name)

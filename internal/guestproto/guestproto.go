@@ -24,10 +24,7 @@ const (
 	KeyDNS      = "banger.dns"      // comma-separated nameservers
 	KeyHostname = "banger.hostname" // DNS-label-safe hostname
 	KeyAgent    = "banger.agent"    // AgentVsock or AgentSerial
-	// KeyInit is reserved for init modes (exec an image's own init instead
-	// of staying PID 1). Not implemented yet: banger-init parses it, logs
-	// that it is not supported and stays PID 1; the daemon never sets it.
-	KeyInit = "banger.init"
+	KeyInit     = "banger.init"     // InitBanger, InitImage or InitAuto (absent: InitBanger)
 	// KeyModules says a modules disk (DevModules) is attached and names the
 	// kernel release it was built for: banger-init mounts it read-only at
 	// ModulesMountPoint(release) in the final root.
@@ -121,7 +118,7 @@ type Config struct {
 	DNS      []netip.Addr
 	Hostname string
 	Agent    string // AgentVsock, AgentSerial or "" (TCP :22 only)
-	Init     string // optional image init path
+	Init     string // InitBanger, InitImage, InitAuto, or "" (InitBanger)
 	// Modules is the kernel release of the attached modules disk
 	// (DevModules); "" when none is attached.
 	Modules string
@@ -200,8 +197,8 @@ func (c *Config) set(k, v string) error {
 		}
 		c.Agent = v
 	case KeyInit:
-		if !strings.HasPrefix(v, "/") {
-			return fmt.Errorf("bad %s=%q: want an absolute path", k, v)
+		if err := ValidateInitMode(v); err != nil {
+			return fmt.Errorf("bad %s=%q: %w", k, v, err)
 		}
 		c.Init = v
 	case KeyTime:

@@ -54,6 +54,7 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"banger.hostname=Bad_Name",
 		"banger.agent=tcp",
 		"banger.init=sbin/init",
+		"banger.init=/sbin/init",
 		"banger.modules=../etc",
 		"banger.modules=6.1/x",
 		"banger.modules=",
@@ -112,6 +113,23 @@ func TestEncodeTime(t *testing.T) {
 		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
 		if _, err := DecodeTime(bad); err == nil {
 			t.Errorf("DecodeTime(%x): want error", bad)
+		}
+	}
+}
+
+func TestInitModeOnCmdline(t *testing.T) {
+	for _, m := range []string{InitBanger, InitImage, InitAuto} {
+		c, err := ParseCmdline(KeyInit + "=" + m)
+		if err != nil || c.Init != m {
+			t.Fatalf("%s: %+v %v", m, c, err)
+		}
+		if got := strings.Join(c.Args(), " "); got != KeyInit+"="+m {
+			t.Fatalf("Args() = %q", got)
+		}
+	}
+	for _, bad := range []string{"/sbin/init", "systemd", "", "Auto"} {
+		if _, err := ParseCmdline(KeyInit + "=" + bad); err == nil || !strings.Contains(err.Error(), KeyInit) {
+			t.Errorf("%q: want an error naming %s, got %v", bad, KeyInit, err)
 		}
 	}
 }

@@ -5,7 +5,7 @@
 //
 // Schema:
 //
-//	{"images": [{"name": "…", "description": "…", "kernel": "<kernel name>",
+//	{"images": [{"name": "…", "description": "…", "kernel": "<kernel name>", "init": "auto"|"banger"|"image",
 //	  "source": {"type": "oci", "ref": "127.0.0.1:5000/busybox:1"}
 //	          | {"type": "debootstrap", "suite": "bookworm", "variant": "minbase",
 //	             "packages": ["…"], "mirror": ""}
@@ -25,6 +25,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"banger/internal/guestproto"
 	"banger/internal/kernelcat"
 )
 
@@ -47,6 +48,9 @@ type Entry struct {
 	Description string `json:"description,omitempty"`
 	Kernel      string `json:"kernel,omitempty"`
 	Source      Source `json:"source"`
+	// Init is the default init mode of VMs from this image (auto, banger,
+	// image); "" is auto.
+	Init string `json:"init,omitempty"`
 }
 
 // Catalog is the JSON document {"images": [...]}.
@@ -126,6 +130,11 @@ func ValidateEntry(e Entry) error {
 	}
 	if e.Kernel != "" {
 		if err := kernelcat.ValidateName(e.Kernel); err != nil {
+			return fmt.Errorf("image %q: %w", e.Name, err)
+		}
+	}
+	if e.Init != "" {
+		if err := guestproto.ValidateInitMode(e.Init); err != nil {
 			return fmt.Errorf("image %q: %w", e.Name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,6 +25,10 @@ func TestEmbeddedCatalog(t *testing.T) {
 	}
 	if def.Kernel != kernelcat.DefaultKernel {
 		t.Fatalf("default image kernel = %q, want %q", def.Kernel, kernelcat.DefaultKernel)
+	}
+	sd, ok := c.Lookup("debian-bookworm-systemd")
+	if !ok || sd.Init != "image" || !slices.Contains(sd.Source.Packages, "systemd-sysv") {
+		t.Fatalf("debian-bookworm-systemd = %+v, want init image and systemd-sysv", sd)
 	}
 	kc, err := kernelcat.LoadEmbedded()
 	if err != nil {
@@ -59,6 +64,7 @@ func TestLoadFileRejects(t *testing.T) {
 		{"bundle sha", `{"images":[{"name":"i","source":{"type":"bundle","url":"http://127.0.0.1/b.tar","sha256":"zz"}}]}`, `"zz"`},
 		{"bundle url", `{"images":[{"name":"i","source":{"type":"bundle","url":"gopher://x/b"}}]}`, `"gopher://x/b"`},
 		{"duplicate", `{"images":[{"name":"i","source":{"type":"oci","ref":"a"}},{"name":"i","source":{"type":"oci","ref":"b"}}]}`, `duplicate image name "i"`},
+		{"bad init", `{"images":[{"name":"i","init":"systemd","source":{"type":"oci","ref":"a"}}]}`, `"systemd"`},
 		{"unknown field", `{"images":[{"name":"i","source":{"type":"oci","ref":"a","tag":"x"}}]}`, `"tag"`},
 	}
 	for _, c := range cases {

@@ -69,6 +69,27 @@ type VMSpec struct {
 	// UserKeys are the OpenSSH public keys of the owner's CLI, authorized
 	// in the guest (over the agent) the first time each is used.
 	UserKeys []string `json:"user_keys,omitempty"`
+	// Init is the init mode asked for (guestproto: auto, banger, image);
+	// "" is auto.
+	Init string `json:"init,omitempty"`
+	// Env (KEY=VALUE) is the image's Env plus the create's -e: the
+	// environment of the main process and of every exec.
+	Env []string `json:"env,omitempty"`
+	// Main is the VM's main process (nil: none), decided at create.
+	Main *MainProcess `json:"main,omitempty"`
+}
+
+// MainProcess is the command a VM runs as its service: the image's
+// Entrypoint+Cmd or the create's overrides (see docs/architecture.md for
+// when an image gets one).
+type MainProcess struct {
+	Argv       []string `json:"argv"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Restart    string   `json:"restart,omitempty"` // no, on-failure, always
+	// Attached: `vm run` runs it in the foreground itself; banger-init
+	// does not start it.
+	Attached bool `json:"attached,omitempty"`
 }
 
 // VMRuntime is what the daemon allocated and observed for the VM.
@@ -82,6 +103,13 @@ type VMRuntime struct {
 	Dir       string    `json:"dir,omitempty"`
 	StartedAt time.Time `json:"started_at,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
+	// Init is what the last boot ran as (banger or image), as the guest
+	// reported it; InitPath is what its /sbin/init resolved to.
+	Init     string `json:"init,omitempty"`
+	InitPath string `json:"init_path,omitempty"`
+	// MainExit is the main process's final exit status when it stopped the
+	// VM (nil: it did not, or the VM has no main process).
+	MainExit *int `json:"main_exit,omitempty"`
 	// VMMState is the driver's vmm.StateInfo (JSON), kept so a restarted
 	// daemon can re-adopt the VMM process.
 	VMMState json.RawMessage `json:"vmm_state,omitempty"`
@@ -121,7 +149,10 @@ type Image struct {
 	Dir            string      `json:"dir"`
 	KeyFingerprint string      `json:"key_fingerprint,omitempty"`
 	Config         ImageConfig `json:"config"`
-	CreatedAt      time.Time   `json:"created_at"`
+	// Init is the image's default init mode (the catalog's "init"); ""
+	// is auto.
+	Init      string    `json:"init,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Kernel is a pulled or imported kernel.
