@@ -119,3 +119,16 @@ func TestStateDirPrivate(t *testing.T) {
 		}
 	}
 }
+
+// An ELF file is not a kernel: importing /bin/true is refused and leaves
+// no kernel behind.
+func TestKernelImportRefusesNonKernelELF(t *testing.T) {
+	d, c := startTestDaemon(t)
+	err := c.Call(context.Background(), api.MethodKernelImport, api.KernelImportParams{Name: "x", Kernel: "/bin/true"}, nil)
+	if !api.IsKind(err, api.KindInvalidArgument) || !strings.Contains(err.Error(), "not a Linux kernel") {
+		t.Fatalf("import of /bin/true: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.cfg.StateDir, "kernels", "x")); !os.IsNotExist(err) {
+		t.Errorf("a refused import left kernels/x: %v", err)
+	}
+}

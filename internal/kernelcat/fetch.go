@@ -279,6 +279,9 @@ func (w *kernelWriter) addKernel(path string, progress Progress) error {
 	case IsBzImage(data):
 		m.Format, m.Kernel, m.Vmlinux = FormatBzImage, "vmlinuz", "vmlinux"
 		m.Release = bzImageRelease(data)
+		if m.Release == "" {
+			return fmt.Errorf("kernel file %s has a bzImage header but no kernel version string: not a Linux kernel", filepath.Base(path))
+		}
 		if err := w.add(m.Kernel, data); err != nil {
 			return err
 		}
@@ -291,6 +294,10 @@ func (w *kernelWriter) addKernel(path string, progress Progress) error {
 	case IsELF(data):
 		m.Format, m.Kernel, m.Vmlinux = FormatELF, "vmlinux", "vmlinux"
 		m.Release = elfRelease(data)
+		// An ELF file is not a kernel: /bin/true is one too.
+		if m.Release == "" {
+			return fmt.Errorf("kernel file %s is an ELF file without a \"Linux version\" banner: not a Linux kernel", filepath.Base(path))
+		}
 		return w.add(m.Kernel, data)
 	default:
 		return fmt.Errorf("kernel file %s is neither a bzImage (no \"HdrS\" at 0x202) nor an ELF vmlinux", filepath.Base(path))
