@@ -335,9 +335,6 @@ func (s *ImageService) ImportImage(ctx context.Context, path, name, kernel strin
 	if !filepath.IsAbs(path) {
 		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: path %q must be absolute (the daemon resolves it, not your shell)", path)
 	}
-	if _, err := os.Stat(path); err != nil {
-		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: %w", err)
-	}
 	unlock, err := s.imagePullLock.Lock(ctx, name)
 	if err != nil {
 		return model.Image{}, err
@@ -346,13 +343,22 @@ func (s *ImageService) ImportImage(ctx context.Context, path, name, kernel strin
 	if _, err := s.findImage(ctx, name); err == nil {
 		return model.Image{}, api.Errorf(api.KindAlreadyExists, "image %q already exists: pick another --name or `banger image rm %s`", name, name)
 	}
+	// Read with the caller's rights (hostpaths.go).
+	staged, cleanup, err := s.d.stagePaths(ctx, path)
+	if err != nil {
+		return model.Image{}, err
+	}
+	defer cleanup()
+	if _, err := os.Stat(staged[0]); err != nil {
+		return model.Image{}, api.Errorf(api.KindInvalidArgument, "image import: %w", err)
+	}
 	op := s.d.beginOperation(ctx, "image.import", "path", path, "image", name)
 	work, err := s.tempDir()
 	if err != nil {
 		return model.Image{}, op.fail(err)
 	}
 	defer os.RemoveAll(work)
-	res, err := imagebuild.Import(ctx, path, s.buildOptions(ctx, work))
+	res, err := imagebuild.Import(ctx, staged[0], s.buildOptions(ctx, work))
 	if err != nil {
 		return model.Image{}, op.fail(api.Errorf(api.KindInvalidArgument, "import %s: %w", path, err))
 	}

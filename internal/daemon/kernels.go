@@ -209,7 +209,12 @@ func (s *KernelService) Import(ctx context.Context, p api.KernelImportParams) (*
 		return nil, api.Errorf(api.KindAlreadyExists, "kernel %q already exists: `banger kernel rm %s` first", p.Name, p.Name)
 	}
 	op := s.d.beginOperation(ctx, "kernel.import", "kernel", p.Name)
-	m, err := kernelcat.Import(ctx, p.Name, p.Kernel, p.Initrd, p.Modules, s.dir)
+	paths, cleanup, err := s.d.stagePaths(ctx, p.Kernel, p.Initrd, p.Modules)
+	if err != nil {
+		return nil, op.fail(err)
+	}
+	defer cleanup()
+	m, err := kernelcat.Import(ctx, p.Name, paths[0], paths[1], paths[2], s.dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already exists", p.Name))
