@@ -52,6 +52,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if kernelCache.root != "" {
+		os.RemoveAll(kernelCache.root)
+	}
 	os.Exit(code)
 }
 

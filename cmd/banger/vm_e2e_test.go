@@ -30,6 +30,7 @@ type vmEnv struct {
 // each env copies it into its state dir instead of pulling again.
 var kernelCache struct {
 	once sync.Once
+	root string // removed by TestMain
 	dir  string
 	err  error
 }
@@ -48,6 +49,7 @@ func pulledKernel(t *testing.T) string {
 			kernelCache.err = err
 			return
 		}
+		kernelCache.root = dir
 		state := filepath.Join(dir, "state")
 		d := startDaemonProcArgs(t, state, filepath.Join(dir, "run"))
 		if _, stderr, err := d.run("kernel", "pull", "debian-cloud-amd64"); err != nil {
