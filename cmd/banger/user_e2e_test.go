@@ -164,5 +164,19 @@ func TestNonRootGroupMember(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.stateDir, "kernels", "stolen")); !os.IsNotExist(err) {
 		t.Errorf("a refused import left kernels/stolen: %v", err)
 	}
+	// Forwards: loopback and ports from 1024 only; host-wide operations
+	// are root's.
+	for _, args := range [][]string{
+		{"vm", "create", "--no-start", "--name", "p1", "-p", "0.0.0.0:18080:80"},
+		{"vm", "create", "--no-start", "--name", "p2", "-p", "127.0.0.1:80:80"},
+		{"ssh-key", "rotate"}, {"dns", "setup"}, {"image", "rm", "busybox"}, {"kernel", "rm", "debian-cloud-amd64"},
+	} {
+		if _, stderr, err := e.runAs(alice, bin, gid, args...); err == nil || !strings.Contains(stderr, "root") {
+			t.Errorf("banger %s as a group member: %v %s", strings.Join(args, " "), err, stderr)
+		}
+	}
+	if _, stderr, err := e.runAs(alice, bin, gid, "vm", "create", "--no-start", "--name", "p3", "-p", "127.0.0.1:18080:80"); err != nil {
+		t.Errorf("a loopback forward from 1024 up as a group member: %v %s", err, stderr)
+	}
 	e.mustRun(t, "vm", "rm", "-f", "alices")
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
+
+	"banger/internal/api"
 
 	"golang.org/x/sys/unix"
 
@@ -64,4 +67,38 @@ func peerCred(conn net.Conn) (caller, error) {
 func owns(ctx context.Context, rec model.VMRecord) bool {
 	c := callerOf(ctx)
 	return c.root() || rec.Spec.OwnerUID == int(c.UID)
+}
+
+// maxPortsPerVM bounds the forwards (and so the host listeners) of a VM.
+const maxPortsPerVM = 32
+
+// checkPortsFor refuses forwards the caller may not open: a user may
+// forward host ports from 1024 up on loopback only; other addresses and
+// privileged ports are root's.
+func checkPortsFor(ctx context.Context, ports []model.PortForward) error {
+	if len(ports) > maxPortsPerVM {
+		return api.Errorf(api.KindInvalidArgument, "%d port forwards: at most %d per VM", len(ports), maxPortsPerVM)
+	}
+	if callerOf(ctx).root() {
+		return nil
+	}
+	for _, p := range ports {
+		ip, err := netip.ParseAddr(p.HostIP)
+		if err != nil || !ip.IsLoopback() {
+			return api.Errorf(api.KindPermissionDenied, "-p %s:%d:%d: only root may forward from %s; use a loopback address such as 127.0.0.1:%d:%d",
+				p.HostIP, p.HostPort, p.GuestPort, p.HostIP, p.HostPort, p.GuestPort)
+		}
+		if p.HostPort < 1024 {
+			return api.Errorf(api.KindPermissionDenied, "-p %s:%d:%d: host ports below 1024 are root's; pick one from 1024 up", p.HostIP, p.HostPort, p.GuestPort)
+		}
+	}
+	return nil
+}
+
+// rootOnly refuses a host-wide operation to a caller that is not root.
+func rootOnly(ctx context.Context, what string) error {
+	if callerOf(ctx).root() {
+		return nil
+	}
+	return api.Errorf(api.KindPermissionDenied, "%s changes the host or what every user shares: run it as root (sudo banger ...)", what)
 }

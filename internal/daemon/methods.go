@@ -19,12 +19,21 @@ func (d *Daemon) registerMethods() {
 		return d.doctor(), nil
 	})
 	method(d, api.MethodDNSSetup, func(ctx context.Context, _ struct{}) (api.DNSResult, error) {
+		if err := rootOnly(ctx, "dns setup"); err != nil {
+			return api.DNSResult{}, err
+		}
 		return d.net.resolvedSetup(false)
 	})
 	method(d, api.MethodDNSTeardown, func(ctx context.Context, _ struct{}) (api.DNSResult, error) {
+		if err := rootOnly(ctx, "dns teardown"); err != nil {
+			return api.DNSResult{}, err
+		}
 		return d.net.resolvedSetup(true)
 	})
 	method(d, api.MethodSSHKeyRotate, func(ctx context.Context, _ struct{}) (api.SSHKeyRotateResult, error) {
+		if err := rootOnly(ctx, "ssh-key rotate"); err != nil {
+			return api.SSHKeyRotateResult{}, err
+		}
 		return d.rotateKey(ctx)
 	})
 	d.registerVMMethods()
@@ -83,6 +92,9 @@ func (d *Daemon) registerImageMethods() {
 		return out, nil
 	})
 	method(d, api.MethodImageDelete, func(ctx context.Context, p api.NameParams) (api.Image, error) {
+		if err := rootOnly(ctx, "image rm"); err != nil {
+			return api.Image{}, err
+		}
 		return imageResult(s.RemoveImage(ctx, p.Name))
 	})
 	method(d, api.MethodImageCatalog, func(ctx context.Context, _ struct{}) ([]api.CatalogEntry, error) {
@@ -110,6 +122,9 @@ func (d *Daemon) registerKernelMethods() {
 		return s.List(), nil
 	})
 	method(d, api.MethodKernelDelete, func(ctx context.Context, p api.NameParams) (api.Kernel, error) {
+		if err := rootOnly(ctx, "kernel rm"); err != nil {
+			return api.Kernel{}, err
+		}
 		k, err := s.Remove(ctx, p.Name)
 		if err != nil {
 			return api.Kernel{}, err

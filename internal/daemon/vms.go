@@ -148,6 +148,9 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if c := callerOf(ctx); c.known {
 		req.spec.OwnerUID = int(c.UID)
 	}
+	if err := checkPortsFor(ctx, req.spec.Ports); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
 	op.stage("resolve_image", req.spec.Image)
 	if err := s.resolveImage(ctx, op, &req.spec); err != nil {
 		return model.VMRecord{}, op.fail(err)
