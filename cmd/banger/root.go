@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 	for _, c := range root.Commands() {
 		guardGroups(c)
 	}
+	addCompletions(root, a)
 	return root
 }
 

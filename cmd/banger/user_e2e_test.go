@@ -139,6 +139,13 @@ func TestNonRootGroupMember(t *testing.T) {
 			t.Errorf("bob: banger %s: %v %s", strings.Join(args, " "), err, stderr)
 		}
 	}
+	// Completion lists running VMs the caller may see.
+	if got := completions(t, e.daemonProc, "vm", "exec", ""); strings.Join(got, ",") != "alices" {
+		t.Errorf("root's __complete vm exec: %v", got)
+	}
+	if out, _, _ := e.runAs(bob, bin, gid, "__complete", "vm", "exec", ""); strings.Contains(out, "alices") {
+		t.Errorf("bob's completion offers alice's VM: %q", out)
+	}
 	// Root sees every VM.
 	json.Unmarshal([]byte(e.mustRun(t, "vm", "ls", "-a", "-o", "json")), &vms)
 	if len(vms) != 1 || vms[0]["name"] != "alices" {
