@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +27,8 @@ func newVMCmd(a *app) *cobra.Command {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	p api.VMCreateParams
+	p      api.VMCreateParams
+	labels []string
 }
 
 func (c *createFlags) add(cmd *cobra.Command) {
@@ -40,6 +42,8 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringVar(&c.p.WorkDiskSize, "work-disk-size", "", "size of the persistent work disk at /root (default "+model.FormatSize(model.DefaultWorkDiskSize)+")")
 	f.BoolVar(&c.p.NAT, "nat", false, "let the guest reach beyond the host (NAT)")
 	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
+	f.StringArrayVarP(&c.labels, "label", "l", nil, "tag the VM KEY=VALUE (repeatable; vm ls --filter label=KEY=VALUE)")
+	f.StringVar(&c.p.TTL, "ttl", "", "remove the VM this long after its creation (e.g. 30m, 2h), also across daemon restarts")
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -58,6 +62,16 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 	if c.p.Name != "" {
 		if err := model.ValidateVMName(c.p.Name); err != nil {
 			return err
+		}
+	}
+	if len(c.labels) > 0 {
+		c.p.Labels = map[string]string{}
+		for _, l := range c.labels {
+			k, v := model.ParseLabel(l)
+			c.p.Labels[k] = v
+		}
+		if err := model.ValidateLabels(c.p.Labels); err != nil {
+			return fmt.Errorf("--label: %w", err)
 		}
 	}
 	for _, s := range []struct{ flag, v string }{{"--system-overlay-size", c.p.SystemOverlaySize}, {"--work-disk-size", c.p.WorkDiskSize}} {
@@ -108,8 +122,9 @@ func newVMCreateCmd(a *app) *cobra.Command {
 }
 
 func newVMListCmd(a *app) *cobra.Command {
-	var all bool
-	var output string
+	var all, quiet bool
+	var output, format string
+	var filters []string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -120,11 +135,19 @@ func newVMListCmd(a *app) *cobra.Command {
 				return err
 			}
 			var vms []api.VM
-			if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all}, &vms); err != nil {
+			if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all, Filters: filters}, &vms); err != nil {
 				return err
 			}
-			if output == "json" {
+			switch {
+			case output == "json":
 				return printJSON(vms)
+			case quiet:
+				for _, v := range vms {
+					fmt.Println(v.ID)
+				}
+				return nil
+			case format != "":
+				return printTemplate(format, vms)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tIP\tDNS\tVCPU\tMEMORY\tPORTS\tCREATED")
@@ -136,7 +159,27 @@ func newVMListCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print VM ids only")
+	cmd.Flags().StringVar(&format, "format", "", "print each VM with a Go template, e.g. '{{.Name}} {{.GuestIP}}' (fields as in -o json)")
+	cmd.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only VMs matching label=KEY[=VALUE], state=STATE, image=IMAGE or name=NAME (repeatable: all must match)")
 	return cmd
+}
+
+// printTemplate prints one line per VM through a Go template whose
+// fields are api.VM's (as docker ps --format).
+func printTemplate(format string, vms []api.VM) error {
+	t, err := template.New("format").Option("missingkey=error").Parse(format)
+	if err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
+	for _, v := range vms {
+		var b strings.Builder
+		if err := t.Execute(&b, v); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+		fmt.Println(b.String())
+	}
+	return nil
 }
 
 func formatPorts(ps []model.PortForward) string {
@@ -217,12 +260,30 @@ func newVMInspectCmd(a *app) *cobra.Command {
 
 func newVMRemoveCmd(a *app) *cobra.Command {
 	var force bool
+	var filters []string
 	cmd := &cobra.Command{
-		Use:     "rm NAME...",
+		Use:     "rm NAME... | rm --filter F...",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove VMs (running ones need -f)",
-		Args:    cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(filters) == 0 && len(args) == 0 {
+				return fmt.Errorf("name a VM, or select VMs with --filter (see vm ls --filter)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(filters) > 0 {
+				var vms []api.VM
+				if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: true, Filters: filters}, &vms); err != nil {
+					return err
+				}
+				for _, v := range vms {
+					args = append(args, v.ID)
+				}
+				if len(args) == 0 {
+					return nil // nothing matched: nothing to remove
+				}
+			}
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
 				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
 					return err
@@ -233,6 +294,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first")
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "remove the VMs matching these filters too (as vm ls --filter)")
 	return cmd
 }
 

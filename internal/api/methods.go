@@ -77,6 +77,11 @@ type VMCreateParams struct {
 	// banger-init must not start it; it is still resolved and returned
 	// as the VM's main (attached).
 	Foreground bool `json:"foreground,omitempty"`
+	// Labels are the caller's KEY=VALUE tags (filters: label=KEY[=VALUE]).
+	Labels map[string]string `json:"labels,omitempty"`
+	// TTL (a Go duration, e.g. "30m"): the daemon removes the VM when it
+	// expires, also across daemon restarts.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // VMRef names one VM by name or id.
@@ -87,6 +92,10 @@ type VMRef struct {
 // VMListParams are the params of vm.list.
 type VMListParams struct {
 	All bool `json:"all,omitempty"`
+	// Filters, all of which a VM must match: label=KEY, label=KEY=VALUE,
+	// state=STATE, image=IMAGE, name=NAME. A state filter lists stopped
+	// VMs without All.
+	Filters []string `json:"filters,omitempty"`
 }
 
 // VMStopParams are the params of vm.stop.
@@ -133,6 +142,8 @@ type VM struct {
 	Env               []string            `json:"env,omitempty"`
 	Main              *model.MainProcess  `json:"main,omitempty"`
 	MainExitCode      *int                `json:"main_exit_code,omitempty"`
+	Labels            map[string]string   `json:"labels,omitempty"`
+	ExpiresAt         string              `json:"expires_at,omitempty"` // --ttl
 }
 
 // VMFromRecord flattens a record for the wire.
@@ -145,6 +156,10 @@ func VMFromRecord(r model.VMRecord) VM {
 		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
 		Init: r.Spec.Init, InitRunning: r.Runtime.Init, InitPath: r.Runtime.InitPath,
 		Env: r.Spec.Env, Main: r.Spec.Main, MainExitCode: r.Runtime.MainExit,
+		Labels: r.Spec.Labels,
+	}
+	if !r.Spec.ExpiresAt.IsZero() {
+		v.ExpiresAt = r.Spec.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	if v.Init == "" {
 		v.Init = "auto"

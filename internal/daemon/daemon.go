@@ -251,6 +251,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("daemon started", "version", Version, "pid", os.Getpid(), "socket", d.cfg.Socket, "state_dir", d.cfg.StateDir)
+	d.vms.startReaper()
 
 	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()

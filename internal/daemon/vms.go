@@ -37,16 +37,21 @@ func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
 
 // List returns the running and starting VMs, or all with p.All.
 func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, error) {
+	filters, err := parseFilters(p.Filters)
+	if err != nil {
+		return nil, err
+	}
+	all := p.All || hasStateFilter(filters)
 	recs, err := s.d.store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]api.VM, 0, len(recs))
 	for _, r := range recs {
-		if !owns(ctx, r) {
+		if !owns(ctx, r) || !matchAll(filters, r) {
 			continue
 		}
-		if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
+		if all || r.State == model.StateRunning || r.State == model.StateStarting {
 			out = append(out, api.VMFromRecord(r))
 		}
 	}
@@ -150,6 +155,17 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	}
 	if err := checkPortsFor(ctx, req.spec.Ports); err != nil {
 		return model.VMRecord{}, op.fail(err)
+	}
+	if err := model.ValidateLabels(p.Labels); err != nil {
+		return model.VMRecord{}, op.fail(api.Errorf(api.KindInvalidArgument, "%v", err))
+	}
+	req.spec.Labels = p.Labels
+	if p.TTL != "" {
+		ttl, err := time.ParseDuration(p.TTL)
+		if err != nil || ttl <= 0 {
+			return model.VMRecord{}, op.fail(api.Errorf(api.KindInvalidArgument, "ttl %q: want a positive duration such as 30m or 2h", p.TTL))
+		}
+		req.spec.ExpiresAt = time.Now().Add(ttl).UTC()
 	}
 	op.stage("resolve_image", req.spec.Image)
 	if err := s.resolveImage(ctx, op, &req.spec); err != nil {

@@ -69,6 +69,10 @@ type VMSpec struct {
 	// UserKeys are the OpenSSH public keys of the owner's CLI, authorized
 	// in the guest (over the agent) the first time each is used.
 	UserKeys []string `json:"user_keys,omitempty"`
+	// Labels are the caller's tags (ValidateLabels).
+	Labels map[string]string `json:"labels,omitempty"`
+	// ExpiresAt (--ttl): the daemon removes the VM after it; zero: never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Init is the init mode asked for (guestproto: auto, banger, image);
 	// "" is auto.
 	Init string `json:"init,omitempty"`
