@@ -8,18 +8,20 @@ import (
 
 // Method names, noun.verb.
 const (
-	MethodPing          = "daemon.ping"
-	MethodVMCreate      = "vm.create"
-	MethodVMList        = "vm.list"
-	MethodVMGet         = "vm.get"
-	MethodVMDelete      = "vm.delete"
-	MethodVMStart       = "vm.start"
-	MethodVMStop        = "vm.stop"
-	MethodVMRestart     = "vm.restart"
-	MethodVMExec        = "vm.exec"
-	MethodVMLogs        = "vm.logs"
-	MethodVMPrune       = "vm.prune"
-	MethodVMSSHInfo     = "vm.ssh_info"
+	MethodPing      = "daemon.ping"
+	MethodVMCreate  = "vm.create"
+	MethodVMList    = "vm.list"
+	MethodVMGet     = "vm.get"
+	MethodVMDelete  = "vm.delete"
+	MethodVMStart   = "vm.start"
+	MethodVMStop    = "vm.stop"
+	MethodVMRestart = "vm.restart"
+	MethodVMExec    = "vm.exec"
+	MethodVMLogs    = "vm.logs"
+	MethodVMPrune   = "vm.prune"
+	MethodVMSSHInfo = "vm.ssh_info"
+	// MethodEvents turns the connection into a stream of Event lines.
+	MethodEvents        = "daemon.events"
 	MethodVMProxy       = "vm.proxy"
 	MethodImagePull     = "image.pull"
 	MethodImageImport   = "image.import"
@@ -82,6 +84,24 @@ type VMCreateParams struct {
 	// TTL (a Go duration, e.g. "30m"): the daemon removes the VM when it
 	// expires, also across daemon restarts.
 	TTL string `json:"ttl,omitempty"`
+}
+
+// EventsParams are the params of daemon.events (a stream of Event JSON
+// lines): Filters type=, action=, name=, id= (values of one key OR, keys
+// AND).
+type EventsParams struct {
+	Filters []string `json:"filters,omitempty"`
+}
+
+// Event is something that happened: Type vm (Action create, start, stop,
+// die, rm), image or kernel (pull).
+type Event struct {
+	Time   string            `json:"time"` // RFC 3339, UTC
+	Type   string            `json:"type"`
+	Action string            `json:"action"`
+	ID     string            `json:"id"`
+	Name   string            `json:"name"`
+	Attrs  map[string]string `json:"attrs,omitempty"`
 }
 
 // VMRef names one VM by name or id.

@@ -312,6 +312,7 @@ func (s *VMService) monitor(id string, lv *liveVM) {
 		return
 	}
 	s.d.log.Info("VMM exited", "vm", rec.Name, "vm_id", id, "pid", rec.Runtime.PID)
+	s.d.vmEvent("die", rec, nil)
 	if _, err := s.markStopped(ctx, rec); err != nil {
 		s.d.log.Warn("record VMM exit", "vm", rec.Name, "err", err)
 	}
@@ -406,6 +407,7 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 	s.dropLive(rec.ID, lv)
 	lv.closeAgent()
 	rec, err := s.markStopped(ctx, rec)
+	s.d.vmEvent("stop", rec, nil)
 	return rec, errors.Join(append(errs, err)...)
 }
 

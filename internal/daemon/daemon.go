@@ -51,6 +51,9 @@ type Daemon struct {
 	driver    vmm.Driver
 	driverWhy string
 
+	// events fans VM, image and kernel events out to `banger events`.
+	events eventBus
+
 	// startHook, when set (tests), runs after each start step succeeded
 	// and pushed its undo; an error fails the start there.
 	startHook func(step string) error

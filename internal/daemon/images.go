@@ -318,6 +318,11 @@ func (s *ImageService) publishImage(ctx context.Context, res *imagebuild.Result,
 		os.RemoveAll(img.Dir)
 		return model.Image{}, fmt.Errorf("record image %q: %w", img.Name, err)
 	}
+	action := "pull"
+	if strings.HasPrefix(img.Source, "import:") {
+		action = "import"
+	}
+	s.d.objectEvent("image", action, img.ID, img.Name)
 	return img, nil
 }
 

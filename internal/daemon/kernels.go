@@ -132,6 +132,7 @@ func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*ke
 	if err := s.d.store.UpsertKernel(ctx, s.record(m)); err != nil {
 		return nil, op.fail(err)
 	}
+	s.d.objectEvent("kernel", "pull", m.Name, m.Name)
 	op.done()
 	return m, nil
 }

@@ -70,6 +70,7 @@ func (d *Daemon) registerVMMethods() {
 	method(d, api.MethodVMSSHInfo, s.sshInfo)
 	// vm.proxy answers and then owns the connection: not a method.
 	d.upgraders[api.MethodVMProxy] = s.proxy
+	d.upgraders[api.MethodEvents] = d.eventsStream
 }
 
 func (d *Daemon) registerImageMethods() {

@@ -166,6 +166,7 @@ func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VM
 	if err := s.d.store.UpdateVM(ctx, r.rec); err != nil {
 		return r.fail(ctx, "running", fmt.Errorf("record state running: %w", err))
 	}
+	s.d.vmEvent("start", r.rec, nil)
 	return r.rec, nil
 }
 

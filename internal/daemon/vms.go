@@ -179,6 +179,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
+	s.d.vmEvent("create", rec, map[string]string{"image": rec.Spec.Image})
 	op.setVM(rec)
 	if p.NoStart {
 		op.done()
@@ -305,6 +306,7 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (mode
 		if rec.Runtime.Dir != "" {
 			os.RemoveAll(rec.Runtime.Dir)
 		}
+		s.d.vmEvent("rm", rec, nil)
 		op.done()
 		return rec, nil
 	})
