@@ -19,6 +19,7 @@
 //		counter drop_ipv6 {}  counter drop_other {}
 //		set guest_macs  { type ifname . ether_addr }              # tap . MAC
 //		set guest_addrs { type ifname . ether_addr . ipv4_addr }  # tap . MAC . IP
+//		set dns_meter   { type ifname; size 4096; flags dynamic,timeout; timeout 1m }
 //		chain prerouting {
 //			type filter hook prerouting priority -200; policy accept;
 //			iifname "bgr*" jump guard
@@ -26,6 +27,8 @@
 //		chain guard {
 //			iifname . ether saddr != @guest_macs counter name "drop_mac" drop
 //			ether type ip iifname . ether saddr . ip saddr != @guest_addrs counter name "drop_ip" drop
+//			udp dport 53 update @dns_meter { iifname limit rate over 200/second burst 400 packets } counter name "drop_dns" drop
+//			tcp dport 53 update @dns_meter { iifname limit rate over 200/second burst 400 packets } counter name "drop_dns" drop
 //			ether type ip accept
 //			arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . arp saddr ether . arp saddr ip @guest_addrs accept
 //			ether type arp counter name "drop_arp" drop
@@ -50,6 +53,9 @@
 // Each kind of drop has a named counter (Counters; `nft list counters
 // table bridge banger`).
 //
+// DNS a port sends (to vmdns or anywhere) is also rate limited, per port,
+// in the kernel: see DNSRate.
+//
 // Frames from the host to guests are not filtered: the host is trusted.
 package antispoof
 
@@ -60,6 +66,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -71,6 +78,7 @@ const (
 	TableName      = "banger"
 	MACSetName     = "guest_macs"
 	AddrSetName    = "guest_addrs"
+	DNSMeterName   = "dns_meter"
 	PreroutingName = "prerouting"
 	GuardChain     = "guard"
 )
@@ -80,12 +88,24 @@ const (
 	CounterMAC   = "drop_mac"   // source MAC is not the port's VM's
 	CounterIP    = "drop_ip"    // IPv4 source address is not the VM's
 	CounterARP   = "drop_arp"   // ARP sender is not the VM's, or not Ethernet/IPv4 ARP
+	CounterDNS   = "drop_dns"   // DNS packets over a port's rate (DNSRate)
 	CounterIPv6  = "drop_ipv6"  // any IPv6
 	CounterOther = "drop_other" // any other ethertype (VLAN tags included)
 )
 
 // Counters lists the counter names in rule order.
-var Counters = []string{CounterMAC, CounterIP, CounterARP, CounterIPv6, CounterOther}
+var Counters = []string{CounterMAC, CounterIP, CounterDNS, CounterARP, CounterIPv6, CounterOther}
+
+// DNSRate and DNSBurst bound the packets to port 53 (UDP or TCP, any
+// destination) one port may send: twice vmdns's own per-guest limit (a
+// TCP query takes several packets). vmdns's limiter still has to read
+// every datagram it drops, and a guest sending faster than the daemon
+// reads would fill the socket's buffer and crowd out every other guest's
+// queries; this drop happens in the kernel, per port, before either.
+const (
+	DNSRate  = 200
+	DNSBurst = 400
+)
 
 // Port is one VM's bridge port: its tap and the only MAC and IPv4 address
 // frames entering from it may carry as source.
@@ -173,6 +193,11 @@ func (m *Manager) Ensure() error {
 	if err := c.AddSet(addrs, nil); err != nil {
 		return fmt.Errorf("antispoof: add set %s: %w", AddrSetName, err)
 	}
+	meter := &nftables.Set{Table: t, Name: DNSMeterName, KeyType: nftables.TypeIFName,
+		Dynamic: true, HasTimeout: true, Timeout: time.Minute, Size: 4096}
+	if err := c.AddSet(meter, nil); err != nil {
+		return fmt.Errorf("antispoof: add set %s: %w", DNSMeterName, err)
+	}
 	for _, name := range Counters {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
 	}
@@ -196,6 +221,8 @@ func (m *Manager) Ensure() error {
 	rules := [][]expr.Any{
 		cat(meta(expr.MetaKeyIIFNAME), etherSaddr(), notIn(macs), drop(CounterMAC)),
 		cat(etherType(unix.ETH_P_IP), meta(expr.MetaKeyIIFNAME), etherSaddr(), ipSaddr(), notIn(addrs), drop(CounterIP)),
+		cat(l4(unix.IPPROTO_UDP), dport(53), meta(expr.MetaKeyIIFNAME), overRate(meter), drop(CounterDNS)),
+		cat(l4(unix.IPPROTO_TCP), dport(53), meta(expr.MetaKeyIIFNAME), overRate(meter), drop(CounterDNS)),
 		cat(etherType(unix.ETH_P_IP), accept()),
 		// The sender fields sit at these offsets only in Ethernet/IPv4 ARP
 		// (htype 1, ptype 0x0800, hlen 6, plen 4), the only ARP the
@@ -529,6 +556,27 @@ func arpSender() []expr.Any {
 
 func in(set *nftables.Set) []expr.Any {
 	return []expr.Any{&expr.Lookup{SourceRegister: regIfname, SetName: set.Name, SetID: set.ID}}
+}
+
+// l4 matches the transport protocol (IPv4 only reaches these rules).
+func l4(proto byte) []expr.Any {
+	return cat(meta(expr.MetaKeyL4PROTO), eq([]byte{proto}))
+}
+
+func dport(p uint16) []expr.Any {
+	return cat(payload(expr.PayloadBaseTransportHeader, 2, 2, 1), eq([]byte{byte(p >> 8), byte(p)}))
+}
+
+// overRate updates the port's entry in meter (key: register 1, the
+// ifname) and matches when the port is over DNSRate.
+func overRate(meter *nftables.Set) []expr.Any {
+	return []expr.Any{&expr.Dynset{
+		SrcRegKey: regIfname, SetName: meter.Name, SetID: meter.ID,
+		Operation: unix.NFT_DYNSET_OP_UPDATE,
+		Exprs: []expr.Any{&expr.Limit{
+			Type: expr.LimitTypePkts, Rate: DNSRate, Unit: expr.LimitTimeSecond, Burst: DNSBurst, Over: true,
+		}},
+	}}
 }
 
 func notIn(set *nftables.Set) []expr.Any {

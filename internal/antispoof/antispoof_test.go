@@ -438,6 +438,10 @@ func TestSpoofing(t *testing.T) {
 		}
 	}
 
+	// A port flooding DNS is cut to DNSRate in the kernel; another port's
+	// queries are not affected.
+	dnsFloodBounded(t, tp, m)
+
 	// The same spoofs, now dropped at g2's port.
 	before := tp.counters(t, m)
 	takeG1(true)
@@ -539,6 +543,89 @@ func TestSpoofing(t *testing.T) {
 	if err := inNS(tp.d, nm.Teardown); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dnsFloodBounded sends 2000 datagrams to port 53 of the bridge address
+// from g2 as fast as it can, and a few from g1: g2's arrive only up to
+// DNSBurst + DNSRate × time, g1's all arrive.
+func dnsFloodBounded(t *testing.T, tp *topo, m *Manager) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := inNS(tp.d, func() (err error) {
+		pc, err = net.ListenPacket("udp4", bridgeIP+":53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := unix.SetsockoptInt(fdOf(t, pc), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+		t.Fatal(err) // so the socket is not what drops
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got[from.(*net.UDPAddr).IP.String()]++
+			mu.Unlock()
+		}
+	}()
+	before := tp.counters(t, m)
+	const flood = 2000
+	var elapsed time.Duration
+	blast := func(ns string, n int, pause time.Duration) error {
+		return inNS(ns, func() error {
+			c, err := net.Dial("udp4", bridgeIP+":53")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			start := time.Now()
+			for i := 0; i < n; i++ {
+				c.Write([]byte("query")) // ECONNREFUSED from an earlier ICMP is fine
+				time.Sleep(pause)
+			}
+			if n == flood {
+				elapsed = time.Since(start)
+			}
+			return nil
+		})
+	}
+	if err := blast(tp.g2.ns, flood, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := blast(tp.g1.ns, 5, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	g1n, g2n := got[g1IP], got[g2IP]
+	mu.Unlock()
+	limit := DNSBurst + int(DNSRate*(elapsed.Seconds()+0.3)) + 10
+	t.Logf("DNS flood: g2 sent %d in %v, %d arrived (limit %d); g1 sent 5, %d arrived", flood, elapsed, g2n, limit, g1n)
+	if g2n == 0 || g2n > limit {
+		t.Fatalf("flooding port: %d of %d datagrams arrived, want 1..%d", g2n, flood, limit)
+	}
+	if g1n != 5 {
+		t.Fatalf("the other port: %d of 5 datagrams arrived", g1n)
+	}
+	grew(t, m, before, CounterDNS, "DNS flood from g2")
+}
+
+func fdOf(t *testing.T, pc net.PacketConn) int {
+	t.Helper()
+	rc, err := pc.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
 }
 
 // TestOtherPortsUntouched: a bridge port not named like a tap is not
