@@ -15,7 +15,9 @@ type fakeWriter struct {
 	got    *dns.Msg
 }
 
-func (w *fakeWriter) LocalAddr() net.Addr         { return &net.UDPAddr{IP: net.ParseIP("172.30.0.1"), Port: 53} }
+func (w *fakeWriter) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.ParseIP("172.30.0.1"), Port: 53}
+}
 func (w *fakeWriter) RemoteAddr() net.Addr        { return w.remote }
 func (w *fakeWriter) WriteMsg(m *dns.Msg) error   { w.got = m; return nil }
 func (w *fakeWriter) Write(b []byte) (int, error) { return len(b), nil }
