@@ -93,8 +93,8 @@ const (
 	CounterOther = "drop_other" // any other ethertype (VLAN tags included)
 )
 
-// Counters lists the counter names in rule order.
-var Counters = []string{CounterMAC, CounterIP, CounterDNS, CounterARP, CounterIPv6, CounterOther}
+// CounterNames lists the counter names in rule order.
+var CounterNames = []string{CounterMAC, CounterIP, CounterDNS, CounterARP, CounterIPv6, CounterOther}
 
 // DNSRate and DNSBurst bound the packets to port 53 (UDP or TCP, any
 // destination) one port may send: twice vmdns's own per-guest limit (a
@@ -198,7 +198,7 @@ func (m *Manager) Ensure() error {
 	if err := c.AddSet(meter, nil); err != nil {
 		return fmt.Errorf("antispoof: add set %s: %w", DNSMeterName, err)
 	}
-	for _, name := range Counters {
+	for _, name := range CounterNames {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
 	}
 	pre := c.AddChain(&nftables.Chain{
