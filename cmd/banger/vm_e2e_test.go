@@ -382,3 +382,83 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("new VM keys %q, want exactly the new key", got)
 	}
 }
+
+// TestGuestCannotSpoof: a guest without NAT that takes a NAT guest's
+// address gets nothing through (the bridge filter counts the drops), while
+// the two still reach each other from their own addresses; vmdns answers
+// .vm names to it but refuses outside names; the filter entries follow
+// the VMs through a daemon restart and go with them.
+func TestGuestCannotSpoof(t *testing.T) {
+	testenv.RequireTool(t, "nft")
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "sn")
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "sp")
+	nIP, pIP := e.inspect(t, "sn")["guest_ip"].(string), e.inspect(t, "sp")["guest_ip"].(string)
+
+	ping := func(from, to string) {
+		t.Helper()
+		e.mustRun(t, "vm", "exec", from, "--", "ping", "-c", "1", "-W", "5", to)
+	}
+	ping("sp", nIP)
+	ping("sn", pIP)
+	ping("sp", "172.30.0.1")
+
+	if out := e.mustRun(t, "vm", "exec", "sp", "--", "nslookup", "sn.vm", "172.30.0.1"); !strings.Contains(out, nIP) {
+		t.Fatalf("sp: nslookup sn.vm:\n%s", out)
+	}
+	if out, _, _ := e.run("vm", "exec", "sp", "--", "nslookup", "example.com", "172.30.0.1"); !strings.Contains(out, "REFUSED") {
+		t.Fatalf("sp (no NAT): nslookup example.com was not refused:\n%s", out)
+	}
+
+	dropIP := func() int {
+		t.Helper()
+		out := e.nsRun(t, "nft", "list", "counter", "bridge", "banger", "drop_ip")
+		var n int
+		if i := strings.Index(out, "packets "); i >= 0 {
+			fmt.Sscan(out[i+len("packets "):], &n)
+		}
+		return n
+	}
+	before := dropIP()
+	spoof := fmt.Sprintf("dev=$(ls /sys/class/net | grep -v '^lo$' | head -1); ip addr add %s/32 dev $dev && "+
+		"if ping -c 2 -W 2 -I %s 172.30.0.1; then echo REACHED; fi", nIP, nIP)
+	if out, _, _ := e.run("vm", "exec", "sp", "--", "sh", "-c", spoof); strings.Contains(out, "REACHED") {
+		t.Fatalf("sp reached the host from sn's address:\n%s", out)
+	}
+	if after := dropIP(); after <= before {
+		t.Fatalf("drop_ip counter %d -> %d: the spoofed pings were not dropped by the bridge filter", before, after)
+	}
+	// While it held sn's address, sp's own ARP for the gateway carried that
+	// address as sender and was dropped: give the address back, forget
+	// the half-resolved neighbours, and check sp is served again.
+	e.mustRun(t, "vm", "exec", "sp", "--", "sh", "-c", fmt.Sprintf("dev=$(ls /sys/class/net | grep -v '^lo$' | head -1); ip addr del %s/32 dev $dev && ip neigh flush dev $dev", nIP))
+	e.mustRun(t, "vm", "exec", "sp", "--", "ping", "-c", "3", "-W", "5", "172.30.0.1")
+
+	// A restarted daemon keeps both ports allowed (and sn's traffic flowing).
+	e.cmd.Process.Signal(syscall.SIGKILL)
+	e.cmd.Wait()
+	e.daemonProc = startDaemonProcArgs(t, e.stateDir, e.runDir, "--netns", e.ns)
+	set := e.nsRun(t, "nft", "list", "set", "bridge", "banger", "guest_addrs")
+	if !strings.Contains(set, nIP) || !strings.Contains(set, pIP) {
+		t.Fatalf("filter entries after restart:\n%s", set)
+	}
+	ping("sp", nIP)
+	// The first guest lookup after the restart lost its A query in 3 of 7
+	// runs here (AAAA answered; an immediate retry always worked; a
+	// loopback test of a fresh server's first queries lost none of 200).
+	// Cause not found yet: log what we can, and allow one retry.
+	if out := e.mustRun(t, "vm", "exec", "sp", "--", "nslookup", "sn.vm", "172.30.0.1"); !strings.Contains(out, nIP) {
+		t.Logf("first lookup after restart failed (retrying):\n%s\ncounters: %s\nconntrack: %s", out,
+			e.nsRun(t, "nft", "list", "counters", "table", "bridge", "banger"), e.nsRun(t, "cat", "/proc/net/stat/nf_conntrack"))
+		if out := e.mustRun(t, "vm", "exec", "sp", "--", "nslookup", "-type=a", "sn.vm", "172.30.0.1"); !strings.Contains(out, nIP) {
+			t.Fatalf("sp after restart: nslookup sn.vm:\n%s\nhost dig: %s\ndaemon log:\n%s", out,
+				e.nsRun(t, "dig", "@172.30.0.1", "sn.vm"), tail(e.log.String(), 30))
+		}
+	}
+
+	e.mustRun(t, "vm", "rm", "-f", "sn", "sp")
+	set = e.nsRun(t, "nft", "list", "set", "bridge", "banger", "guest_addrs")
+	if strings.Contains(set, nIP) || strings.Contains(set, pIP) {
+		t.Fatalf("filter entries left after rm:\n%s", set)
+	}
+}

@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 
+	"banger/internal/antispoof"
 	"banger/internal/api"
 	"banger/internal/hostnet"
 	"banger/internal/model"
@@ -15,10 +17,14 @@ import (
 	"banger/internal/vmdns"
 )
 
-// netState owns the host side of guest networking: the bridge, taps, NAT
-// rules, vmdns records and port forwards. Nothing touches an interface
-// until the first VM starts (ensure), so a daemon that only pulls images
-// changes nothing on the host.
+// netState owns the host side of guest networking: the bridge, taps, the
+// anti-spoofing bridge filter, NAT rules, vmdns records and clients, and
+// port forwards. Nothing touches an interface until the first VM starts
+// (ensure), so a daemon that only pulls images changes nothing on the host.
+//
+// A VM's tap is locked to its MAC and address (antispoof) and the VM may
+// ask vmdns (AllowClient) from attach to detach; its name, NAT and forwards
+// are published from vmUp to vmDown.
 type netState struct {
 	d *Daemon
 
@@ -27,11 +33,27 @@ type netState struct {
 	nat   *nat.Manager
 	dns   *vmdns.Server
 
-	fwd *portfwd.Manager // safe for concurrent use on its own
+	fwd   *portfwd.Manager   // safe for concurrent use on its own
+	guard *antispoof.Manager // likewise; its table is created by ensure
 }
 
 func newNetState(d *Daemon) *netState {
-	return &netState{d: d, fwd: portfwd.NewManager()}
+	return &netState{d: d, fwd: portfwd.NewManager(), guard: antispoof.New(hostnet.TapPrefix)}
+}
+
+// server is the running vmdns server, or nil.
+func (n *netState) server() *vmdns.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dns
+}
+
+// portOf is what rec's tap may send as: the MAC and address the VM boots
+// with (vmSpec derives the MAC from the address the same way).
+func portOf(rec model.VMRecord) antispoof.Port {
+	ip := net.ParseIP(rec.Runtime.GuestIP)
+	mac, _ := net.ParseMAC(hostnet.MACFromIP(ip))
+	return antispoof.Port{Tap: hostnet.TapName(rec.ID), MAC: mac, IP: ip}
 }
 
 func (n *netState) prefix() netip.Prefix { return n.d.cfg.BridgePrefix() }
@@ -41,7 +63,7 @@ func (n *netState) subnet() *net.IPNet {
 	return &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
 }
 
-// ensure creates the bridge, the nftables table and the DNS server once.
+// ensure creates the bridge, the nftables tables and the DNS server once.
 func (n *netState) ensure() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -60,6 +82,12 @@ func (n *netState) ensure() error {
 		return api.Errorf(api.KindUnavailable, "set up nftables table: %v", err)
 	}
 	n.nat = m
+	// Before any tap can exist in this daemon's life: the filter fails
+	// closed, so an adopted VM's tap passes nothing until reconcile
+	// re-adds its port (at once, if the table survived the last daemon).
+	if err := n.guard.Ensure(); err != nil {
+		return api.Errorf(api.KindUnavailable, "set up the bridge filter that stops guests spoofing each other: %v", err)
+	}
 	dns := vmdns.New(net.JoinHostPort(n.prefix().Addr().String(), "53"), vmdns.HostUpstreams())
 	dns.Subnet = n.subnet()
 	if err := dns.Start(); err != nil {
@@ -71,8 +99,9 @@ func (n *netState) ensure() error {
 	return nil
 }
 
-// attach makes the VM's tap on the bridge and reserves its port forwards,
-// so a taken host port fails before the VM boots.
+// attach makes the VM's tap on the bridge, locks it to the VM's MAC and
+// address, lets the VM ask vmdns (recursion only with NAT), and reserves
+// its port forwards, so a taken host port fails before the VM boots.
 func (n *netState) attach(rec model.VMRecord) (string, error) {
 	// Ports first: a clash must fail before anything is created.
 	if len(rec.Spec.Ports) > 0 {
@@ -89,16 +118,34 @@ func (n *netState) attach(rec model.VMRecord) (string, error) {
 		n.fwd.Release(rec.Name)
 		return "", api.Errorf(api.KindUnavailable, "create tap %s: %v", tap, err)
 	}
+	if err := n.guard.AddPort(portOf(rec)); err != nil {
+		hostnet.DeleteTap(tap)
+		n.fwd.Release(rec.Name)
+		return "", api.Errorf(api.KindUnavailable, "lock tap %s to the VM's addresses: %v", tap, err)
+	}
+	if dns := n.server(); dns != nil {
+		dns.AllowClient(net.ParseIP(rec.Runtime.GuestIP), rec.Spec.NAT)
+	}
 	return tap, nil
 }
 
-// detach removes the tap and releases forwards. Safe to call twice.
+// detach undoes attach: forwards, vmdns access, the tap and its filter
+// entries (after the tap: a tap never outlives its entries). Safe to call
+// twice.
 func (n *netState) detach(rec model.VMRecord) error {
 	n.fwd.Release(rec.Name)
-	if err := hostnet.DeleteTap(hostnet.TapName(rec.ID)); err != nil {
-		return fmt.Errorf("delete tap of %s: %w", rec.Name, err)
+	if dns := n.server(); dns != nil {
+		dns.RemoveClient(net.ParseIP(rec.Runtime.GuestIP))
 	}
-	return nil
+	tap := hostnet.TapName(rec.ID)
+	var errs []error
+	if err := hostnet.DeleteTap(tap); err != nil {
+		errs = append(errs, fmt.Errorf("delete tap of %s: %w", rec.Name, err))
+	}
+	if err := n.guard.RemovePort(tap); err != nil {
+		errs = append(errs, fmt.Errorf("remove filter entries of %s: %w", rec.Name, err))
+	}
+	return errors.Join(errs...)
 }
 
 func forwardsOf(rec model.VMRecord) []portfwd.Forward {
@@ -145,15 +192,35 @@ func (n *netState) vmDown(ctx context.Context, rec model.VMRecord) {
 	n.fwd.Release(rec.Name)
 }
 
-// reconcile removes taps and NAT members that belong to no running VM.
-// It only reads the host unless leftovers exist.
+// reconcile removes taps, filter entries and NAT members that belong to no
+// running VM, and restores the filter entries and vmdns access of the
+// running VMs that have a tap (attach did that for them in an earlier
+// daemon). It only reads the host unless leftovers exist.
 func (n *netState) reconcile(ctx context.Context, running map[string]model.VMRecord) {
 	keep := map[string]bool{}
 	natKeep := map[string]bool{}
+	dns := n.server()
 	for _, r := range running {
 		keep[hostnet.TapName(r.ID)] = true
 		if r.Spec.NAT {
 			natKeep[r.Runtime.GuestIP] = true
+		}
+		if r.Runtime.Tap == "" {
+			continue
+		}
+		if err := n.guard.AddPort(portOf(r)); err != nil {
+			n.d.log.Warn("restore filter entries of adopted VM", "vm", r.Name, "err", err)
+		}
+		if dns != nil {
+			dns.AllowClient(net.ParseIP(r.Runtime.GuestIP), r.Spec.NAT)
+		}
+	}
+	if ports, err := n.guard.Ports(); err == nil {
+		for _, p := range ports {
+			if !keep[p.Tap] {
+				n.d.log.Info("removing stale filter entries", "tap", p.Tap, "ip", p.IP)
+				n.guard.RemovePort(p.Tap)
+			}
 		}
 	}
 	taps, err := hostnet.ListTaps(hostnet.TapPrefix)

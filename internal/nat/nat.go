@@ -26,6 +26,11 @@
 //		}
 //	}
 //
+// Membership is decided by source address, which is only sound because
+// package antispoof drops, on the bridge port, every packet a guest sends
+// from an address that is not its own (before it, a guest without NAT that
+// took a NAT guest's address reached the uplink).
+//
 // Per-VM NAT is one element of the nat_guests set: AddGuest and RemoveGuest
 // are atomic set-element operations, with no rule handles to track, and
 // Guests lists the set for reconcile.

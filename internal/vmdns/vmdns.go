@@ -6,15 +6,41 @@
 //
 // The server is authoritative for `vm.` and for the reverse zone of its
 // subnet only; it never caches forwarded answers (the upstream does that).
+//
+// Who may ask (the source address of each query):
+//
+//   - the host: the listen address itself (what a host process talking to
+//     the bridge address sends from) and 127.0.0.1/::1: everything, no limit;
+//   - a guest the daemon registered with AllowClient: `.vm` and the reverse
+//     zone, and forwarding only when registered with recursion (the daemon
+//     grants it to guests with NAT, who can use the answers; a guest without
+//     NAT gets REFUSED for outside names, so it cannot make the host resolve
+//     for it);
+//   - anybody else: REFUSED.
+//
+// The source address can be trusted because package antispoof drops every
+// frame from a tap whose IPv4 source is not its VM's, and the kernel drops
+// packets from outside that carry one of the host's own addresses.
+//
+// Every query from a guest or a stranger first takes a token from a
+// per-source token bucket (Rate per second, Burst deep; strangers share one
+// bucket), and so does every TCP connection they open: over the limit, a
+// UDP query is dropped unanswered (before it is parsed or given a
+// goroutine) and a TCP connection is closed. So a flooding guest costs the
+// daemon at most the reads of its packets, and memory only for the buckets
+// of registered guests.
 package vmdns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -34,6 +60,14 @@ const ForwardTimeout = 2 * time.Second
 
 const maxUpstreams = 3
 
+// Default per-source limits: a guest may ask DefaultRate queries a second
+// on average, in bursts of up to DefaultBurst. A resolver that retries and
+// asks A and AAAA for a handful of names stays far below.
+const (
+	DefaultRate  = 100
+	DefaultBurst = 200
+)
+
 // Server answers DNS over UDP and TCP on one address.
 type Server struct {
 	addr      string
@@ -51,11 +85,62 @@ type Server struct {
 	names map[string]net.IP // "web" -> 172.30.0.5 (lowercase label, no domain)
 	ptrs  map[string]string // "172.30.0.5" -> "web"
 
+	// Rate (queries per second) and Burst bound what one guest, or all
+	// strangers together, may ask; set them before Start. New sets
+	// DefaultRate and DefaultBurst.
+	Rate  float64
+	Burst int
+
+	// host is the listen address: queries from it (and from loopback) are
+	// the host's.
+	host netip.Addr
+	now  func() time.Time // the limiter's clock; tests replace it
+
+	// cmu guards clients and strangers: who may ask, and the token
+	// buckets. Taken once per query and per TCP connection, for a map
+	// lookup and a little arithmetic; never held across I/O.
+	cmu       sync.Mutex
+	clients   map[netip.Addr]*client
+	strangers bucket
+
+	dropped atomic.Uint64 // queries and connections over a limit
+	refused atomic.Uint64 // REFUSED answers
+
 	// srvMu guards udp, tcp and bound (lifecycle only, never taken by queries).
 	srvMu sync.Mutex
 	udp   *dns.Server
 	tcp   *dns.Server
 	bound string
+}
+
+// client is one registered guest.
+type client struct {
+	recurse bool
+	bucket  bucket
+}
+
+// bucket is a token bucket: tokens refill at the server's Rate up to its
+// Burst, and each query or connection takes one.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) take(now time.Time, rate float64, burst int) bool {
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else if d := now.Sub(b.last).Seconds(); d > 0 {
+		b.tokens += d * rate
+		if b.tokens > float64(burst) {
+			b.tokens = float64(burst)
+		}
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // New returns a server that will listen on addr (for example
@@ -67,13 +152,187 @@ func New(addr string, upstreams []string) *Server {
 		upstreams: append([]string(nil), upstreams...),
 		names:     map[string]net.IP{},
 		ptrs:      map[string]string{},
+		Rate:      DefaultRate,
+		Burst:     DefaultBurst,
+		now:       time.Now,
+		clients:   map[netip.Addr]*client{},
 	}
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		if ip := net.ParseIP(host).To4(); ip != nil {
 			s.Subnet = &net.IPNet{IP: ip.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}
 		}
+		if a, err := netip.ParseAddr(host); err == nil {
+			s.host = a.Unmap()
+		}
 	}
 	return s
+}
+
+// AllowClient lets the guest at ip ask: `.vm` and reverse-zone names, and
+// with recurse also every other name (forwarded). Registering an address
+// again changes recurse and keeps its rate-limit state. A nil or invalid
+// ip is ignored.
+func (s *Server) AllowClient(ip net.IP, recurse bool) {
+	a, ok := addrOf(ip)
+	if !ok {
+		return
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if c, ok := s.clients[a]; ok {
+		c.recurse = recurse
+		return
+	}
+	s.clients[a] = &client{recurse: recurse}
+}
+
+// RemoveClient withdraws what AllowClient granted; ip's queries are
+// REFUSED from now on. Unknown addresses are ignored.
+func (s *Server) RemoveClient(ip net.IP) {
+	if a, ok := addrOf(ip); ok {
+		s.cmu.Lock()
+		delete(s.clients, a)
+		s.cmu.Unlock()
+	}
+}
+
+// Clients returns the registered guests and whether each may recurse.
+func (s *Server) Clients() map[string]bool {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	out := make(map[string]bool, len(s.clients))
+	for a, c := range s.clients {
+		out[a.String()] = c.recurse
+	}
+	return out
+}
+
+// Stats counts what the access rules turned away.
+type Stats struct {
+	Dropped uint64 // UDP queries dropped and TCP connections closed over a rate limit
+	Refused uint64 // queries answered REFUSED
+}
+
+// Stats returns the counts since New.
+func (s *Server) Stats() Stats {
+	return Stats{Dropped: s.dropped.Load(), Refused: s.refused.Load()}
+}
+
+func addrOf(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok && a.IsValid()
+}
+
+// source is a query's origin as the access rules see it.
+type source int
+
+const (
+	fromStranger source = iota
+	fromGuest
+	fromHost
+)
+
+func remoteAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := addrOf(a.IP)
+		return ip
+	case *net.TCPAddr:
+		ip, _ := addrOf(a.IP)
+		return ip
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+var (
+	loopback4 = netip.MustParseAddr("127.0.0.1")
+	loopback6 = netip.IPv6Loopback()
+)
+
+func (s *Server) isHost(a netip.Addr) bool {
+	return a == loopback4 || a == loopback6 || (s.host.IsValid() && !s.host.IsUnspecified() && a == s.host)
+}
+
+// classify says who sent a query, and whether it may be forwarded.
+func (s *Server) classify(from net.Addr) (source, bool) {
+	a := remoteAddr(from)
+	if s.isHost(a) {
+		return fromHost, true
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if c, ok := s.clients[a]; ok {
+		return fromGuest, c.recurse
+	}
+	return fromStranger, false
+}
+
+// admit takes a token from the bucket of from's source: its own for a
+// registered guest, the shared one for strangers; the host is not limited.
+func (s *Server) admit(from net.Addr) bool {
+	a := remoteAddr(from)
+	if s.isHost(a) {
+		return true
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	b := &s.strangers
+	if c, ok := s.clients[a]; ok {
+		b = &c.bucket
+	}
+	if b.take(s.now(), s.Rate, s.Burst) {
+		return true
+	}
+	s.dropped.Add(1)
+	return false
+}
+
+// admitReader drops over-limit queries as they are read: no parse and no
+// goroutine for them.
+type admitReader struct {
+	dns.Reader
+	s *Server
+}
+
+var errOverLimit = errors.New("vmdns: source over its query rate")
+
+func (r admitReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *dns.SessionUDP, error) {
+	for {
+		m, sess, err := r.Reader.ReadUDP(conn, timeout)
+		if err != nil || r.s.admit(sess.RemoteAddr()) {
+			return m, sess, err
+		}
+	}
+}
+
+// ReadTCP ends the connection (the server closes it on a read error) once
+// its source is over the limit.
+func (r admitReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	m, err := r.Reader.ReadTCP(conn, timeout)
+	if err == nil && !r.s.admit(conn.RemoteAddr()) {
+		return nil, errOverLimit
+	}
+	return m, err
+}
+
+// admitListener closes, at once, TCP connections from a source over its
+// limit, so idle connections cannot pile up either.
+type admitListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l admitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.s.admit(c.RemoteAddr()) {
+			return c, err
+		}
+		c.Close()
+	}
 }
 
 // Start binds UDP and TCP on the server's address and serves in the
@@ -91,8 +350,10 @@ func (s *Server) Start() error {
 		return err
 	}
 	h := dns.HandlerFunc(s.serveDNS)
-	udp := &dns.Server{PacketConn: pc, Handler: h}
-	tcp := &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+	dec := func(r dns.Reader) dns.Reader { return admitReader{Reader: r, s: s} }
+	udp := &dns.Server{PacketConn: pc, Handler: h, DecorateReader: dec}
+	tcp := &dns.Server{Listener: admitListener{Listener: ln, s: s}, Handler: h, DecorateReader: dec,
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	for _, srv := range []*dns.Server{udp, tcp} {
 		started := make(chan struct{})
 		failed := make(chan error, 1)
@@ -228,6 +489,11 @@ func (s *Server) Names() []string {
 }
 
 func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
+	who, recurse := s.classify(w.RemoteAddr())
+	if who == fromStranger {
+		s.refuse(w, req)
+		return
+	}
 	if len(req.Question) != 1 || req.Opcode != dns.OpcodeQuery {
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeNotImplemented)
@@ -236,21 +502,34 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	qname := strings.ToLower(q.Name)
+	var m *dns.Msg
 	switch {
 	case dns.IsSubDomain(Domain, qname):
-		w.WriteMsg(s.answerVM(req, qname, q.Qtype))
+		m = s.answerVM(req, qname, q.Qtype)
 	case s.ownsReverse(qname):
-		w.WriteMsg(s.answerPTR(req, qname, q.Qtype))
+		m = s.answerPTR(req, qname, q.Qtype)
+	case !recurse:
+		s.refuse(w, req)
+		return
 	default:
-		w.WriteMsg(s.forward(req, w.RemoteAddr().Network()))
+		m = s.forward(req, w.RemoteAddr().Network())
 	}
+	m.RecursionAvailable = recurse
+	w.WriteMsg(m)
+}
+
+// refuse answers REFUSED: the question is not one this source may ask.
+func (s *Server) refuse(w dns.ResponseWriter, req *dns.Msg) {
+	s.refused.Add(1)
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeRefused)
+	w.WriteMsg(m)
 }
 
 func (s *Server) answerVM(req *dns.Msg, qname string, qtype uint16) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
-	m.RecursionAvailable = true
 	if qname == Domain {
 		if qtype == dns.TypeSOA || qtype == dns.TypeANY {
 			m.Answer = append(m.Answer, soa())
@@ -290,7 +569,6 @@ func (s *Server) answerPTR(req *dns.Msg, qname string, qtype uint16) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
-	m.RecursionAvailable = true
 	ip := reverseIP(qname)
 	s.mu.RLock()
 	name, ok := s.ptrs[ip.String()]
