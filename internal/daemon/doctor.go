@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/antispoof"
 	"context"
 	"fmt"
 	"os"
@@ -68,6 +69,11 @@ func (d *Daemon) doctor() api.DoctorResult {
 	add("tun", err == nil, orMsg("/dev/net/tun", err, "load the tun module (modprobe tun)"))
 	nftOK, nftWhy := nftCheck()
 	add("nftables", nftOK, nftWhy)
+	if err := antispoof.Probe(); err != nil {
+		add("nftables-bridge", false, fmt.Sprintf("bridge-family nftables not usable: %v (load nf_tables and bridge: guests could spoof each other's addresses without it)", err))
+	} else {
+		add("nftables-bridge", true, "bridge-family nftables usable (taps locked to their VM's MAC and IP)")
+	}
 	initPath, err := initramfs.LocateInit()
 	add("banger-init", err == nil, orMsg(initPath, err, ""))
 	vs, vwhy := vmm.VhostVsockUsable()
