@@ -38,6 +38,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bangerBin = filepath.Join(dir, "banger")
+	// The CLI keeps its user key and known hosts under these: the tests'
+	// own, not the developer's home.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	out, err := exec.Command("go", "build", "-o", bangerBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build banger: %v\n%s", err, out)

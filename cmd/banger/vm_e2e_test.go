@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -352,6 +353,21 @@ func TestNATVMsAfterDaemonKill(t *testing.T) {
 	}
 }
 
+// cliUserKey is the public key (type and base64) of the CLI's own key.
+func cliUserKey(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "banger", "id_ed25519"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	return f[0] + " " + f[1]
+}
+
 // TestKeyRotation: a VM created before `ssh-key rotate` gets the new key
 // at its next start (its own keys kept); a VM created after has it at once.
 func TestKeyRotation(t *testing.T) {
@@ -366,20 +382,22 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(keys, strings.TrimSpace(string(pub))) || !strings.Contains(keys, "me@laptop") || strings.Count(keys, "ssh-ed25519") != 2 {
-		t.Fatalf("authorized_keys after rotation (want the new daemon key and the user's, not the old daemon key):\n%s", keys)
+	// The CLI's own key (authorized on first use) is a user key too.
+	cli := cliUserKey(t)
+	if !strings.Contains(keys, strings.TrimSpace(string(pub))) || !strings.Contains(keys, "me@laptop") || !strings.Contains(keys, cli) || strings.Count(keys, "ssh-ed25519") != 3 {
+		t.Fatalf("authorized_keys after rotation (want the new daemon key, the user's and the CLI's, not the old daemon key):\n%s", keys)
 	}
 	// A running VM gets the new key pushed at rotation and loses the old.
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "live")
 	e.mustRun(t, "ssh-key", "rotate")
 	pub2, _ := os.ReadFile(filepath.Join(e.stateDir, "ssh", "id_ed25519.pub"))
-	if got := e.mustRun(t, "vm", "exec", "live", "--", "cat", "/root/.ssh/authorized_keys"); strings.TrimSpace(got) != strings.TrimSpace(string(pub2)) {
-		t.Fatalf("running VM after rotation: %q, want only %q", got, pub2)
+	if got := e.mustRun(t, "vm", "exec", "live", "--", "cat", "/root/.ssh/authorized_keys"); !strings.Contains(got, strings.TrimSpace(string(pub2))) || !strings.Contains(got, cli) || strings.Count(got, "ssh-ed25519") != 2 {
+		t.Fatalf("running VM after rotation: %q, want only %q and the CLI's key", got, pub2)
 	}
 	pub = pub2
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "new")
-	if got := e.mustRun(t, "vm", "exec", "new", "--", "cat", "/root/.ssh/authorized_keys"); strings.TrimSpace(got) != strings.TrimSpace(string(pub)) {
-		t.Fatalf("new VM keys %q, want exactly the new key", got)
+	if got := e.mustRun(t, "vm", "exec", "new", "--", "cat", "/root/.ssh/authorized_keys"); !strings.Contains(got, strings.TrimSpace(string(pub))) || !strings.Contains(got, cli) || strings.Count(got, "ssh-ed25519") != 2 {
+		t.Fatalf("new VM keys %q, want exactly the new daemon key and the CLI's", got)
 	}
 }
 
