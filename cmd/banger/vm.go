@@ -20,6 +20,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
 		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPruneCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
+		newVMCpCmd(a), newVMSSHConfigCmd(a),
 	)
 	return cmd
 }

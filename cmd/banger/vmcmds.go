@@ -104,7 +104,7 @@ func newVMSSHCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			argv := []string{"ssh", "-i", info.KeyPath,
+			argv := []string{"ssh", "-i", sshIdentity(info),
 				"-o", "UserKnownHostsFile=" + info.KnownHosts, "-o", "StrictHostKeyChecking=accept-new",
 				"-o", "HostKeyAlias=" + info.Name + ".vm", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
 				"-o", fmt.Sprintf("ProxyCommand=%s --socket %s vm proxy %s", self, a.socket, info.Name),

@@ -266,13 +266,13 @@ func dialGuest(ctx context.Context, a *app, name string) (*agent.Client, error) 
 	if err := a.call(ctx, api.MethodVMSSHInfo, api.NameParams{Name: name}, &info); err != nil {
 		return nil, err
 	}
-	key, err := os.ReadFile(info.KeyPath)
+	key, err := os.ReadFile(sshIdentity(info))
 	if err != nil {
 		return nil, fmt.Errorf("read the daemon's SSH key: %w (run as root, or as a member of the banger group)", err)
 	}
 	signer, err := ssh.ParsePrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", info.KeyPath, err)
+		return nil, fmt.Errorf("parse %s: %w", sshIdentity(info), err)
 	}
 	conn, err := a.client().Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
 	if err != nil {
