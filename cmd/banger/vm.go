@@ -27,7 +27,8 @@ func newVMCmd(a *app) *cobra.Command {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	p api.VMCreateParams
+	p    api.VMCreateParams
+	prov provisionFlags
 }
 
 func (c *createFlags) add(cmd *cobra.Command) {
@@ -41,6 +42,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringVar(&c.p.WorkDiskSize, "work-disk-size", "", "size of the persistent work disk at /root (default "+model.FormatSize(model.DefaultWorkDiskSize)+")")
 	f.BoolVar(&c.p.NAT, "nat", false, "let the guest reach beyond the host (NAT)")
 	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
+	c.prov.add(cmd)
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -68,7 +70,7 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 			}
 		}
 	}
-	return nil
+	return c.prov.load(cmd.Context(), &c.p)
 }
 
 func newVMCreateCmd(a *app) *cobra.Command {

@@ -57,6 +57,21 @@ type VMCreateParams struct {
 	NAT               bool     `json:"nat,omitempty"`
 	Ports             []string `json:"ports,omitempty"`
 	NoStart           bool     `json:"no_start,omitempty"`
+	// Provision are first-boot scripts, run in order as root once, at the
+	// VM's first boot, after the network is up (the CLI's --provision: it
+	// reads the files, with its user's rights, and sends their contents).
+	Provision []ProvisionScript `json:"provision,omitempty"`
+	// CopyTar is a tar extracted at / in the guest before the scripts run
+	// (the CLI's --copy HOST:GUEST; entry names are guest paths without
+	// the leading slash).
+	CopyTar []byte `json:"copy_tar,omitempty"`
+}
+
+// ProvisionScript is one first-boot script.
+type ProvisionScript struct {
+	// Name is the file's base name (shown in progress and errors).
+	Name   string `json:"name"`
+	Script []byte `json:"script"`
 }
 
 // VMRef names one VM by name or id.
@@ -106,7 +121,10 @@ type VM struct {
 	PID               int                 `json:"pid,omitempty"`
 	Dir               string              `json:"dir,omitempty"`
 	LastError         string              `json:"last_error,omitempty"`
-	CreatedAt         string              `json:"created_at"`
+	// Provision is the first-boot provisioning: "" (none), "pending",
+	// "running" (began; never re-run), "done" or "failed".
+	Provision string `json:"provision,omitempty"`
+	CreatedAt string `json:"created_at"`
 }
 
 // VMFromRecord flattens a record for the wire.
@@ -116,7 +134,8 @@ func VMFromRecord(r model.VMRecord) VM {
 		GuestIP: r.Runtime.GuestIP, DNSName: r.DNSName(), VCPU: r.Spec.VCPU, MemoryMiB: r.Spec.MemoryMiB,
 		SystemOverlaySize: r.Spec.SystemOverlaySize, WorkDiskSize: r.Spec.WorkDiskSize, NAT: r.Spec.NAT,
 		Ports: r.Spec.Ports, MAC: r.Runtime.MAC, VMM: r.Runtime.VMM, PID: r.Runtime.PID, Dir: r.Runtime.Dir,
-		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
+		LastError: r.Runtime.LastError, Provision: r.ProvisionState(),
+		CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
 	}
 }
 

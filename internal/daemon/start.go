@@ -51,6 +51,7 @@ var startSteps = []startStep{
 	{name: "boot", usesKey: true, msg: func(r *startRun) string { return r.drv.Name() }, run: (*startRun).boot},
 	{name: "wait_ready", usesKey: true, msg: func(r *startRun) string { return "up to " + r.s.d.cfg.readyTimeout().String() }, run: (*startRun).waitReady},
 	{name: "publish", skip: (*startRun).noNetwork, run: (*startRun).publish},
+	{name: "provision", skip: (*startRun).noProvision, msg: func(r *startRun) string { return r.provisionMsg() }, run: (*startRun).provision},
 }
 
 // StartSteps names the steps in order (tests inject a failure at each).
@@ -191,6 +192,10 @@ func (r *startRun) fail(ctx context.Context, step string, cause error) (model.VM
 	}
 	if !r.vmmRan {
 		return rec, fmt.Errorf("start VM %q: %s: %w", rec.Name, step, cause)
+	}
+	if step == "provision" {
+		// The script's last lines are in cause; the console has them too.
+		return rec, api.Errorf(api.KindUnavailable, "VM %q: first-boot provisioning failed: %w\n(the VM is left in state error; `banger vm logs %s` has the whole output)", rec.Name, cause, rec.Name)
 	}
 	msg := fmt.Sprintf("VM %q failed to boot (%s): %%w", rec.Name, step)
 	if tail := strings.TrimSpace(vmm.Tail(r.spec.Console(), consoleTail)); tail != "" {

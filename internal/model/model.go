@@ -63,6 +63,8 @@ type VMSpec struct {
 	WorkDiskSize      int64         `json:"work_disk_size"`
 	NAT               bool          `json:"nat"`
 	Ports             []PortForward `json:"ports,omitempty"`
+	// Provision is the first-boot provisioning, if any.
+	Provision *ProvisionSpec `json:"provision,omitempty"`
 }
 
 // VMRuntime is what the daemon allocated and observed for the VM.
@@ -79,6 +81,11 @@ type VMRuntime struct {
 	// VMMState is the driver's vmm.StateInfo (JSON), kept so a restarted
 	// daemon can re-adopt the VMM process.
 	VMMState json.RawMessage `json:"vmm_state,omitempty"`
+	// ProvisionState is "" until the first boot's provisioning begins,
+	// then ProvisionRunning, ProvisionDone or ProvisionFailed: it never
+	// runs twice.
+	ProvisionState string    `json:"provision_state,omitempty"`
+	ProvisionedAt  time.Time `json:"provisioned_at,omitempty"`
 }
 
 // VMRecord is one row of the vms table.
