@@ -27,8 +27,8 @@ type Options struct {
 	// Progress, when set, is called with the bytes of file data copied
 	// since its last call.
 	Progress func(delta int64)
-	// Workers copies this many files at once (default 8): a tree of small
-	// files is bound by round trips, not bandwidth.
+	// Workers copies this many files at once (default 16): a tree of
+	// small files is bound by round trips, not bandwidth.
 	Workers int
 }
 
@@ -36,7 +36,7 @@ func (o Options) workers() int {
 	if o.Workers > 0 {
 		return o.Workers
 	}
-	return 8
+	return 16
 }
 
 // NewClient opens an SFTP session on an SSH connection (e.g.
@@ -88,7 +88,7 @@ func PlanDownload(c *sftp.Client, vm string, srcs []string, dst string, opt Opti
 func PlanLocal(srcs []string, opt Options) (int64, error) {
 	p := &Plan{src: localFS{}, opt: opt}
 	for _, s := range srcs {
-		if err := p.walk(s, "/"); err != nil {
+		if err := p.walk(s, "/", nil); err != nil {
 			return 0, err
 		}
 	}
@@ -126,7 +126,7 @@ func plan(src, dst fsys, srcs []string, dstPath string, opt Options) (*Plan, err
 		if dstIsDir {
 			target = join(dstPath, path.Base(strings.TrimRight(s, "/")))
 		}
-		if err := p.walk(s, target); err != nil {
+		if err := p.walk(s, target, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -134,9 +134,14 @@ func plan(src, dst fsys, srcs []string, dstPath string, opt Options) (*Plan, err
 }
 
 // walk adds srcPath (and, for a directory, everything under it) to the
-// plan, to be created at dstPath.
-func (p *Plan) walk(srcPath, dstPath string) error {
-	fi, err := p.src.Lstat(srcPath)
+// plan, to be created at dstPath. fi is srcPath's lstat when the caller
+// has it (a directory listing: one round trip per directory, not per
+// file), else nil.
+func (p *Plan) walk(srcPath, dstPath string, fi os.FileInfo) error {
+	var err error
+	if fi == nil {
+		fi, err = p.src.Lstat(srcPath)
+	}
 	if err != nil {
 		if isNotExist(err) {
 			return fmt.Errorf("%s%s: no such file or directory", p.src.where(), srcPath)
@@ -171,7 +176,7 @@ func (p *Plan) walk(srcPath, dstPath string) error {
 		p.entries = append(p.entries, e)
 		sort.Slice(kids, func(i, j int) bool { return kids[i].Name() < kids[j].Name() })
 		for _, k := range kids {
-			if err := p.walk(join(srcPath, k.Name()), join(dstPath, k.Name())); err != nil {
+			if err := p.walk(join(srcPath, k.Name()), join(dstPath, k.Name()), k); err != nil {
 				return err
 			}
 		}

@@ -39,7 +39,7 @@ func writeTar(ctx context.Context, src fsys, items []TarItem, w io.Writer, opt O
 	opt.Recursive = true
 	p := &Plan{src: src, opt: opt}
 	for _, it := range items {
-		if err := p.walk(it.Path, it.Name); err != nil {
+		if err := p.walk(it.Path, it.Name, nil); err != nil {
 			return err
 		}
 	}
