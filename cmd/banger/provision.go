@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"fmt"
 	"os"
@@ -68,7 +69,7 @@ func (f *provisionFlags) load(ctx context.Context, p *api.VMCreateParams) error 
 		}
 		buf := &capBuffer{max: model.MaxProvisionBytes - total}
 		if err := guestcp.WriteLocalTar(ctx, items, buf); err != nil {
-			if err == errTooBig {
+			if errors.Is(err, errTooBig) {
 				return fmt.Errorf("--copy: the files and scripts are more than %d bytes in all: copy large trees with `banger vm cp` once the VM runs", model.MaxProvisionBytes)
 			}
 			return fmt.Errorf("--copy: %w", err)
@@ -78,7 +79,7 @@ func (f *provisionFlags) load(ctx context.Context, p *api.VMCreateParams) error 
 	return nil
 }
 
-var errTooBig = fmt.Errorf("too big")
+var errTooBig = errors.New("too big")
 
 // capBuffer is a bytes.Buffer that refuses to grow past max.
 type capBuffer struct {
