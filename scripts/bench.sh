@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls]
+# Usage: scripts/bench.sh [vmls|boot|pull|cp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -134,8 +134,47 @@ bench_pull() {
   echo "ratio cold: $(awk "BEGIN{printf \"%.2f\", $(mean "${bc[@]}")/$(mean "${sc[@]}")}")x; re-pull vs skopeo cold: $(awk "BEGIN{printf \"%.2f\", $(mean "${br[@]}")/$(mean "${sc[@]}")}")x"
 }
 
+# bench_cp: `vm cp` of a 200 MiB random file into and out of a VM against
+# scp through `vm ssh-config` (OpenSSH's SFTP mode, the same vm.proxy
+# path), alternating, in a network namespace made here. sha256 checked.
+bench_cp() {
+  runs=${CP_RUNS:-3}
+  ns=bcp$$
+  ip netns add $ns; ip netns exec $ns ip link set lo up
+  trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
+  export BANGER_SOCKET=$work/run/banger.sock
+  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon0.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  "$bin" kernel pull debian-cloud-amd64 >/dev/null 2>&1
+  go build -o "$work/fixture" ./cmd/banger-fixture
+  "$work/fixture" busybox-layout "$work/bb"
+  "$bin" image import "$work/bb" --name busybox >/dev/null 2>&1
+  kill $dpid; wait $dpid 2>/dev/null || true
+  ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  "$bin" vm create --image busybox --name cp >/dev/null 2>&1
+  head -c 200M /dev/urandom > "$work/big"; sum=$(sha256sum < "$work/big" | cut -d' ' -f1)
+  "$bin" vm ssh-config cp > "$work/ssh_config"
+  check() { [ "$(sha256sum < "$1" | cut -d' ' -f1)" = "$sum" ] || { echo "sha256 mismatch: $1"; exit 1; }; }
+  cu=(); cd=(); su=(); sd=()
+  for _ in $(seq $runs); do
+    t=$(date +%s%N); "$bin" vm cp "$work/big" cp:/root/big; cu+=($(ms_since $t))
+    t=$(date +%s%N); "$bin" vm cp cp:/root/big "$work/back"; cd+=($(ms_since $t)); check "$work/back"; rm "$work/back"
+    t=$(date +%s%N); scp -q -F "$work/ssh_config" "$work/big" cp:/root/big; su+=($(ms_since $t))
+    t=$(date +%s%N); scp -q -F "$work/ssh_config" cp:/root/big "$work/back"; sd+=($(ms_since $t)); check "$work/back"; rm "$work/back"
+  done
+  mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
+  rate() { awk "BEGIN{printf \"%.1f MiB/s\", 200000/$(mean "$@")}"; }
+  echo "200 MiB, 1 vCPU TCG guest, $runs runs (ms):"
+  echo "vm cp host->guest: ${cu[*]}  mean $(mean "${cu[@]}") ($(rate "${cu[@]}"))"
+  echo "scp   host->guest: ${su[*]}  mean $(mean "${su[@]}") ($(rate "${su[@]}"))"
+  echo "vm cp guest->host: ${cd[*]}  mean $(mean "${cd[@]}") ($(rate "${cd[@]}"))"
+  echo "scp   guest->host: ${sd[*]}  mean $(mean "${sd[@]}") ($(rate "${sd[@]}"))"
+}
+
 case "$which" in
   pull) bench_pull ;;
+  cp) bench_cp ;;
   boot) bench_boot ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;

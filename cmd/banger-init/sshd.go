@@ -447,8 +447,15 @@ func (ss *session) setProc(p *os.Process) {
 	ss.mu.Unlock()
 }
 
+// keepOpen hides a channel's Close from sftp.Server, whose Close closes its
+// stream: the channel must stay open for the exit-status finish sends
+// (without one OpenSSH's scp and sftp exit 1 after a good transfer).
+type keepOpen struct{ ssh.Channel }
+
+func (keepOpen) Close() error { return nil }
+
 func (ss *session) sftp() {
-	srv, err := sftp.NewServer(ss.ch, sftp.WithServerWorkingDirectory(ss.srv.home))
+	srv, err := sftp.NewServer(keepOpen{ss.ch}, sftp.WithServerWorkingDirectory(ss.srv.home))
 	if err != nil {
 		ss.fail("sftp: %v", err)
 		return

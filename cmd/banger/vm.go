@@ -21,6 +21,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
 		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPruneCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
+		newVMCpCmd(a), newVMSSHConfigCmd(a),
 	)
 	return cmd
 }
@@ -29,6 +30,7 @@ func newVMCmd(a *app) *cobra.Command {
 type createFlags struct {
 	p      api.VMCreateParams
 	labels []string
+	prov   provisionFlags
 }
 
 func (c *createFlags) add(cmd *cobra.Command) {
@@ -44,6 +46,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
 	f.StringArrayVarP(&c.labels, "label", "l", nil, "tag the VM KEY=VALUE (repeatable; vm ls --filter label=KEY=VALUE)")
 	f.StringVar(&c.p.TTL, "ttl", "", "remove the VM this long after its creation (e.g. 30m, 2h), also across daemon restarts")
+	c.prov.add(cmd)
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -81,7 +84,7 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 			}
 		}
 	}
-	return nil
+	return c.prov.load(cmd.Context(), &c.p)
 }
 
 func newVMCreateCmd(a *app) *cobra.Command {

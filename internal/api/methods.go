@@ -84,6 +84,21 @@ type VMCreateParams struct {
 	// TTL (a Go duration, e.g. "30m"): the daemon removes the VM when it
 	// expires, also across daemon restarts.
 	TTL string `json:"ttl,omitempty"`
+	// Provision are first-boot scripts, run in order as root once, at the
+	// VM's first boot, after the network is up (the CLI's --provision: it
+	// reads the files, with its user's rights, and sends their contents).
+	Provision []ProvisionScript `json:"provision,omitempty"`
+	// CopyTar is a tar extracted at / in the guest before the scripts run
+	// (the CLI's --copy HOST:GUEST; entry names are guest paths without
+	// the leading slash).
+	CopyTar []byte `json:"copy_tar,omitempty"`
+}
+
+// ProvisionScript is one first-boot script.
+type ProvisionScript struct {
+	// Name is the file's base name (shown in progress and errors).
+	Name   string `json:"name"`
+	Script []byte `json:"script"`
 }
 
 // EventsParams are the params of daemon.events (a stream of Event JSON
@@ -164,6 +179,9 @@ type VM struct {
 	MainExitCode      *int                `json:"main_exit_code,omitempty"`
 	Labels            map[string]string   `json:"labels,omitempty"`
 	ExpiresAt         string              `json:"expires_at,omitempty"` // --ttl
+	// Provision is the first-boot provisioning: "" (none), "pending",
+	// "running" (began; never re-run), "done" or "failed".
+	Provision string `json:"provision,omitempty"`
 }
 
 // VMFromRecord flattens a record for the wire.
@@ -176,7 +194,7 @@ func VMFromRecord(r model.VMRecord) VM {
 		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
 		Init: r.Spec.Init, InitRunning: r.Runtime.Init, InitPath: r.Runtime.InitPath,
 		Env: r.Spec.Env, Main: r.Spec.Main, MainExitCode: r.Runtime.MainExit,
-		Labels: r.Spec.Labels,
+		Labels: r.Spec.Labels, Provision: r.ProvisionState(),
 	}
 	if !r.Spec.ExpiresAt.IsZero() {
 		v.ExpiresAt = r.Spec.ExpiresAt.UTC().Format(time.RFC3339)

@@ -54,6 +54,7 @@ var startSteps = []startStep{
 	{name: "publish", skip: (*startRun).noNetwork, run: (*startRun).publish},
 	// guest_setup: the VM's env and main process (mainproc.go).
 	{name: "guest_setup", msg: (*startRun).setupMessage, run: (*startRun).setupGuest},
+	{name: "provision", skip: (*startRun).noProvision, msg: func(r *startRun) string { return r.provisionMsg() }, run: (*startRun).provision},
 }
 
 // StartSteps names the steps in order (tests inject a failure at each).
@@ -197,6 +198,10 @@ func (r *startRun) fail(ctx context.Context, step string, cause error) (model.VM
 	}
 	if !r.vmmRan {
 		return rec, fmt.Errorf("start VM %q: %s: %w", rec.Name, step, cause)
+	}
+	if step == "provision" {
+		// The script's last lines are in cause; the console has them too.
+		return rec, api.Errorf(api.KindUnavailable, "VM %q: first-boot provisioning failed: %w\n(the VM is left in state error; `banger vm logs %s` has the whole output)", rec.Name, cause, rec.Name)
 	}
 	msg := fmt.Sprintf("VM %q failed to boot (%s): %%w", rec.Name, step)
 	if tail := strings.TrimSpace(vmm.Tail(r.spec.Console(), consoleTail)); tail != "" {

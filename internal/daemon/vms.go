@@ -131,6 +131,9 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 		return r, err
 	}
 	r.spec.Ports = ports
+	if r.spec.Provision, err = checkProvision(p); err != nil {
+		return r, err
+	}
 	// The hypervisor's own limits, before anything is reserved (a start
 	// checks them again: the driver may differ after a restart).
 	if drv := s.d.driver; drv != nil {
@@ -181,6 +184,12 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	}
 	s.d.vmEvent("create", rec, map[string]string{"image": rec.Spec.Image})
 	op.setVM(rec)
+	if err := s.saveProvision(rec, p); err != nil {
+		if rerr := s.unreserveVM(ctx, rec); rerr != nil {
+			err = fmt.Errorf("%w (roll back the reservation: %w)", err, rerr)
+		}
+		return model.VMRecord{}, op.fail(err)
+	}
 	if p.NoStart {
 		op.done()
 		return rec, nil

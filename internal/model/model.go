@@ -81,6 +81,8 @@ type VMSpec struct {
 	Env []string `json:"env,omitempty"`
 	// Main is the VM's main process (nil: none), decided at create.
 	Main *MainProcess `json:"main,omitempty"`
+	// Provision is the first-boot provisioning, if any.
+	Provision *ProvisionSpec `json:"provision,omitempty"`
 }
 
 // MainProcess is the command a VM runs as its service: the image's
@@ -117,6 +119,11 @@ type VMRuntime struct {
 	// VMMState is the driver's vmm.StateInfo (JSON), kept so a restarted
 	// daemon can re-adopt the VMM process.
 	VMMState json.RawMessage `json:"vmm_state,omitempty"`
+	// ProvisionState is "" until the first boot's provisioning begins,
+	// then ProvisionRunning, ProvisionDone or ProvisionFailed: it never
+	// runs twice.
+	ProvisionState string    `json:"provision_state,omitempty"`
+	ProvisionedAt  time.Time `json:"provisioned_at,omitempty"`
 }
 
 // VMRecord is one row of the vms table.
