@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -69,7 +70,7 @@ func syncStream(ctx context.Context, conn net.Conn) error {
 // (stale output of an earlier session, binary or not). The guest sends
 // nothing after that line until it gets GO, so chunked reads overrun
 // nothing.
-func awaitLine(r net.Conn, want string) error {
+func awaitLine(r io.Reader, want string) error {
 	buf := make([]byte, 4096)
 	var line []byte
 	for {

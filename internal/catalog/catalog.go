@@ -41,13 +41,17 @@ func ValidateName(kind, name string) error {
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 
 // Decode strictly unmarshals a catalog document into v (unknown fields are
-// errors, so a typo is not silently ignored); shape describes the expected
+// errors, so a typo is not silently ignored, and so is anything after the
+// document: a second document would be); shape describes the expected
 // document in the error.
 func Decode(data []byte, v any, shape string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("parse JSON (want %s): %w", shape, err)
+	}
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return fmt.Errorf("parse JSON (want %s): data after the document at byte %d", shape, len(data)-len(rest))
 	}
 	return nil
 }

@@ -40,6 +40,14 @@ func TestCheckAndDecode(t *testing.T) {
 	if err := Decode([]byte(`{"Items":[],"extra":1}`), &v, "{items}"); err == nil || !strings.Contains(err.Error(), "extra") {
 		t.Fatalf("unknown field: %v", err)
 	}
+	for _, doc := range []string{`{"Items":[]}{"Items":[]}`, `{"Items":[]} x`, `{"Items":[]}]`} {
+		if err := Decode([]byte(doc), &v, "{items}"); err == nil || !strings.Contains(err.Error(), "data after the document") {
+			t.Errorf("%s: %v", doc, err)
+		}
+	}
+	if err := Decode([]byte("{\"Items\":[]}\n \t\r\n"), &v, "{items}"); err != nil {
+		t.Errorf("trailing whitespace: %v", err)
+	}
 }
 
 func TestValidateName(t *testing.T) {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -141,6 +142,35 @@ func TestBadRequests(t *testing.T) {
 	var vms []api.VM
 	if err := c.Call(context.Background(), api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil || len(vms) != 0 {
 		t.Fatalf("after bad requests: %v %v", vms, err)
+	}
+}
+
+// An oversized request is refused and the request after it on the same
+// connection is still answered (readLine used to leave the reader past the
+// oversized line's newline and the skip then ate the next request).
+func TestOversizedRequestThenNext(t *testing.T) {
+	d, _ := startTestDaemon(t)
+	conn, err := net.Dial("unix", d.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	huge := append([]byte(`{"jsonrpc":"2.0","id":1,"method":"vm.list","params":{"x":"`), bytes.Repeat([]byte("a"), api.MaxRequestBytes)...)
+	huge = append(huge, "\"}}\n"...)
+	go func() {
+		conn.Write(huge)
+		conn.Write([]byte(`{"jsonrpc":"2.0","id":2,"method":"vm.list","params":{"all":true}}` + "\n"))
+	}()
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(nil, 1<<20)
+	for _, want := range []string{"larger than", `"id":2,"result"`} {
+		if !sc.Scan() {
+			t.Fatalf("no answer containing %q: %v", want, sc.Err())
+		}
+		if !strings.Contains(sc.Text(), want) {
+			t.Fatalf("answer %s, want %q", sc.Text(), want)
+		}
 	}
 }
 

@@ -46,9 +46,12 @@ func method[P, R any](d *Daemon, name string, fn func(ctx context.Context, p P) 
 }
 
 // decode strictly unmarshals params into v: unknown fields are an error,
-// since an SDK caller's typo should not silently do something else.
+// since an SDK caller's typo should not silently do something else, and so
+// is anything after the one JSON value (dispatch hands over one value, but
+// decode does not rely on its caller for that).
 func decode(params json.RawMessage, v any) error {
-	if len(bytes.TrimSpace(params)) == 0 || string(bytes.TrimSpace(params)) == "null" {
+	trimmed := bytes.Trim(params, jsonSpace)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(params))
@@ -56,8 +59,15 @@ func decode(params json.RawMessage, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return api.Errorf(api.KindInvalidArgument, "invalid params: %v", err)
 	}
+	if rest := bytes.Trim(params[dec.InputOffset():], jsonSpace); len(rest) > 0 {
+		return api.Errorf(api.KindInvalidArgument, "invalid params: data after the JSON value")
+	}
 	return nil
 }
+
+// jsonSpace is JSON's whitespace (bytes.TrimSpace also trims \v, \f and
+// Unicode spaces, which JSON does not allow).
+const jsonSpace = " \t\r\n"
 
 // serveConn reads newline-delimited requests and answers each. Requests on
 // one connection run concurrently; writes are serialized.
@@ -93,25 +103,16 @@ func (d *Daemon) serveConn(ctx context.Context, conn net.Conn) {
 	defer inflight.Wait()
 	r := bufio.NewReaderSize(conn, 64<<10)
 	for {
-		line, err := readLine(r, api.MaxRequestBytes)
+		// readLine skips the rest of an oversized line, bounded in time,
+		// so the client reads the error instead of a reset; then carry on.
+		line, err := readLine(r, api.MaxRequestBytes, func() {
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		})
 		if errors.Is(err, errTooLong) {
 			write(errorResponse(nil, api.CodeInvalidRequest, api.KindInvalidArgument,
 				fmt.Sprintf("request larger than %d bytes refused", api.MaxRequestBytes)))
-			// Skip the rest of the oversized line (bounded in time) so the
-			// client reads the error instead of a reset, then carry on.
-			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := r.ReadSlice('\n'); err != nil && err != bufio.ErrBufferFull {
-				return
-			}
-			for {
-				_, err := r.ReadSlice('\n')
-				if err == bufio.ErrBufferFull {
-					continue
-				}
-				if err != nil {
-					return
-				}
-				break
+			if err != errTooLong {
+				return // the line never ended: EOF, the deadline, a broken connection
 			}
 			conn.SetReadDeadline(time.Time{})
 			continue
@@ -185,13 +186,33 @@ func peerGone(rc syscall.RawConn) bool {
 
 var errTooLong = errors.New("line too long")
 
-// readLine returns one line without its newline, refusing lines over max
-// without buffering them whole.
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
+// readLine returns one line without its newline (and trailing "\r"s). A
+// line of more than max bytes before its newline is refused without
+// buffering it whole: tooLong is called (serveConn bounds the time the rest
+// may take), the rest of the line up to its newline is read and dropped,
+// and the error is errTooLong, so the next call reads the next line; it is
+// errTooLong joined with the read error when the line never ended.
+//
+// The newline alone decides where a line ends: a last line without one
+// (EOF) is held to the same max.
+func readLine(r *bufio.Reader, max int, tooLong func()) ([]byte, error) {
 	var buf []byte
 	for {
 		chunk, err := r.ReadSlice('\n')
-		if len(buf)+len(chunk) > max+1 {
+		n := len(chunk)
+		if err == nil {
+			n-- // the newline is not part of the line
+		}
+		if len(buf)+n > max {
+			if tooLong != nil {
+				tooLong()
+			}
+			for err == bufio.ErrBufferFull {
+				_, err = r.ReadSlice('\n')
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", errTooLong, err)
+			}
 			return nil, errTooLong
 		}
 		buf = append(buf, chunk...)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Init modes (KeyInit): who is the guest's PID 1 once the root is mounted.
@@ -273,10 +274,22 @@ func DecodeSetupReply(b []byte) (SetupReply, error) {
 	if r.Init != InitBanger && r.Init != InitImage {
 		return r, fmt.Errorf("setup reply: init mode %q", truncate(r.Init))
 	}
-	if len(r.InitPath) > MaxPathBytes {
-		r.InitPath = r.InitPath[:MaxPathBytes]
-	}
+	// Invalid UTF-8 decodes to U+FFFD (3 bytes a byte), so a path can be
+	// longer than the reply; cut it on a character boundary, never inside
+	// one (the cut would be invalid UTF-8 again).
+	r.InitPath = cutUTF8(r.InitPath, MaxPathBytes)
 	return r, nil
+}
+
+// cutUTF8 is s cut to at most n bytes at the start of a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func truncate(s string) string {
