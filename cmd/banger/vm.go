@@ -18,7 +18,7 @@ func newVMCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run and manage microVMs"}
 	cmd.AddCommand(
 		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
-		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPruneCmd(a),
+		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPauseCmd(a), newVMResumeCmd(a), newVMPruneCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
 	)
 	return cmd

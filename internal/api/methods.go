@@ -16,6 +16,8 @@ const (
 	MethodVMStart       = "vm.start"
 	MethodVMStop        = "vm.stop"
 	MethodVMRestart     = "vm.restart"
+	MethodVMPause       = "vm.pause"
+	MethodVMResume      = "vm.resume"
 	MethodVMExec        = "vm.exec"
 	MethodVMLogs        = "vm.logs"
 	MethodVMPrune       = "vm.prune"

@@ -53,6 +53,12 @@ func (d *Daemon) registerVMMethods() {
 	method(d, api.MethodVMStop, func(ctx context.Context, p api.VMStopParams) (api.VM, error) {
 		return vmResult(s.StopVM(ctx, p.Name, p.Force))
 	})
+	method(d, api.MethodVMPause, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.PauseVM(ctx, p.Name))
+	})
+	method(d, api.MethodVMResume, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.ResumeVM(ctx, p.Name))
+	})
 	method(d, api.MethodVMExec, s.Exec)
 	method(d, api.MethodVMLogs, s.Logs)
 	method(d, api.MethodVMPrune, func(ctx context.Context, _ struct{}) (api.VMPruneResult, error) {

@@ -46,7 +46,7 @@ func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, err
 		if !owns(ctx, r) {
 			continue
 		}
-		if p.All || r.State == model.StateRunning || r.State == model.StateStarting {
+		if p.All || r.State == model.StateRunning || r.State == model.StateStarting || r.State == model.StatePaused {
 			out = append(out, api.VMFromRecord(r))
 		}
 	}
@@ -291,6 +291,8 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (mode
 	})
 }
 
+// isActive: a VMM runs (or is being started or stopped) for the VM. A
+// paused VM's VMM runs.
 func isActive(st model.VMState) bool {
-	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping
+	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping || st == model.StatePaused
 }

@@ -17,6 +17,9 @@ const (
 	StateCreated  VMState = "created"
 	StateStarting VMState = "starting"
 	StateRunning  VMState = "running"
+	// StatePaused: the VMM runs, its vCPUs are stopped (vm pause); the
+	// guest's memory, devices and connections stay as they are.
+	StatePaused VMState = "paused"
 	StateStopping VMState = "stopping"
 	StateStopped  VMState = "stopped"
 	StateError    VMState = "error"
@@ -25,7 +28,7 @@ const (
 // ValidState reports whether s is one of the known states.
 func ValidState(s VMState) bool {
 	switch s {
-	case StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError:
+	case StateCreated, StateStarting, StateRunning, StatePaused, StateStopping, StateStopped, StateError:
 		return true
 	}
 	return false

@@ -234,6 +234,11 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	a = append(a,
 		"-qmp", "unix:"+p.qmp+",server=on,wait=off",
 		"-pidfile", p.pid)
+	if s.Incoming != nil {
+		// Spawn passes Spec.Incoming as fd 3. Everything above stays as it
+		// was at the save: QEMU matches devices by their order and ids.
+		a = append(a, "-incoming", "fd:3")
+	}
 	if d.opt.RunAs != "" {
 		a = append(a, "-runas", d.opt.RunAs)
 	}
@@ -326,7 +331,11 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	proc, err := vmm.Spawn(vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log})
+	sc := vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log}
+	if s.Incoming != nil {
+		sc.ExtraFiles = []*os.File{s.Incoming}
+	}
+	proc, err := vmm.Spawn(sc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
 	}
@@ -342,7 +351,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 		proc.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
-	if err := h.waitQMP(ctx); err != nil {
+	if err := h.waitQMP(ctx, s.Incoming != nil); err != nil {
 		proc.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
@@ -392,8 +401,13 @@ func (h *handle) attachConsole(ctx context.Context, fresh bool) error {
 	return nil
 }
 
-// waitQMP waits for the QMP socket and checks the VM runs.
-func (h *handle) waitQMP(ctx context.Context) error {
+// incomingTimeout bounds the load of a saved state (Spec.Incoming).
+const incomingTimeout = 3 * time.Minute
+
+// waitQMP waits for the QMP socket and checks the VM runs. A VM restored
+// from a saved state runs once QEMU has read all of it ("inmigrate" until
+// then); a state QEMU cannot load makes it exit.
+func (h *handle) waitQMP(ctx context.Context, incoming bool) error {
 	q, err := vmm.WaitForSocket(ctx, h.Proc, "qmp", func() (*QMP, error) {
 		return DialQMP(ctx, h.St.ControlSocket)
 	})
@@ -401,14 +415,99 @@ func (h *handle) waitQMP(ctx context.Context) error {
 		return err
 	}
 	defer q.Close()
-	st, err := q.QueryStatus(ctx)
+	deadline := time.Now().Add(incomingTimeout)
+	for {
+		st, err := q.QueryStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Running {
+			return nil
+		}
+		if !incoming || st.Status != "inmigrate" || time.Now().After(deadline) {
+			return fmt.Errorf("qemu status %q, want running", st.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.Proc.Done():
+			return errors.New("qemu exited while loading the saved state")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+var _ vmm.Snapshotter = (*handle)(nil)
+
+// Pause stops the vCPUs (QMP stop).
+func (h *handle) Pause(ctx context.Context) error {
+	return h.qmp(ctx, func(q *QMP) error { return q.Stop(ctx) })
+}
+
+// Resume runs them again (QMP cont).
+func (h *handle) Resume(ctx context.Context) error {
+	return h.qmp(ctx, func(q *QMP) error { return q.Cont(ctx) })
+}
+
+// Paused asks QEMU (query-status): "paused", and "postmigrate" after a
+// SaveState, count as paused.
+func (h *handle) Paused(ctx context.Context) (bool, error) {
+	var paused bool
+	err := h.qmp(ctx, func(q *QMP) error {
+		st, err := q.QueryStatus(ctx)
+		paused = err == nil && !st.Running
+		return err
+	})
+	return paused, err
+}
+
+// saveFD is the name SaveState's file has inside QEMU (getfd).
+const saveFD = "banger-state"
+
+// SaveState migrates the paused VM into f, handed to QEMU over QMP
+// (QEMU 7.2 has no "file:" migration, and with -sandbox spawn=deny no
+// "exec:"; an fd works everywhere). The VM is paused, so the migration
+// runs at full speed in one pass; when it completes QEMU has flushed and
+// released the disks (state "postmigrate") until Resume.
+func (h *handle) SaveState(ctx context.Context, f *os.File) error {
+	q, err := DialQMP(ctx, h.St.ControlSocket)
 	if err != nil {
 		return err
 	}
-	if !st.Running {
-		return fmt.Errorf("qemu status %q, want running", st.Status)
+	defer q.Close()
+	if err := q.GetFD(ctx, saveFD, f); err != nil {
+		return err
 	}
-	return nil
+	// max-bandwidth throttles a live migration for the guest's sake: the
+	// guest is paused, so take the disk's speed.
+	if _, err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
+		return err
+	}
+	if _, err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + saveFD}); err != nil {
+		return err
+	}
+	for {
+		m, err := q.QueryMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		switch m.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("qemu migration %s: %s", m.Status, m.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			q.Execute(cctx, "migrate_cancel", nil)
+			cancel()
+			return ctx.Err()
+		case <-h.Proc.Done():
+			return errors.New("qemu exited while saving the state")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // qmp runs f on a fresh QMP connection.
