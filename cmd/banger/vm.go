@@ -19,6 +19,7 @@ func newVMCmd(a *app) *cobra.Command {
 	cmd.AddCommand(
 		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
 		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPauseCmd(a), newVMResumeCmd(a), newVMPruneCmd(a),
+		newVMSnapshotCmd(a), newVMForkCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
 	)
 	return cmd
@@ -40,6 +41,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringVar(&c.p.WorkDiskSize, "work-disk-size", "", "size of the persistent work disk at /root (default "+model.FormatSize(model.DefaultWorkDiskSize)+")")
 	f.BoolVar(&c.p.NAT, "nat", false, "let the guest reach beyond the host (NAT)")
 	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
+	f.StringVar(&c.p.From, "from", "", "start from a snapshot (its machine, memory, processes and disks, with a new identity) instead of booting")
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -216,7 +218,7 @@ func newVMInspectCmd(a *app) *cobra.Command {
 }
 
 func newVMRemoveCmd(a *app) *cobra.Command {
-	var force bool
+	var force, withSnaps bool
 	cmd := &cobra.Command{
 		Use:     "rm NAME...",
 		Aliases: []string{"remove", "delete"},
@@ -224,7 +226,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
+				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force, WithSnapshots: withSnaps}, nil); err != nil {
 					return err
 				}
 				fmt.Println(name)
@@ -233,6 +235,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first")
+	cmd.Flags().BoolVar(&withSnaps, "with-snapshots", false, "also remove the VMs' snapshots (kept by default)")
 	return cmd
 }
 

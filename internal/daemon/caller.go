@@ -65,3 +65,13 @@ func owns(ctx context.Context, rec model.VMRecord) bool {
 	c := callerOf(ctx)
 	return c.root() || rec.Spec.OwnerUID == int(c.UID)
 }
+
+// ownsUID is owns for anything else a user owns (a snapshot).
+func ownsUID(ctx context.Context, uid int) bool {
+	c := callerOf(ctx)
+	return c.root() || uid == int(c.UID)
+}
+
+// asRoot is ctx with no caller: the daemon's own look-ups across owners
+// (a name is unique across owners).
+func asRoot(ctx context.Context) context.Context { return withCaller(ctx, caller{}) }

@@ -177,7 +177,7 @@ func (s *VMService) Prune(ctx context.Context) (api.VMPruneResult, error) {
 		if isActive(r.State) || !owns(ctx, r) {
 			continue
 		}
-		if _, err := s.DeleteVM(ctx, r.Name, false); err == nil {
+		if _, err := s.DeleteVM(ctx, r.Name, false, false); err == nil {
 			res.Removed = append(res.Removed, r.Name)
 		}
 	}
@@ -253,6 +253,7 @@ func (s *VMService) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cleanSnapshotTemps() // snapshots.go
 	running := s.adoptRunning(ctx, recs)
 	s.republish(ctx, running)
 	s.d.net.reconcile(ctx, running)
