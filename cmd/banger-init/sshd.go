@@ -44,8 +44,8 @@ type sshServer struct {
 	// onIdentity applies a restored guest's new identity and returns its
 	// new host key (IdentityRequest); nil refuses the request.
 	onIdentity func(id guestproto.Identity) (ssh.Signer, error)
-	guest     guestState // the host's Setup: VM env, main process (mainproc.go)
-	logf      func(format string, args ...any)
+	guest      guestState // the host's Setup: VM env, main process (mainproc.go)
+	logf       func(format string, args ...any)
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -19,7 +19,7 @@ const (
 	StateRunning  VMState = "running"
 	// StatePaused: the VMM runs, its vCPUs are stopped (vm pause); the
 	// guest's memory, devices and connections stay as they are.
-	StatePaused VMState = "paused"
+	StatePaused   VMState = "paused"
 	StateStopping VMState = "stopping"
 	StateStopped  VMState = "stopped"
 	StateError    VMState = "error"

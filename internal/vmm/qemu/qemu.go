@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/guestproto"
@@ -206,9 +207,27 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		a = append(a, "-initrd", s.Initrd)
 	}
 	a = append(a, "-append", d.KernelCmdline(s, accel))
+	// The disks are passed as fds (passedFiles, in this order): QEMU drops
+	// to -runas and may have to reopen a disk later (a migration hands the
+	// images over read-only and back), which by path it could not. An
+	// fdset holds a read-only fd and, for a writable disk, a read-write
+	// one; QEMU picks by access mode. QEMU's image locking is off: with
+	// two descriptions of one file in a set it refuses its own reopen, and
+	// the daemon already guarantees one VMM per VM's disks.
+	fd := 3
+	if s.Incoming != nil {
+		fd++
+	}
 	for i, disk := range s.Disks {
 		id := vmm.DiskName(i)
-		drive := "id=" + id + ",file=" + qemuEscape(disk.Path) + ",format=raw,if=none,discard=unmap"
+		set := i + 1
+		a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
+		fd++
+		if !disk.ReadOnly {
+			a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
+			fd++
+		}
+		drive := "id=" + id + ",file=/dev/fdset/" + strconv.Itoa(set) + ",format=raw,if=none,discard=unmap,file.locking=off"
 		if disk.ReadOnly {
 			drive += ",readonly=on"
 		}
@@ -235,14 +254,46 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		"-qmp", "unix:"+p.qmp+",server=on,wait=off",
 		"-pidfile", p.pid)
 	if s.Incoming != nil {
-		// Spawn passes Spec.Incoming as fd 3. Everything above stays as it
-		// was at the save: QEMU matches devices by their order and ids.
+		// Spec.Incoming is fd 3 (passedFiles). Everything above stays as
+		// it was at the save: QEMU matches devices by their order and ids.
 		a = append(a, "-incoming", "fd:3")
 	}
 	if d.opt.RunAs != "" {
 		a = append(a, "-runas", d.opt.RunAs)
 	}
 	return a
+}
+
+// passedFiles opens what QEMU gets as fds 3, 4, … in Args's order: the
+// incoming state, then per disk a read-only fd and, unless the disk is
+// read-only, a read-write one.
+func passedFiles(s vmm.Spec) ([]*os.File, error) {
+	var files []*os.File
+	if s.Incoming != nil {
+		files = append(files, s.Incoming)
+	}
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			if f != s.Incoming {
+				f.Close()
+			}
+		}
+		return nil, err
+	}
+	for i, disk := range s.Disks {
+		flags := []int{os.O_RDONLY}
+		if !disk.ReadOnly {
+			flags = append(flags, os.O_RDWR)
+		}
+		for _, fl := range flags {
+			f, err := os.OpenFile(disk.Path, fl|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				return fail(fmt.Errorf("disk %s: %w", vmm.DiskName(i), err))
+			}
+			files = append(files, f)
+		}
+	}
+	return files, nil
 }
 
 // KernelCmdline is the command line the guest gets: console, reboot and
@@ -331,11 +382,17 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log}
-	if s.Incoming != nil {
-		sc.ExtraFiles = []*os.File{s.Incoming}
+	files, err := passedFiles(s)
+	if err != nil {
+		return nil, err
 	}
+	sc := vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log, ExtraFiles: files}
 	proc, err := vmm.Spawn(sc)
+	for _, f := range files {
+		if f != s.Incoming {
+			f.Close() // QEMU has its own copies
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
 	}
@@ -424,6 +481,14 @@ func (h *handle) waitQMP(ctx context.Context, incoming bool) error {
 		if st.Running {
 			return nil
 		}
+		// The state carries the source's run state, which SaveState
+		// paused: a loaded state waits for cont.
+		if incoming && st.Status == "paused" {
+			if err := q.Cont(ctx); err != nil {
+				return fmt.Errorf("run the restored VM: %w", err)
+			}
+			continue
+		}
 		if !incoming || st.Status != "inmigrate" || time.Now().After(deadline) {
 			return fmt.Errorf("qemu status %q, want running", st.Status)
 		}
@@ -495,7 +560,7 @@ func (h *handle) SaveState(ctx context.Context, f *os.File) error {
 		case "completed":
 			return nil
 		case "failed", "cancelled":
-			return fmt.Errorf("qemu migration %s: %s", m.Status, m.ErrorDesc)
+			return fmt.Errorf("qemu migration %s: %s %s", m.Status, m.ErrorDesc, vmm.Tail(filepath.Join(h.St.Dir, LogFile), 5))
 		}
 		select {
 		case <-ctx.Done():
