@@ -120,6 +120,7 @@ func TestVMSnapshotFork(t *testing.T) {
 	t0 = time.Now()
 	e.mustRun(t, "vm", "fork", "src", "--name", "fk")
 	t.Logf("fork → ready: %s", time.Since(t0))
+	t.Logf("stages:\n%s", stageLines(e.log.String(), "op=vm.fork"))
 	check := "cat /root/f /mnt/t/x; kill -0 $(cat /root/pid) && echo alive"
 	for _, vm := range []string{"fk", "src"} {
 		if out := e.mustRun(t, "vm", "exec", vm, "--", "sh", "-c", check); out != "before\ninram\nalive\n" {
@@ -150,6 +151,7 @@ func TestVMSnapshotFork(t *testing.T) {
 	t0 = time.Now()
 	e.mustRun(t, "vm", "create", "--from", "s1", "--name", "r1")
 	t.Logf("create --from → ready: %s", time.Since(t0))
+	t.Logf("stages:\n%s", stageLines(e.log.String(), "from=s1"))
 	if out := e.mustRun(t, "vm", "exec", "r1", "--", "sh", "-c", check); out != "before\ninram\nalive\n" {
 		t.Fatalf("r1: %q", out)
 	}
@@ -163,4 +165,25 @@ func TestVMSnapshotFork(t *testing.T) {
 	e.mustRun(t, "snapshot", "inspect", "s1")
 	e.mustRun(t, "snapshot", "rm", "s1")
 	e.mustRun(t, "vm", "rm", "-f", "fk", "r1")
+}
+
+// stageLines picks the stage names and durations of one operation from
+// the daemon's log (for the test's own timing report).
+func stageLines(log, match string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, match) {
+			continue
+		}
+		var keep []string
+		for _, f := range strings.Fields(l) {
+			if strings.HasPrefix(f, "stage=") || strings.HasPrefix(f, "prev_stage_ms=") || strings.HasPrefix(f, "duration_ms=") || strings.HasPrefix(f, "msg=done") {
+				keep = append(keep, f)
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, strings.Join(keep, " "))
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -249,6 +249,7 @@ func (s *VMService) saveSnapshotLocked(ctx context.Context, op *operation, rec m
 		}
 	}
 	paused := time.Since(t0)
+	op.stage("resume", rec.Name)
 	resume()
 	if err != nil {
 		return sn, "", err
