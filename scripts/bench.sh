@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|pull|cp]
+# Usage: scripts/bench.sh [vmls|boot|pull|cp|snap]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -33,8 +33,10 @@ bench_vmls() {
 # of the same kernel, initramfs and disks to banger-init's "ready" line,
 # alternating, in a network namespace made here. Also the idle RSS of one
 # VM's qemu process.
-bench_boot() {
-  runs=${BOOT_RUNS:-5}
+# setup_ns: pull the default kernel and import the busybox fixture with a
+# daemon in the root namespace (it touches no interface), then run the
+# daemon in a network namespace made here, where VMs get their taps.
+setup_ns() {
   ns=bbench$$
   ip netns add $ns; ip netns exec $ns ip link set lo up
   trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
@@ -49,12 +51,20 @@ bench_boot() {
   kill $dpid; wait $dpid 2>/dev/null || true
   ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon.log" & dpid=$!
   for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+}
+
+bench_boot() {
+  runs=${BOOT_RUNS:-5}
+  setup_ns
   "$bin" vm create --image busybox --name warm >/dev/null 2>&1   # builds the initramfs once
   pid=$("$bin" vm inspect warm -o json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
   sleep 5
   echo "idle VM qemu RSS: $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status) (1 vCPU, 512 MiB guest, TCG)"
   mapfile -d '' qargs < /proc/$pid/cmdline
   vmdir=$("$bin" vm inspect warm -o json | sed -n 's/.*"dir": "\(.*\)".*/\1/p')
+  # QEMU gets its disks as fds 3.. (-add-fd): note what each one is.
+  declare -A fdpath
+  for f in /proc/$pid/fd/*; do n=${f##*/}; [ "$n" -ge 3 ] && fdpath[$n]=$(readlink "$f"); done
   "$bin" vm stop warm >/dev/null 2>&1
   bare=$work/bare; mkdir -p $bare
   bt=(); bg=()
@@ -79,8 +89,15 @@ bench_boot() {
     ip -n $ns link show bgrbare >/dev/null 2>&1 || {
       ip -n $ns tuntap add bgrbare mode tap; ip -n $ns link set bgrbare master banger0 up; }
     rm -f $bare/console.log
+    # The same fds, the VM's own disks replaced by the copies.
+    redir=""
+    for x in "${b[@]}"; do
+      case "$x" in fd=*,set=*) n=${x#fd=}; n=${n%%,*}; p=${fdpath[$n]}
+        p=${p/$vmdir\/system.cow/$bare/system.cow}; p=${p/$vmdir\/root.ext4/$bare/root.ext4}
+        redir+=" $n<>$p";; esac
+    done
     s=$(date +%s%N)
-    ip netns exec $ns "${b[@]}" >/dev/null 2>&1 & qp=$!
+    eval "ip netns exec $ns \"\${b[@]}\" >/dev/null 2>&1 $redir &"; qp=$!
     for _ in $(seq 1200); do grep -q "banger-init: ready" $bare/console.log 2>/dev/null && break; sleep 0.05; done
     e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null || true
     bt+=($(( (e-s)/1000000 )))
@@ -92,6 +109,44 @@ bench_boot() {
 }
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+
+# bench_snap: pause -> resume latency, `vm snapshot` of a 256 MiB VM (wall
+# time, how long the source was paused, state size), and, alternating,
+# `vm create --from SNAP` -> ready against a cold `vm create` -> ready of
+# the same shape, in the namespace of setup_ns.
+bench_snap() {
+  runs=${SNAP_RUNS:-5}
+  setup_ns
+  mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
+  "$bin" vm create --image busybox --name src --memory 256 >/dev/null
+  pz=(); rz=()
+  for i in $(seq $runs); do
+    t=$(date +%s%N); "$bin" vm pause src >/dev/null; pz+=($(ms_since $t))
+    t=$(date +%s%N); "$bin" vm resume src >/dev/null; rz+=($(ms_since $t))
+  done
+  echo "vm pause (ms):                   ${pz[*]}  mean $(mean "${pz[@]}")"
+  echo "vm resume -> agent answers (ms): ${rz[*]}  mean $(mean "${rz[@]}")"
+  sw=(); sp=()
+  for i in $(seq $runs); do
+    t=$(date +%s%N); j=$("$bin" vm snapshot src --name s$i -o json); sw+=($(ms_since $t))
+    sp+=($(echo "$j" | sed -n 's/.*"paused_ms": \([0-9]*\).*/\1/p'))
+    sb=$(echo "$j" | sed -n 's/.*"state_bytes": \([0-9]*\).*/\1/p'); db=$(echo "$j" | sed -n 's/.*"disk_bytes": \([0-9]*\).*/\1/p')
+  done
+  echo "vm snapshot, 256 MiB guest (ms): ${sw[*]}  mean $(mean "${sw[@]}")"
+  echo "  source paused (ms):            ${sp[*]}  mean $(mean "${sp[@]}")"
+  echo "  state $((sb/1048576)) MiB, disk copies $((db/1048576)) MiB on disk"
+  fr=(); cc=()
+  for i in $(seq $runs); do
+    t=$(date +%s%N); "$bin" vm create --from s1 --name f$i >/dev/null || echo "create --from failed"; fr+=($(ms_since $t))
+    t=$(date +%s%N); "$bin" vm create --image busybox --memory 256 --name c$i >/dev/null || echo "cold create failed"; cc+=($(ms_since $t))
+    "$bin" vm rm -f f$i c$i >/dev/null
+  done
+  t=$(date +%s%N); "$bin" vm fork src --name fk >/dev/null; fk=$(ms_since $t)
+  echo "vm create --from -> ready (ms):  ${fr[*]}  mean $(mean "${fr[@]}")"
+  echo "cold vm create -> ready (ms):    ${cc[*]}  mean $(mean "${cc[@]}")"
+  echo "ratio from-snapshot / cold: $(awk "BEGIN{printf \"%.2f\", $(mean "${fr[@]}")/$(mean "${cc[@]}")}")x"
+  echo "vm fork -> ready (ms): $fk"
+}
 
 # bench_pull: `image pull` (OCI pull + layer apply + ext4 build + work seed)
 # of a ~100 MB, 6-layer image from a loopback registry, cold and re-pulled,
@@ -176,6 +231,7 @@ case "$which" in
   pull) bench_pull ;;
   cp) bench_cp ;;
   boot) bench_boot ;;
+  snap) bench_snap ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;
 esac

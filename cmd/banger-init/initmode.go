@@ -188,6 +188,7 @@ func agentMain(args []string) {
 	srv.guest.mode, srv.guest.initPath = guestproto.InitImage, initPath
 	srv.onPoweroff = func() { imagePoweroff(procs) }
 	srv.onSetTime = setClock // the host keeps the clock in every mode
+	srv.onIdentity = applyIdentity
 	go serveTCP(srv)
 	if err := serveAgent(srv, kind); err != nil {
 		logf("%v", err)

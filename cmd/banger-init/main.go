@@ -128,6 +128,7 @@ func boot(procs *procTable, start time.Time) error {
 	srv.guest.mode, srv.guest.initPath = mode, initPath
 	srv.onPoweroff = func() { shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF) }
 	srv.onSetTime = setClock
+	srv.onIdentity = applyIdentity
 	go serveTCP(srv)
 	if err := serveAgent(srv, cfg.Agent); err != nil {
 		return err

@@ -28,7 +28,9 @@ import (
 // channel, so any image gets exec, a pty shell and sftp without an sshd.
 // Every session runs as root.
 type sshServer struct {
-	config         *ssh.ServerConfig
+	keyMu   sync.Mutex // guards hostKey
+	hostKey ssh.Signer // replaced by an identity request (identity.go)
+
 	authorizedKeys string   // re-read on every authentication attempt
 	shell          string   // runs exec requests as `shell -c CMD`
 	passwd         string   // /etc/passwd, for root's login shell
@@ -39,8 +41,11 @@ type sshServer struct {
 	// onSetTime sets the clock to t and returns the clock's reading
 	// before (SetTimeRequest); nil refuses the request.
 	onSetTime func(t time.Time) (time.Time, error)
-	guest     guestState // the host's Setup: VM env, main process (mainproc.go)
-	logf      func(format string, args ...any)
+	// onIdentity applies a restored guest's new identity and returns its
+	// new host key (IdentityRequest); nil refuses the request.
+	onIdentity func(id guestproto.Identity) (ssh.Signer, error)
+	guest      guestState // the host's Setup: VM env, main process (mainproc.go)
+	logf       func(format string, args ...any)
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -55,12 +60,28 @@ func newSSHServer(hostKey ssh.Signer, procs *procTable, logf func(string, ...any
 		logf:           logf,
 	}
 	s.env = []string{"HOME=" + s.home, "PATH=" + defaultPath, "USER=root", "LOGNAME=root", "SHELL=/bin/sh"}
-	s.config = &ssh.ServerConfig{
+	s.hostKey = hostKey
+	return s
+}
+
+// config is a fresh server config per connection, so that a new host key
+// (identity.go) serves every connection after it without racing the
+// handshakes under way.
+func (s *sshServer) config() *ssh.ServerConfig {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	c := &ssh.ServerConfig{
 		PublicKeyCallback: s.checkKey,
 		ServerVersion:     "SSH-2.0-banger-init",
 	}
-	s.config.AddHostKey(hostKey)
-	return s
+	c.AddHostKey(s.hostKey)
+	return c
+}
+
+func (s *sshServer) setHostKey(k ssh.Signer) {
+	s.keyMu.Lock()
+	s.hostKey = k
+	s.keyMu.Unlock()
 }
 
 func (s *sshServer) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
@@ -85,7 +106,7 @@ func (s *sshServer) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Per
 // serveConn runs one SSH connection to its end.
 func (s *sshServer) serveConn(c net.Conn) error {
 	defer c.Close()
-	sc, chans, reqs, err := ssh.NewServerConn(c, s.config)
+	sc, chans, reqs, err := ssh.NewServerConn(c, s.config())
 	if err != nil {
 		return fmt.Errorf("ssh handshake: %w", err)
 	}
@@ -133,6 +154,8 @@ func (s *sshServer) globalRequests(reqs <-chan *ssh.Request) {
 			}
 		case guestproto.SetTimeRequest:
 			s.setTime(r)
+		case guestproto.IdentityRequest:
+			s.identity(r)
 		default:
 			if r.WantReply {
 				r.Reply(false, nil)

@@ -19,7 +19,8 @@ func newVMCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run and manage microVMs"}
 	cmd.AddCommand(
 		newVMCreateCmd(a), newVMRunCmd(a), newVMListCmd(a), newVMInspectCmd(a), newVMRemoveCmd(a),
-		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPruneCmd(a),
+		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPauseCmd(a), newVMResumeCmd(a), newVMPruneCmd(a),
+		newVMSnapshotCmd(a), newVMForkCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
 		newVMCpCmd(a), newVMSSHConfigCmd(a),
 	)
@@ -47,6 +48,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringArrayVarP(&c.labels, "label", "l", nil, "tag the VM KEY=VALUE (repeatable; vm ls --filter label=KEY=VALUE)")
 	f.StringVar(&c.p.TTL, "ttl", "", "remove the VM this long after its creation (e.g. 30m, 2h), also across daemon restarts")
 	c.prov.add(cmd)
+	f.StringVar(&c.p.From, "from", "", "start from a snapshot (its machine, memory, processes and disks, with a new identity) instead of booting")
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -262,7 +264,7 @@ func newVMInspectCmd(a *app) *cobra.Command {
 }
 
 func newVMRemoveCmd(a *app) *cobra.Command {
-	var force bool
+	var force, withSnaps bool
 	var filters []string
 	cmd := &cobra.Command{
 		Use:     "rm NAME... | rm --filter F...",
@@ -288,7 +290,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 				}
 			}
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force}, nil); err != nil {
+				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force, WithSnapshots: withSnaps}, nil); err != nil {
 					return err
 				}
 				fmt.Println(name)
@@ -298,6 +300,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first")
 	cmd.Flags().StringArrayVar(&filters, "filter", nil, "remove the VMs matching these filters too (as vm ls --filter)")
+	cmd.Flags().BoolVar(&withSnaps, "with-snapshots", false, "also remove the VMs' snapshots (kept by default)")
 	return cmd
 }
 

@@ -45,6 +45,14 @@ func newVMRestartCmd(a *app) *cobra.Command {
 	return newPerNameCmd(a, "restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams)
 }
 
+func newVMPauseCmd(a *app) *cobra.Command {
+	return newPerNameCmd(a, "pause", "Stop VMs' vCPUs (memory, devices and connections stay)", api.MethodVMPause, nameParams)
+}
+
+func newVMResumeCmd(a *app) *cobra.Command {
+	return newPerNameCmd(a, "resume", "Run paused VMs again (returns once each guest's agent answers)", api.MethodVMResume, nameParams)
+}
+
 func newVMStopCmd(a *app) *cobra.Command {
 	var force bool
 	cmd := newPerNameCmd(a, "stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,

@@ -35,6 +35,11 @@ func newVMRunCmd(a *app) *cobra.Command {
 				return err
 			}
 			cf.p.Foreground = true // we run the command attached, not banger-init
+			if cf.p.From != "" {
+				// The snapshot's processes already run: CMD (or a shell)
+				// is only what we attach to.
+				cf.p.Foreground, cf.p.Cmd = false, nil
+			}
 			r := &vmRun{a: a, p: cf.p, rm: rm, argv: args, generated: cf.p.Name == ""}
 			return r.run(cmd.Context())
 		},
@@ -133,6 +138,14 @@ func (r *vmRun) vmID() string {
 // exec runs the command, the image's main or a shell (runAttached) and
 // turns its status into the error.
 func (r *vmRun) exec(ctx context.Context, vm api.VM) error {
+	if r.p.From != "" {
+		// From a snapshot: its main process runs already; attach to CMD,
+		// or a shell.
+		vm.Main = nil
+		if len(r.argv) > 0 {
+			vm.Main = &model.MainProcess{Argv: r.argv}
+		}
+	}
 	code, err := runAttached(ctx, r.a, vm, len(r.argv) > 0)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -120,6 +121,23 @@ func (c *Client) SetTime(ctx context.Context, t time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("agent %s: reply: %w", guestproto.SetTimeRequest, err)
 	}
 	return was, nil
+}
+
+// Identity gives a guest restored from a snapshot its own identity
+// (guestproto.IdentityRequest) and returns its new host key.
+func (c *Client) Identity(ctx context.Context, id guestproto.Identity) (guestproto.IdentityReply, error) {
+	if err := id.Validate(); err != nil {
+		return guestproto.IdentityReply{}, err
+	}
+	b, err := json.Marshal(id)
+	if err != nil {
+		return guestproto.IdentityReply{}, err
+	}
+	reply, err := c.globalPayload(ctx, guestproto.IdentityRequest, b)
+	if err != nil {
+		return guestproto.IdentityReply{}, err
+	}
+	return guestproto.DecodeIdentityReply(reply)
 }
 
 func (c *Client) global(ctx context.Context, name string) error {

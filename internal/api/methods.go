@@ -8,18 +8,25 @@ import (
 
 // Method names, noun.verb.
 const (
-	MethodPing      = "daemon.ping"
-	MethodVMCreate  = "vm.create"
-	MethodVMList    = "vm.list"
-	MethodVMGet     = "vm.get"
-	MethodVMDelete  = "vm.delete"
-	MethodVMStart   = "vm.start"
-	MethodVMStop    = "vm.stop"
-	MethodVMRestart = "vm.restart"
-	MethodVMExec    = "vm.exec"
-	MethodVMLogs    = "vm.logs"
-	MethodVMPrune   = "vm.prune"
-	MethodVMSSHInfo = "vm.ssh_info"
+	MethodPing         = "daemon.ping"
+	MethodVMCreate     = "vm.create"
+	MethodVMList       = "vm.list"
+	MethodVMGet        = "vm.get"
+	MethodVMDelete     = "vm.delete"
+	MethodVMStart      = "vm.start"
+	MethodVMStop       = "vm.stop"
+	MethodVMRestart    = "vm.restart"
+	MethodVMPause      = "vm.pause"
+	MethodVMSnapshot   = "vm.snapshot"
+	MethodVMFork       = "vm.fork"
+	MethodSnapshotList = "snapshot.list"
+	MethodSnapshotGet  = "snapshot.get"
+	MethodSnapshotDel  = "snapshot.delete"
+	MethodVMResume     = "vm.resume"
+	MethodVMExec       = "vm.exec"
+	MethodVMLogs       = "vm.logs"
+	MethodVMPrune      = "vm.prune"
+	MethodVMSSHInfo    = "vm.ssh_info"
 	// MethodEvents turns the connection into a stream of Event lines.
 	MethodEvents        = "daemon.events"
 	MethodVMProxy       = "vm.proxy"
@@ -75,6 +82,10 @@ type VMCreateParams struct {
 	// Restart is the main process's policy: no (default), on-failure,
 	// always.
 	Restart string `json:"restart,omitempty"`
+	// From starts the VM from a snapshot (name or id) instead of booting:
+	// the image, kernel, vCPUs, memory, disks and processes are the
+	// snapshot's, so only Name, NAT and Ports may be given with it.
+	From string `json:"from,omitempty"`
 	// Foreground: the caller (`vm run`) runs the command attached, so
 	// banger-init must not start it; it is still resolved and returned
 	// as the VM's main (attached).
@@ -143,6 +154,52 @@ type VMStopParams struct {
 type VMDeleteParams struct {
 	Name  string `json:"name"`
 	Force bool   `json:"force,omitempty"`
+	// WithSnapshots also removes the VM's snapshots (kept by default).
+	WithSnapshots bool `json:"with_snapshots,omitempty"`
+}
+
+// VMSnapshotParams are the params of vm.snapshot.
+type VMSnapshotParams struct {
+	Name string `json:"name"`
+	// Snapshot names the snapshot (a DNS label); generated if empty.
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// VMForkParams are the params of vm.fork: a new VM (NewName, generated if
+// empty) from a snapshot of the running VM Name taken for it and removed
+// after.
+type VMForkParams struct {
+	Name    string   `json:"name"`
+	NewName string   `json:"new_name,omitempty"`
+	NAT     bool     `json:"nat,omitempty"`
+	Ports   []string `json:"ports,omitempty"`
+}
+
+// Snapshot is a snapshot as the API shows it.
+type Snapshot struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	SourceVM   string `json:"source_vm"`
+	SourceVMID string `json:"source_vm_id"`
+	Image      string `json:"image"`
+	Kernel     string `json:"kernel,omitempty"`
+	VCPU       int    `json:"vcpu"`
+	MemoryMiB  int    `json:"memory_mib"`
+	VMM        string `json:"vmm"`
+	StateBytes int64  `json:"state_bytes"`
+	DiskBytes  int64  `json:"disk_bytes"`
+	// PausedMs is how long the source was paused to take it.
+	PausedMs  int64  `json:"paused_ms"`
+	Dir       string `json:"dir,omitempty"`
+	CreatedAt string `json:"created_at"`
+}
+
+// SnapshotFromModel flattens a snapshot for the wire.
+func SnapshotFromModel(s model.Snapshot) Snapshot {
+	return Snapshot{ID: s.ID, Name: s.Name, SourceVM: s.SourceName, SourceVMID: s.SourceID,
+		Image: s.Spec.Image, Kernel: s.Spec.Kernel, VCPU: s.Spec.VCPU, MemoryMiB: s.Spec.MemoryMiB,
+		VMM: s.VMM, StateBytes: s.StateBytes, DiskBytes: s.DiskBytes, PausedMs: s.Paused.Milliseconds(),
+		Dir: s.Dir, CreatedAt: s.CreatedAt.UTC().Format("2006-01-02T15:04:05Z")}
 }
 
 // VMPruneResult lists the removed VMs.

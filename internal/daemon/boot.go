@@ -83,6 +83,11 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 		if err != nil || lv == nil {
 			continue
 		}
+		if rec.State == model.StatePaused {
+			// It cannot answer; it gets the key at its next start.
+			failed = append(failed, rec.Name)
+			continue
+		}
 		op.stage("push_key", rec.Name)
 		if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
 			op.log.Warn("push new key", "vm", rec.Name, "err", err)
@@ -376,6 +381,17 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 			return s.markStopped(ctx, rec)
 		}
 		return rec, nil
+	}
+	if rec.State == model.StatePaused && !force {
+		// A paused guest cannot power itself off: run it again for the
+		// graceful path (a failed resume ends in the driver's stop/kill).
+		if sn, err := s.snapshotter(lv); err == nil {
+			rctx, cancel := context.WithTimeout(ctx, pauseTimeout)
+			if err := sn.Resume(rctx); err != nil {
+				op.log.Warn("resume a paused VM to stop it", "vm", rec.Name, "err", err)
+			}
+			cancel()
+		}
 	}
 	rec.State = model.StateStopping
 	if err := s.d.store.UpdateVM(ctx, rec); err != nil {

@@ -102,3 +102,13 @@ func rootOnly(ctx context.Context, what string) error {
 	}
 	return api.Errorf(api.KindPermissionDenied, "%s changes the host or what every user shares: run it as root (sudo banger ...)", what)
 }
+
+// ownsUID is owns for anything else a user owns (a snapshot).
+func ownsUID(ctx context.Context, uid int) bool {
+	c := callerOf(ctx)
+	return c.root() || uid == int(c.UID)
+}
+
+// asRoot is ctx with no caller: the daemon's own look-ups across owners
+// (a name is unique across owners).
+func asRoot(ctx context.Context) context.Context { return withCaller(ctx, caller{}) }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/model"
 )
 
 // A guest's wall clock is the host's. QEMU's RTC sets it at boot (to the
@@ -64,7 +65,8 @@ func (s *VMService) clockLoop(id string, lv *liveVM, now bool) {
 		if s.getLive(id) != lv || s.d.bg.Err() != nil {
 			return
 		}
-		if rec, err := s.d.store.GetVM(s.d.bg, id); err == nil {
+		// A paused guest cannot answer; resume sets its clock.
+		if rec, err := s.d.store.GetVM(s.d.bg, id); err == nil && rec.State != model.StatePaused {
 			ctx, cancel := context.WithTimeout(s.d.bg, agentAttempt)
 			if c, err := s.agentClient(ctx, rec, lv); err == nil {
 				s.setGuestClock(ctx, rec.Name, c)

@@ -51,7 +51,7 @@ func (d *Daemon) registerVMMethods() {
 		return vmResult(s.find(ctx, p.Name))
 	})
 	method(d, api.MethodVMDelete, func(ctx context.Context, p api.VMDeleteParams) (api.VM, error) {
-		return vmResult(s.DeleteVM(ctx, p.Name, p.Force))
+		return vmResult(s.DeleteVM(ctx, p.Name, p.Force, p.WithSnapshots))
 	})
 	method(d, api.MethodVMStart, func(ctx context.Context, p api.NameParams) (api.VM, error) {
 		return vmResult(s.StartVM(ctx, p.Name))
@@ -61,6 +61,35 @@ func (d *Daemon) registerVMMethods() {
 	})
 	method(d, api.MethodVMStop, func(ctx context.Context, p api.VMStopParams) (api.VM, error) {
 		return vmResult(s.StopVM(ctx, p.Name, p.Force))
+	})
+	method(d, api.MethodVMPause, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.PauseVM(ctx, p.Name))
+	})
+	method(d, api.MethodVMResume, func(ctx context.Context, p api.NameParams) (api.VM, error) {
+		return vmResult(s.ResumeVM(ctx, p.Name))
+	})
+	method(d, api.MethodVMSnapshot, func(ctx context.Context, p api.VMSnapshotParams) (api.Snapshot, error) {
+		return snapshotResult(s.SnapshotVM(ctx, p))
+	})
+	method(d, api.MethodVMFork, func(ctx context.Context, p api.VMForkParams) (api.VM, error) {
+		return vmResult(s.ForkVM(ctx, p))
+	})
+	method(d, api.MethodSnapshotList, func(ctx context.Context, _ struct{}) ([]api.Snapshot, error) {
+		sns, err := s.listSnapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]api.Snapshot, 0, len(sns))
+		for _, sn := range sns {
+			out = append(out, api.SnapshotFromModel(sn))
+		}
+		return out, nil
+	})
+	method(d, api.MethodSnapshotGet, func(ctx context.Context, p api.NameParams) (api.Snapshot, error) {
+		return snapshotResult(s.findSnapshot(ctx, p.Name))
+	})
+	method(d, api.MethodSnapshotDel, func(ctx context.Context, p api.NameParams) (api.Snapshot, error) {
+		return snapshotResult(s.DeleteSnapshot(ctx, p.Name))
 	})
 	method(d, api.MethodVMExec, s.Exec)
 	method(d, api.MethodVMLogs, s.Logs)
@@ -143,6 +172,14 @@ func vmResult(rec model.VMRecord, err error) (api.VM, error) {
 		return api.VM{}, err
 	}
 	return api.VMFromRecord(rec), nil
+}
+
+// snapshotResult is the wire answer of a call that returns one snapshot.
+func snapshotResult(sn model.Snapshot, err error) (api.Snapshot, error) {
+	if err != nil {
+		return api.Snapshot{}, err
+	}
+	return api.SnapshotFromModel(sn), nil
 }
 
 // imageResult is the wire answer of a call that returns one image.

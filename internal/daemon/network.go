@@ -102,7 +102,9 @@ func (n *netState) ensure() error {
 // attach makes the VM's tap on the bridge, locks it to the VM's MAC and
 // address, lets the VM ask vmdns (recursion only with NAT), and reserves
 // its port forwards, so a taken host port fails before the VM boots.
-func (n *netState) attach(rec model.VMRecord) (string, error) {
+//
+// isolated leaves the tap down and off the bridge (joinBridge later).
+func (n *netState) attach(rec model.VMRecord, isolated bool) (string, error) {
 	// Ports first: a clash must fail before anything is created.
 	if len(rec.Spec.Ports) > 0 {
 		if err := n.fwd.Reserve(rec.Name, forwardsOf(rec)); err != nil {
@@ -114,7 +116,11 @@ func (n *netState) attach(rec model.VMRecord) (string, error) {
 		return "", err
 	}
 	tap := hostnet.TapName(rec.ID)
-	if err := hostnet.CreateTap(tap, n.d.cfg.BridgeName); err != nil {
+	bridge := n.d.cfg.BridgeName
+	if isolated {
+		bridge = ""
+	}
+	if err := hostnet.CreateTap(tap, bridge); err != nil {
 		n.fwd.Release(rec.Name)
 		return "", api.Errorf(api.KindUnavailable, "create tap %s: %v", tap, err)
 	}
@@ -127,6 +133,14 @@ func (n *netState) attach(rec model.VMRecord) (string, error) {
 		dns.AllowClient(net.ParseIP(rec.Runtime.GuestIP), rec.Spec.NAT)
 	}
 	return tap, nil
+}
+
+// joinBridge puts an isolated tap (attach) on the bridge.
+func (n *netState) joinBridge(tap string) error {
+	if err := hostnet.JoinBridge(tap, n.d.cfg.BridgeName); err != nil {
+		return api.Errorf(api.KindUnavailable, "%v", err)
+	}
+	return nil
 }
 
 // detach undoes attach: forwards, vmdns access, the tap and its filter

@@ -91,6 +91,13 @@ type startRun struct {
 	undos []undo
 	// keyHeld: this run holds keyUseMu shared (holdKey, releaseKey).
 	keyHeld bool
+
+	// snap is the snapshot a restore starts from (restore.go); nil for a
+	// cold boot. incoming is its state, open while the VMM loads it.
+	snap     *model.Snapshot
+	incoming *os.File
+	// lv is the live VM once wait_ready registered it.
+	lv *liveVM
 }
 
 func (r *startRun) holdKey() {
@@ -128,9 +135,18 @@ func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VM
 	if isActive(rec.State) {
 		return rec, api.Errorf(api.KindConflict, "VM %q is already %s", rec.Name, rec.State)
 	}
-	r := &startRun{s: s, op: op, rec: rec, prev: rec.State}
+	return s.runStart(ctx, &startRun{s: s, op: op, rec: rec, prev: rec.State}, startSteps)
+}
+
+// runStart runs steps for r (a cold boot's startSteps, a restore's
+// restoreSteps), unwinding on the first failure, and records the VM
+// running at the end.
+//
+// caller holds s.vmLocks[r.rec.ID].
+func (s *VMService) runStart(ctx context.Context, r *startRun, steps []startStep) (model.VMRecord, error) {
+	op := r.op
 	defer r.releaseKey()
-	for _, st := range startSteps {
+	for i, st := range steps {
 		if st.skip != nil && st.skip(r) {
 			continue
 		}
@@ -142,7 +158,7 @@ func (s *VMService) startLocked(ctx context.Context, op *operation, rec model.VM
 			r.releaseKey()
 		}
 		msg := ""
-		if st.msg != nil && (st.name == "resolve_kernel" || r.drv != nil) {
+		if st.msg != nil && (i == 0 || r.drv != nil) {
 			msg = st.msg(r)
 		}
 		op.stage(st.name, msg)
@@ -299,7 +315,9 @@ func (r *startRun) prepareDisks(ctx context.Context) error {
 }
 
 func (r *startRun) attachNetwork(ctx context.Context) error {
-	tap, err := r.s.d.net.attach(r.rec)
+	// A restored guest starts with its source's addresses: its tap stays
+	// off the bridge until the identity step (joinNetwork).
+	tap, err := r.s.d.net.attach(r.rec, r.snap != nil)
 	if err != nil {
 		return err
 	}
@@ -359,6 +377,7 @@ func (r *startRun) vmSpec() vmm.Spec {
 // boot records the VM as starting and spawns its VMM; the undo kills it.
 func (r *startRun) boot(ctx context.Context) error {
 	r.spec = r.vmSpec()
+	r.spec.Incoming = r.incoming
 	// A fresh console per boot, so the tail in an error is this boot's.
 	os.Remove(r.spec.Console())
 	r.rec.State = model.StateStarting
@@ -403,6 +422,7 @@ func (r *startRun) waitReady(ctx context.Context) error {
 	// seconds since banger.time= was written.
 	r.s.setGuestClock(ctx, r.rec.Name, client)
 	lv := &liveVM{handle: r.h, done: make(chan struct{}), agent: client}
+	r.lv = lv
 	r.s.watch(r.rec.ID, lv)
 	r.s.keepClock(r.rec.ID, lv, false)
 	r.push("wait_ready", func(context.Context) error {

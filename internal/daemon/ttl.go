@@ -39,7 +39,7 @@ func (s *VMService) reapExpired(ctx context.Context) {
 		if r.Spec.ExpiresAt.IsZero() || now.Before(r.Spec.ExpiresAt) {
 			continue
 		}
-		if _, err := s.DeleteVM(ctx, r.ID, true); err != nil {
+		if _, err := s.DeleteVM(ctx, r.ID, true, false); err != nil {
 			s.d.log.Warn("remove expired VM", "vm", r.Name, "err", err)
 			continue
 		}

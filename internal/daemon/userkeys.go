@@ -70,8 +70,8 @@ func (s *VMService) authorizeUserKey(ctx context.Context, rec model.VMRecord, ke
 		return rec, api.Errorf(api.KindConflict, "VM %q already has %d user keys authorized: recreate it to start over", rec.Name, maxUserKeys)
 	}
 	lv := s.getLive(rec.ID)
-	if rec.State != model.StateRunning || lv == nil {
-		return rec, api.Errorf(api.KindConflict, "VM %q is not running (state %s): `banger vm start %s`", rec.Name, rec.State, rec.Name)
+	if err := notRunningErr(rec, lv); err != nil {
+		return rec, err
 	}
 	if err := s.pushUserKey(ctx, rec, lv, key); err != nil {
 		return rec, api.Errorf(api.KindUnavailable, "authorize your key in VM %q: %w", rec.Name, err)

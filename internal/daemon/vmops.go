@@ -89,10 +89,23 @@ func (s *VMService) runningVM(ctx context.Context, name string) (model.VMRecord,
 		return rec, nil, err
 	}
 	lv := s.getLive(rec.ID)
-	if rec.State != model.StateRunning || lv == nil {
-		return rec, nil, api.Errorf(api.KindConflict, "VM %q is not running (state %s): `banger vm start %s`", rec.Name, rec.State, rec.Name)
+	if err := notRunningErr(rec, lv); err != nil {
+		return rec, nil, err
 	}
 	return rec, lv, nil
+}
+
+// notRunningErr is the conflict error of a guest operation (exec, ssh,
+// key push) on a VM whose guest does not run, naming the command that
+// fixes it; nil for a running VM.
+func notRunningErr(rec model.VMRecord, lv *liveVM) error {
+	switch {
+	case rec.State == model.StatePaused:
+		return api.Errorf(api.KindConflict, "VM %q is paused: `banger vm resume %s` first", rec.Name, rec.Name)
+	case rec.State != model.StateRunning || lv == nil:
+		return api.Errorf(api.KindConflict, "VM %q is not running (state %s): `banger vm start %s`", rec.Name, rec.State, rec.Name)
+	}
+	return nil
 }
 
 // Exec runs a command in the guest over the agent channel and returns its
@@ -164,7 +177,7 @@ func (s *VMService) Prune(ctx context.Context) (api.VMPruneResult, error) {
 		if isActive(r.State) || !owns(ctx, r) {
 			continue
 		}
-		if _, err := s.DeleteVM(ctx, r.Name, false); err == nil {
+		if _, err := s.DeleteVM(ctx, r.Name, false, false); err == nil {
 			res.Removed = append(res.Removed, r.Name)
 		}
 	}
@@ -240,6 +253,7 @@ func (s *VMService) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cleanSnapshotTemps() // snapshots.go
 	running := s.adoptRunning(ctx, recs)
 	s.republish(ctx, running)
 	s.d.net.reconcile(ctx, running)
@@ -265,16 +279,16 @@ func (s *VMService) adoptRunning(ctx context.Context, recs []model.VMRecord) map
 			continue
 		}
 		lv := &liveVM{handle: h, done: make(chan struct{})}
+		if st := s.adoptedState(ctx, rec, h); st != rec.State {
+			rec.State = st
+			if err := s.d.store.UpdateVM(ctx, rec); err != nil {
+				s.d.log.Warn("record state "+string(st), "vm", rec.Name, "err", err)
+			}
+		}
 		s.watch(rec.ID, lv)
 		// The guest ran unsynced while no daemon was there: set its clock
 		// now (dialing the agent), then every clockSyncInterval.
 		s.keepClock(rec.ID, lv, true)
-		if rec.State != model.StateRunning {
-			rec.State = model.StateRunning
-			if err := s.d.store.UpdateVM(ctx, rec); err != nil {
-				s.d.log.Warn("record state running", "vm", rec.Name, "err", err)
-			}
-		}
 		running[rec.ID] = rec
 		s.d.log.Info("re-adopted running VM", "vm", rec.Name, "pid", h.PID())
 	}

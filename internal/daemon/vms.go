@@ -31,6 +31,13 @@ type VMService struct {
 
 	liveMu sync.Mutex         // guards live
 	live   map[string]*liveVM // VM id -> its running VMM
+
+	// snapMu guards snapshot publication (the name re-check and the
+	// rename into snapshots/), removal (the rename out) and snapInUse.
+	// Never held across a copy or a VMM call.
+	snapMu sync.Mutex
+	// snapInUse counts the restores reading each snapshot (id → n).
+	snapInUse map[string]int
 }
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
@@ -51,7 +58,7 @@ func (s *VMService) List(ctx context.Context, p api.VMListParams) ([]api.VM, err
 		if !owns(ctx, r) || !matchAll(filters, r) {
 			continue
 		}
-		if all || r.State == model.StateRunning || r.State == model.StateStarting {
+		if all || r.State == model.StateRunning || r.State == model.StateStarting || r.State == model.StatePaused {
 			out = append(out, api.VMFromRecord(r))
 		}
 	}
@@ -148,6 +155,9 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 // global lock), reserve the VM under createVMMu, then boot under the VM's
 // own lock unless NoStart.
 func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.VMRecord, error) {
+	if p.From != "" {
+		return s.createFromSnapshot(ctx, p) // restore.go
+	}
 	op := s.d.beginOperation(ctx, "vm.create", "name", p.Name, "image", p.Image)
 	req, err := s.validateCreate(p)
 	if err != nil {
@@ -194,7 +204,14 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 		op.done()
 		return rec, nil
 	}
-	// Phase 3: boot under this VM's lock only; other creates run on.
+	return s.bootReserved(ctx, op, rec, s.startLocked)
+}
+
+// bootReserved is phase 3 of a create: boot the reserved rec under its
+// own lock only (other creates run on) with start (a cold boot or a
+// restore); a failure before any VMM ran removes the reservation.
+func (s *VMService) bootReserved(ctx context.Context, op *operation, rec model.VMRecord,
+	start func(context.Context, *operation, model.VMRecord) (model.VMRecord, error)) (model.VMRecord, error) {
 	unlock, err := s.vmLocks.Lock(ctx, rec.ID)
 	if err != nil {
 		// Only a caller that hung up gets here: nothing uses the new id.
@@ -205,7 +222,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 		return rec, op.fail(err)
 	}
 	defer unlock()
-	booted, err := s.startLocked(ctx, op, rec)
+	booted, err := start(ctx, op, rec)
 	if err != nil {
 		if booted.State != model.StateError {
 			// It failed before a VMM ran (tap, port clash, disks, a caller
@@ -293,7 +310,10 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 }
 
 // DeleteVM removes a VM: its files and its row. A running VM needs force.
-func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (model.VMRecord, error) {
+//
+// Its snapshots are kept unless withSnapshots: a snapshot is a machine of
+// its own, restorable after its source is gone.
+func (s *VMService) DeleteVM(ctx context.Context, name string, force, withSnapshots bool) (model.VMRecord, error) {
 	return s.withVM(ctx, name, func(rec model.VMRecord) (model.VMRecord, error) {
 		op := s.d.beginOperation(ctx, "vm.delete", "vm_id", rec.ID, "vm", rec.Name)
 		if isActive(rec.State) {
@@ -315,12 +335,20 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force bool) (mode
 		if rec.Runtime.Dir != "" {
 			os.RemoveAll(rec.Runtime.Dir)
 		}
+		if withSnapshots {
+			op.stage("remove_snapshots", rec.Name)
+			if err := s.deleteSnapshotsOf(rec.ID); err != nil {
+				return rec, op.fail(fmt.Errorf("VM %q removed; its snapshots: %w", rec.Name, err))
+			}
+		}
 		s.d.vmEvent("rm", rec, nil)
 		op.done()
 		return rec, nil
 	})
 }
 
+// isActive: a VMM runs (or is being started or stopped) for the VM. A
+// paused VM's VMM runs.
 func isActive(st model.VMState) bool {
-	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping
+	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping || st == model.StatePaused
 }

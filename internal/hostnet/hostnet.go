@@ -79,14 +79,20 @@ func EnsureBridge(name, cidr string) error {
 
 // CreateTap creates a persistent, single-queue tap called name, enslaved to
 // bridge and up. An existing tap with that name is reused (re-enslaved and
-// brought up), so a retried VM start is not an error.
+// brought up), so a retried VM start is not an error. An empty bridge
+// leaves the tap down and on no bridge (JoinBridge later): a guest
+// restored from a snapshot speaks with its source's addresses until it
+// has its own, and must not reach anyone meanwhile.
 func CreateTap(name, bridge string) error {
 	if err := checkIfName(name); err != nil {
 		return err
 	}
-	br, err := netlink.LinkByName(bridge)
-	if err != nil {
-		return fmt.Errorf("bridge %s for tap %s: %w (call EnsureBridge first)", bridge, name, err)
+	var br netlink.Link
+	if bridge != "" {
+		var err error
+		if br, err = netlink.LinkByName(bridge); err != nil {
+			return fmt.Errorf("bridge %s for tap %s: %w (call EnsureBridge first)", bridge, name, err)
+		}
 	}
 	link, err := netlink.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
@@ -114,6 +120,27 @@ func CreateTap(name, bridge string) error {
 	case link.Type() != "tuntap":
 		return fmt.Errorf("%s exists but is a %s, not a tap", name, link.Type())
 	}
+	if br == nil {
+		return nil
+	}
+	return joinBridge(link, br)
+}
+
+// JoinBridge enslaves an existing tap to bridge and brings it up.
+func JoinBridge(name, bridge string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", name, err)
+	}
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s for tap %s: %w", bridge, name, err)
+	}
+	return joinBridge(link, br)
+}
+
+func joinBridge(link, br netlink.Link) error {
+	name, bridge := link.Attrs().Name, br.Attrs().Name
 	if err := netlink.LinkSetMaster(link, br); err != nil {
 		return fmt.Errorf("attach tap %s to %s: %w", name, bridge, err)
 	}

@@ -17,6 +17,9 @@ const (
 	StateCreated  VMState = "created"
 	StateStarting VMState = "starting"
 	StateRunning  VMState = "running"
+	// StatePaused: the VMM runs, its vCPUs are stopped (vm pause); the
+	// guest's memory, devices and connections stay as they are.
+	StatePaused   VMState = "paused"
 	StateStopping VMState = "stopping"
 	StateStopped  VMState = "stopped"
 	StateError    VMState = "error"
@@ -25,7 +28,7 @@ const (
 // ValidState reports whether s is one of the known states.
 func ValidState(s VMState) bool {
 	switch s {
-	case StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError:
+	case StateCreated, StateStarting, StateRunning, StatePaused, StateStopping, StateStopped, StateError:
 		return true
 	}
 	return false
@@ -184,4 +187,37 @@ func NewID() string {
 		panic("crypto/rand failed: " + err.Error())
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// Snapshot is a saved VM: its memory and device state plus copies of its
+// overlay and work disk, at one moment. It lives in its own directory
+// (state/snapshots/<id>) whose manifest.json is this record.
+type Snapshot struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// SourceID and SourceName are the VM it was taken of.
+	SourceID   string `json:"source_id"`
+	SourceName string `json:"source_name"`
+	// Spec is the source's: a VM restored from the snapshot is that
+	// machine (image, kernel, vCPUs, memory, disks, env, main process).
+	Spec VMSpec `json:"spec"`
+	// VMM is the driver whose state format state.bin is in, Agent the
+	// agent transport, Network whether the VM had a NIC, KernelRelease
+	// the running kernel: a restore needs the same device layout.
+	VMM           string `json:"vmm"`
+	Agent         string `json:"agent"`
+	Network       bool   `json:"network"`
+	KernelRelease string `json:"kernel_release,omitempty"`
+	// Init and InitPath are what the source's boot ran as.
+	Init     string `json:"init,omitempty"`
+	InitPath string `json:"init_path,omitempty"`
+	// StateBytes is the size of the memory and device state; DiskBytes the
+	// space the disk copies take (allocated, not apparent).
+	StateBytes int64 `json:"state_bytes"`
+	DiskBytes  int64 `json:"disk_bytes"`
+	// Paused is how long the source was paused for it.
+	Paused    time.Duration `json:"paused_ns"`
+	CreatedAt time.Time     `json:"created_at"`
+	// Dir is where it lives (filled in when read, not stored).
+	Dir string `json:"-"`
 }

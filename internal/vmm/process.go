@@ -30,6 +30,8 @@ type SpawnConfig struct {
 	Args   []string
 	Stdout string // file the process's stdout goes to (appended, created 0640)
 	Stderr string // same for stderr; may equal Stdout
+	// ExtraFiles are inherited as fds 3, 4, … (exec.Cmd.ExtraFiles).
+	ExtraFiles []*os.File
 }
 
 // Spawn starts a VMM that survives its parent: a new session (so a signal
@@ -53,6 +55,7 @@ func Spawn(c SpawnConfig) (*Process, error) {
 	cmd := exec.Command(c.Path, c.Args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
+	cmd.ExtraFiles = c.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)

@@ -78,6 +78,15 @@ type Spec struct {
 	Net   *NetConfig
 	// CID is the guest's vsock context id (>= 3), unique per host.
 	CID uint32
+
+	// Incoming, when set, restores the VM from this saved state
+	// (Snapshotter.SaveState's output) instead of booting the kernel: the
+	// device layout (disks in the same order, a network device or not, the
+	// agent transport, vCPUs, memory) must be the one the state was saved
+	// with. The daemon opens the file: a sandboxed VMM that dropped its
+	// privileges cannot open root's paths. Start returns once the guest
+	// runs again; the caller keeps and closes the file.
+	Incoming *os.File
 }
 
 // Console returns the path of the guest's serial console log.
@@ -132,6 +141,28 @@ type Handle interface {
 	State() (StateInfo, error)
 }
 
+// Snapshotter is what the Handles of a driver with Capabilities.Snapshots
+// can do besides running: stop and resume the vCPUs, and write the
+// memory and device state of a paused VM to a file.
+type Snapshotter interface {
+	// Pause stops the vCPUs; the VMM keeps its devices and connections.
+	Pause(ctx context.Context) error
+	// Resume runs the vCPUs again (after Pause or SaveState).
+	Resume(ctx context.Context) error
+	// Paused reports whether the vCPUs are stopped (asked of the VMM, so
+	// a restarted daemon learns it from the process itself).
+	Paused(ctx context.Context) (bool, error)
+	// SaveState writes the memory and device state of the paused VM to
+	// f, which the caller opened for writing, and returns once it is all
+	// written. The VM stays paused, its disks flushed: copies of them
+	// taken before Resume belong with the state.
+	SaveState(ctx context.Context, f *os.File) error
+}
+
+// ErrNoSnapshots is the error of a snapshot operation on a driver without
+// Capabilities.Snapshots.
+var ErrNoSnapshots = errors.New("this hypervisor cannot pause or snapshot VMs")
+
 // Driver is one hypervisor. The daemon reads what a driver can do from
 // Capabilities and never asks which driver it holds (Lima's pkg/driver).
 type Driver interface {
@@ -182,10 +213,14 @@ type Capabilities struct {
 	Agent string
 	// Network is NetworkTap or NetworkNone.
 	Network string
-	// Shares: host directory shares (virtio-fs/9p). Snapshots: memory and
-	// device state save/restore. Neither is used by the daemon yet.
-	Shares    bool
-	Snapshots bool
+	// Shares: host directory shares (virtio-fs/9p), not used by the
+	// daemon yet.
+	Shares bool
+	// Snapshots: the driver's handles implement Snapshotter (pause,
+	// resume, save the memory and device state) and Start takes
+	// Spec.Incoming. NoSnapshots says why not when false.
+	Snapshots   bool
+	NoSnapshots string
 	// Verified is false for a driver whose boots were never observed on a
 	// real host by this project's tests (doctor says so).
 	Verified bool

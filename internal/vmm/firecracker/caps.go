@@ -26,6 +26,10 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		MaxMemoryMiB:  MaxMemoryMiB,
 		Agent:         vmm.AgentVsock,
 		Network:       vmm.NetworkTap,
-		Verified:      false,
+		// Firecracker has a snapshot API (PUT /snapshot/create,
+		// /snapshot/load, PATCH /vm) that this driver does not wire yet.
+		Snapshots:   false,
+		NoSnapshots: "banger's firecracker driver does not wire Firecracker's snapshot API (PUT /snapshot/create, /snapshot/load) yet",
+		Verified:    false,
 	}
 }

@@ -10,8 +10,8 @@ const MaxVCPU = vmm.MaxVCPULimit
 const MaxMemoryMiB = 64 << 10
 
 // Capabilities: bzImage kernels (QEMU decompresses them), a tap device,
-// the agent over vhost-vsock or virtio-serial, verified on this project's
-// hosts under TCG.
+// the agent over vhost-vsock or virtio-serial, snapshots, verified on this
+// project's hosts under TCG.
 func (d *Driver) Capabilities() vmm.Capabilities {
 	return vmm.Capabilities{
 		KernelFormats: []string{vmm.KernelBzImage},
@@ -20,6 +20,9 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		MaxMemoryMiB:  MaxMemoryMiB,
 		Agent:         d.AgentMode(),
 		Network:       vmm.NetworkTap,
-		Verified:      true,
+		// Pause/resume (QMP stop/cont), state saved by migration to an
+		// fd and restored with -incoming fd:.
+		Snapshots: true,
+		Verified:  true,
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/guestproto"
@@ -206,9 +207,27 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		a = append(a, "-initrd", s.Initrd)
 	}
 	a = append(a, "-append", d.KernelCmdline(s, accel))
+	// The disks are passed as fds (passedFiles, in this order): QEMU drops
+	// to -runas and may have to reopen a disk later (a migration hands the
+	// images over read-only and back), which by path it could not. An
+	// fdset holds a read-only fd and, for a writable disk, a read-write
+	// one; QEMU picks by access mode. QEMU's image locking is off: with
+	// two descriptions of one file in a set it refuses its own reopen, and
+	// the daemon already guarantees one VMM per VM's disks.
+	fd := 3
+	if s.Incoming != nil {
+		fd++
+	}
 	for i, disk := range s.Disks {
 		id := vmm.DiskName(i)
-		drive := "id=" + id + ",file=" + qemuEscape(disk.Path) + ",format=raw,if=none,discard=unmap"
+		set := i + 1
+		a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
+		fd++
+		if !disk.ReadOnly {
+			a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
+			fd++
+		}
+		drive := "id=" + id + ",file=/dev/fdset/" + strconv.Itoa(set) + ",format=raw,if=none,discard=unmap,file.locking=off"
 		if disk.ReadOnly {
 			drive += ",readonly=on"
 		}
@@ -234,10 +253,47 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	a = append(a,
 		"-qmp", "unix:"+p.qmp+",server=on,wait=off",
 		"-pidfile", p.pid)
+	if s.Incoming != nil {
+		// Spec.Incoming is fd 3 (passedFiles). Everything above stays as
+		// it was at the save: QEMU matches devices by their order and ids.
+		a = append(a, "-incoming", "fd:3")
+	}
 	if d.opt.RunAs != "" {
 		a = append(a, "-runas", d.opt.RunAs)
 	}
 	return a
+}
+
+// passedFiles opens what QEMU gets as fds 3, 4, … in Args's order: the
+// incoming state, then per disk a read-only fd and, unless the disk is
+// read-only, a read-write one.
+func passedFiles(s vmm.Spec) ([]*os.File, error) {
+	var files []*os.File
+	if s.Incoming != nil {
+		files = append(files, s.Incoming)
+	}
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			if f != s.Incoming {
+				f.Close()
+			}
+		}
+		return nil, err
+	}
+	for i, disk := range s.Disks {
+		flags := []int{os.O_RDONLY}
+		if !disk.ReadOnly {
+			flags = append(flags, os.O_RDWR)
+		}
+		for _, fl := range flags {
+			f, err := os.OpenFile(disk.Path, fl|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				return fail(fmt.Errorf("disk %s: %w", vmm.DiskName(i), err))
+			}
+			files = append(files, f)
+		}
+	}
+	return files, nil
 }
 
 // KernelCmdline is the command line the guest gets: console, reboot and
@@ -326,7 +382,17 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	proc, err := vmm.Spawn(vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log})
+	files, err := passedFiles(s)
+	if err != nil {
+		return nil, err
+	}
+	sc := vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log, ExtraFiles: files}
+	proc, err := vmm.Spawn(sc)
+	for _, f := range files {
+		if f != s.Incoming {
+			f.Close() // QEMU has its own copies
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
 	}
@@ -342,7 +408,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 		proc.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
-	if err := h.waitQMP(ctx); err != nil {
+	if err := h.waitQMP(ctx, s.Incoming != nil); err != nil {
 		proc.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
@@ -392,8 +458,13 @@ func (h *handle) attachConsole(ctx context.Context, fresh bool) error {
 	return nil
 }
 
-// waitQMP waits for the QMP socket and checks the VM runs.
-func (h *handle) waitQMP(ctx context.Context) error {
+// incomingTimeout bounds the load of a saved state (Spec.Incoming).
+const incomingTimeout = 3 * time.Minute
+
+// waitQMP waits for the QMP socket and checks the VM runs. A VM restored
+// from a saved state runs once QEMU has read all of it ("inmigrate" until
+// then); a state QEMU cannot load makes it exit.
+func (h *handle) waitQMP(ctx context.Context, incoming bool) error {
 	q, err := vmm.WaitForSocket(ctx, h.Proc, "qmp", func() (*QMP, error) {
 		return DialQMP(ctx, h.St.ControlSocket)
 	})
@@ -401,14 +472,107 @@ func (h *handle) waitQMP(ctx context.Context) error {
 		return err
 	}
 	defer q.Close()
-	st, err := q.QueryStatus(ctx)
+	deadline := time.Now().Add(incomingTimeout)
+	for {
+		st, err := q.QueryStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Running {
+			return nil
+		}
+		// The state carries the source's run state, which SaveState
+		// paused: a loaded state waits for cont.
+		if incoming && st.Status == "paused" {
+			if err := q.Cont(ctx); err != nil {
+				return fmt.Errorf("run the restored VM: %w", err)
+			}
+			continue
+		}
+		if !incoming || st.Status != "inmigrate" || time.Now().After(deadline) {
+			return fmt.Errorf("qemu status %q, want running", st.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.Proc.Done():
+			return errors.New("qemu exited while loading the saved state")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+var _ vmm.Snapshotter = (*handle)(nil)
+
+// Pause stops the vCPUs (QMP stop).
+func (h *handle) Pause(ctx context.Context) error {
+	return h.qmp(ctx, func(q *QMP) error { return q.Stop(ctx) })
+}
+
+// Resume runs them again (QMP cont).
+func (h *handle) Resume(ctx context.Context) error {
+	return h.qmp(ctx, func(q *QMP) error { return q.Cont(ctx) })
+}
+
+// Paused asks QEMU (query-status): "paused", and "postmigrate" after a
+// SaveState, count as paused.
+func (h *handle) Paused(ctx context.Context) (bool, error) {
+	var paused bool
+	err := h.qmp(ctx, func(q *QMP) error {
+		st, err := q.QueryStatus(ctx)
+		paused = err == nil && !st.Running
+		return err
+	})
+	return paused, err
+}
+
+// saveFD is the name SaveState's file has inside QEMU (getfd).
+const saveFD = "banger-state"
+
+// SaveState migrates the paused VM into f, handed to QEMU over QMP
+// (QEMU 7.2 has no "file:" migration, and with -sandbox spawn=deny no
+// "exec:"; an fd works everywhere). The VM is paused, so the migration
+// runs at full speed in one pass; when it completes QEMU has flushed and
+// released the disks (state "postmigrate") until Resume.
+func (h *handle) SaveState(ctx context.Context, f *os.File) error {
+	q, err := DialQMP(ctx, h.St.ControlSocket)
 	if err != nil {
 		return err
 	}
-	if !st.Running {
-		return fmt.Errorf("qemu status %q, want running", st.Status)
+	defer q.Close()
+	if err := q.GetFD(ctx, saveFD, f); err != nil {
+		return err
 	}
-	return nil
+	// max-bandwidth throttles a live migration for the guest's sake: the
+	// guest is paused, so take the disk's speed.
+	if _, err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
+		return err
+	}
+	if _, err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + saveFD}); err != nil {
+		return err
+	}
+	for {
+		m, err := q.QueryMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		switch m.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("qemu migration %s: %s %s", m.Status, m.ErrorDesc, vmm.Tail(filepath.Join(h.St.Dir, LogFile), 5))
+		}
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			q.Execute(cctx, "migrate_cancel", nil)
+			cancel()
+			return ctx.Err()
+		case <-h.Proc.Done():
+			return errors.New("qemu exited while saving the state")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // qmp runs f on a fresh QMP connection.

@@ -403,10 +403,11 @@ func TestArgs(t *testing.T) {
 		"-chardev socket,id=console,path=/r/console.sock,server=on,wait=on -serial chardev:console",
 		`-append console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=1234 banger.ip=172.30.0.2/24`,
 		"rtc=on,pit=on,pic=on -rtc base=utc",
-		"-drive id=vda,file=/d/root,format=raw,if=none,discard=unmap,readonly=on -device virtio-blk-device,drive=vda " +
-			"-drive id=vdb,file=/d/cow,format=raw,if=none,discard=unmap -device virtio-blk-device,drive=vdb " +
-			"-drive id=vdc,file=/d/work,format=raw,if=none,discard=unmap -device virtio-blk-device,drive=vdc " +
-			"-drive id=vdd,file=/d/mods,format=raw,if=none,discard=unmap,readonly=on -device virtio-blk-device,drive=vdd,serial=banger-modules",
+		// Disks as fds (fdsets): read-only, plus read-write when writable.
+		"-add-fd fd=3,set=1 -drive id=vda,file=/dev/fdset/1,format=raw,if=none,discard=unmap,file.locking=off,readonly=on -device virtio-blk-device,drive=vda " +
+			"-add-fd fd=4,set=2 -add-fd fd=5,set=2 -drive id=vdb,file=/dev/fdset/2,format=raw,if=none,discard=unmap,file.locking=off -device virtio-blk-device,drive=vdb " +
+			"-add-fd fd=6,set=3 -add-fd fd=7,set=3 -drive id=vdc,file=/dev/fdset/3,format=raw,if=none,discard=unmap,file.locking=off -device virtio-blk-device,drive=vdc " +
+			"-add-fd fd=8,set=4 -drive id=vdd,file=/dev/fdset/4,format=raw,if=none,discard=unmap,file.locking=off,readonly=on -device virtio-blk-device,drive=vdd,serial=banger-modules",
 		"-netdev tap,id=net0,ifname=bgrabc,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=02:42:ac:1e:00:02",
 		"-chardev socket,id=agent,path=/r/agent.sock,server=on,wait=off -device virtserialport,chardev=agent,name=banger.agent",
 		"-qmp unix:/r/qmp.sock,server=on,wait=off -pidfile /r/qemu.pid",

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -84,6 +86,18 @@ func (q *QMP) read() (qmpMsg, error) {
 // Execute runs cmd with args (nil for none) and returns its "return" value.
 // Asynchronous events that arrive meanwhile are skipped.
 func (q *QMP) Execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return q.execute(ctx, cmd, args, nil)
+}
+
+// GetFD hands f to QEMU under name (QMP getfd, the fd passed with
+// SCM_RIGHTS beside the command), for commands that take "fd:NAME": a
+// sandboxed QEMU running as another user cannot open the daemon's paths.
+func (q *QMP) GetFD(ctx context.Context, name string, f *os.File) error {
+	_, err := q.execute(ctx, "getfd", map[string]any{"fdname": name}, f)
+	return err
+}
+
+func (q *QMP) execute(ctx context.Context, cmd string, args any, fd *os.File) (json.RawMessage, error) {
 	q.deadline(ctx)
 	req := map[string]any{"execute": cmd}
 	if args != nil {
@@ -93,7 +107,17 @@ func (q *QMP) Execute(ctx context.Context, cmd string, args any) (json.RawMessag
 	if err != nil {
 		return nil, err
 	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if fd != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("qmp %s: passing a file needs a unix socket", cmd)
+		}
+		// QEMU takes the fd that arrives with the command's first bytes.
+		if _, _, err := uc.WriteMsgUnix(b, syscall.UnixRights(int(fd.Fd())), nil); err != nil {
+			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+		}
+	} else if _, err := q.conn.Write(b); err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {
@@ -146,4 +170,40 @@ func (q *QMP) Quit(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// Stop pauses the vCPUs (QMP stop).
+func (q *QMP) Stop(ctx context.Context) error {
+	_, err := q.Execute(ctx, "stop", nil)
+	return err
+}
+
+// Cont resumes the vCPUs (QMP cont); after a migration it also re-activates
+// the block devices the migration handed over.
+func (q *QMP) Cont(ctx context.Context) error {
+	_, err := q.Execute(ctx, "cont", nil)
+	return err
+}
+
+// MigrationStatus is query-migrate's answer (the fields banger reads).
+type MigrationStatus struct {
+	Status      string `json:"status"` // none, setup, active, completed, failed, cancelled …
+	ErrorDesc   string `json:"error-desc"`
+	TotalTimeMs int64  `json:"total-time"`
+	RAM         *struct {
+		Transferred int64 `json:"transferred"`
+	} `json:"ram"`
+}
+
+// QueryMigrate runs query-migrate.
+func (q *QMP) QueryMigrate(ctx context.Context) (MigrationStatus, error) {
+	raw, err := q.Execute(ctx, "query-migrate", nil)
+	if err != nil {
+		return MigrationStatus{}, err
+	}
+	var m MigrationStatus
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return MigrationStatus{}, fmt.Errorf("qmp query-migrate: %w", err)
+	}
+	return m, nil
 }

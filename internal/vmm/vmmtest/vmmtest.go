@@ -58,6 +58,7 @@ func New() *Driver {
 		KernelFormats: []string{vmm.KernelBzImage, vmm.KernelVmlinux},
 		MaxVCPU:       4, MinMemoryMiB: vmm.MinMemoryMiB, MaxMemoryMiB: 4096,
 		Agent: vmm.AgentSerial, Network: vmm.NetworkNone, Verified: true,
+		Snapshots: true,
 	}}
 }
 
@@ -91,6 +92,17 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	// the VM's system.cow: a VM keeps its identity across boots (the
 	// daemon's known_hosts pins it).
 	hostKey := filepath.Join(s.Dir, "vmmtest_host_key")
+	if s.Incoming != nil {
+		// A restored guest is the saved one: same host key (the state is
+		// the key, see SaveState), until the daemon gives it a new one.
+		b, err := io.ReadAll(s.Incoming)
+		if err != nil || !strings.HasPrefix(string(b), stateMagic) {
+			return nil, fmt.Errorf("vmmtest: not a saved state (%v)", err)
+		}
+		if err := os.WriteFile(hostKey, b[len(stateMagic):], 0o600); err != nil {
+			return nil, err
+		}
+	}
 	p, err := vmm.Spawn(vmm.SpawnConfig{Path: exe, Args: []string{"-test.run=^$", guestArg, sock, s.Console(), hostKey},
 		Stdout: filepath.Join(s.Dir, "vmm.log")})
 	if err != nil {
@@ -114,6 +126,39 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 }
 
 type handle struct{ vmm.Base }
+
+var _ vmm.Snapshotter = (*handle)(nil)
+
+// stateMagic starts a vmmtest saved state; the host key follows.
+const stateMagic = "vmmtest-state\n"
+
+// Pause stops the guest process (SIGSTOP): its agent stalls, as a paused
+// VM's does.
+func (h *handle) Pause(ctx context.Context) error { return h.Proc.Signal(syscall.SIGSTOP) }
+
+// Resume continues it (SIGCONT).
+func (h *handle) Resume(ctx context.Context) error { return h.Proc.Signal(syscall.SIGCONT) }
+
+// Paused reads the process state from /proc: 'T' is stopped.
+func (h *handle) Paused(ctx context.Context) (bool, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.PID()))
+	if err != nil {
+		return false, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && len(b) > i+2 && b[i+2] == 'T', nil
+}
+
+// SaveState writes the guest's identity (its host key): what a restore
+// needs to come back as the same guest.
+func (h *handle) SaveState(ctx context.Context, f *os.File) error {
+	key, err := os.ReadFile(filepath.Join(h.St.Dir, "vmmtest_host_key"))
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append([]byte(stateMagic), key...))
+	return err
+}
 
 func (h *handle) AgentConn(ctx context.Context) (net.Conn, error) {
 	var dl net.Dialer
@@ -151,8 +196,7 @@ func runGuest(sock, console, keyPath string) error {
 	if err != nil {
 		return err
 	}
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
-	cfg.AddHostKey(hostKey)
+	g := &guest{keyPath: keyPath, key: hostKey}
 	os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -169,8 +213,41 @@ func runGuest(sock, console, keyPath string) error {
 		if err != nil {
 			return err
 		}
-		go serve(c, cfg)
+		go g.serve(c)
 	}
+}
+
+// guest is the double's guest state: its host key, which an identity
+// request replaces.
+type guest struct {
+	keyPath string
+	mu      sync.Mutex
+	key     ssh.Signer
+}
+
+func (g *guest) config() *ssh.ServerConfig {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.AddHostKey(g.key)
+	return cfg
+}
+
+// identity answers guestproto.IdentityRequest: a new host key, nothing
+// else (the double has no network, hostname or clock of its own).
+func (g *guest) identity(payload []byte) ([]byte, error) {
+	if _, err := guestproto.DecodeIdentity(payload); err != nil {
+		return nil, err
+	}
+	os.Remove(g.keyPath)
+	k, err := loadHostKey(g.keyPath)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.key = k
+	g.mu.Unlock()
+	return guestproto.EncodeIdentityReply(guestproto.IdentityReply{HostKey: string(ssh.MarshalAuthorizedKey(k.PublicKey()))})
 }
 
 // loadHostKey reads the guest's host key, creating it at first boot.
@@ -193,12 +270,12 @@ func loadHostKey(path string) (ssh.Signer, error) {
 }
 
 // serve is the guest side of one agent connection.
-func serve(c net.Conn, cfg *ssh.ServerConfig) {
+func (g *guest) serve(c net.Conn) {
 	defer c.Close()
 	if err := guestSync(c); err != nil {
 		return
 	}
-	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	_, chans, reqs, err := ssh.NewServerConn(c, g.config())
 	if err != nil {
 		return
 	}
@@ -212,6 +289,11 @@ func serve(c net.Conn, cfg *ssh.ServerConfig) {
 				go func() { time.Sleep(50 * time.Millisecond); os.Exit(0) }()
 			case guestproto.SetupRequest:
 				r.Reply(true, []byte(`{"init":"banger"}`))
+			case guestproto.SetTimeRequest:
+				r.Reply(true, guestproto.EncodeTime(time.Now()))
+			case guestproto.IdentityRequest:
+				reply, err := g.identity(r.Payload)
+				r.Reply(err == nil, reply)
 			default:
 				r.Reply(false, nil)
 			}
