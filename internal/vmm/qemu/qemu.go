@@ -436,6 +436,26 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 type handle struct {
 	vmm.Base
 	d *Driver
+	// consoleDone is closed once the console copy has ended (nil: none).
+	consoleDone <-chan struct{}
+}
+
+// consoleDrain bounds how long Wait lets the console copy finish after
+// QEMU exited: the last lines are in the socket, not yet in the log.
+const consoleDrain = 5 * time.Second
+
+// Wait returns when QEMU is gone and its console is in the log, so a
+// caller reading the log after Wait sees the guest's last lines.
+func (h *handle) Wait(ctx context.Context) error {
+	err := h.Proc.Wait(ctx)
+	if h.consoleDone != nil && h.Proc.Exited() {
+		select {
+		case <-h.consoleDone:
+		case <-time.After(consoleDrain):
+		case <-ctx.Done():
+		}
+	}
+	return err
 }
 
 // attachConsole connects to QEMU's console socket and copies the stream
@@ -454,7 +474,7 @@ func (h *handle) attachConsole(ctx context.Context, fresh bool) error {
 		conn.Close()
 		return fmt.Errorf("console log: %w", err)
 	}
-	vmm.PumpConsole(conn, log)
+	h.consoleDone = vmm.PumpConsole(conn, log)
 	return nil
 }
 
