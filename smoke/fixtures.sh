@@ -228,6 +228,7 @@ snapshot_restore() {
 		# Hard links when the cache and the work dir share a filesystem.
 		cp -al "$e/dir" "$dst/images/$id" 2>/dev/null || waitfg cp -a --sparse=always "$e/dir" "$dst/images/$id" || return 1
 		sqlite3 "$dst/banger.db" <"$e/row.sql" || return 1
-		sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$(cat "$e/origin")/', '\"$dst/images/$id/') WHERE id = '$id';" || return 1
+		# The row's "dir" is the image dir itself: no trailing slash.
+		sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$(cat "$e/origin")\"', '\"$dst/images/$id\"') WHERE id = '$id';" || return 1
 	done
 }

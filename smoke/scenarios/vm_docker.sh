@@ -5,7 +5,8 @@
 # output, on Docker's default bridge network (veth, br_netfilter, nf_nat,
 # xt_* from the modules disk) and overlay2 storage.
 CLASS=pure
-COST=240
+COST=300
+TIMEOUT=900
 IMAGES="debian-bookworm-docker"
 
 run() {
@@ -14,7 +15,7 @@ run() {
 	"$FIXTURE" docker-save -tag "docker-$RUN" "$tar" banger-smoke/busybox:1
 	vm_create "$n" --image debian-bookworm-docker --memory 1024
 	step "wait for dockerd (systemd unit docker.service)"
-	out=$(x "$n" timeout 240 systemctl is-system-running --wait || true)
+	out=$(x "$n" timeout 480 systemctl is-system-running --wait || true)
 	step "system state: $out"
 	if [[ $out != running ]]; then
 		x "$n" systemctl --failed --no-legend --plain || true
