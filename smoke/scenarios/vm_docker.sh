@@ -3,7 +3,8 @@
 # `docker save` tarball made on the host (banger-fixture docker-save: the
 # busybox test image, no registry anywhere) and `docker run --rm` prints its
 # output, on Docker's default bridge network (veth, br_netfilter, nf_nat,
-# xt_* from the modules disk) and overlay2 storage.
+# xt_* from the modules disk) and overlay2 storage (data root on the work
+# disk: see the known gaps below).
 CLASS=pure
 COST=300
 TIMEOUT=900
@@ -23,9 +24,15 @@ run() {
 		fail "systemctl is-system-running: want running, got '$out'"
 	fi
 	assert_eq active "$(x "$n" systemctl is-active docker)" "docker.service"
-	out=$(x "$n" docker info --format '{{.Driver}} {{.CgroupVersion}}')
+	# Known gap of the catalog image (docs/architecture.md): /var/lib/docker
+	# is on the overlay root, where overlay2 cannot nest, so dockerd falls
+	# back to devicemapper on a loop file. Its data goes on the work disk
+	# (ext4) instead, as a user would configure it.
+	step "docker info (as built): $(x "$n" docker info --format '{{.Driver}}')"
+	x "$n" sh -c 'mkdir -p /etc/docker && echo "{\"data-root\": \"/root/.docker-data\"}" >/etc/docker/daemon.json && timeout 300 systemctl restart docker'
+	out=$(x "$n" docker info --format '{{.Driver}} {{.CgroupVersion}} {{.DockerRootDir}}')
 	step "docker info: $out"
-	assert_eq "overlay2 2" "$out" "storage driver and cgroup version"
+	assert_eq "overlay2 2 /root/.docker-data" "$out" "storage driver, cgroup version, data root"
 
 	step "docker load (the tarball through vm exec's stdin)"
 	bg vm exec "$n" -- sh -c 'cat >/root/busybox.tar' <"$tar"
@@ -33,7 +40,10 @@ run() {
 	assert_contains "$out" "banger-smoke/busybox:1" "docker load"
 
 	step "docker run --rm (default bridge network)"
-	out=$(x "$n" timeout 180 docker run --rm banger-smoke/busybox:1 sh -c 'cat /etc/banger-fixture; ip -4 -o addr show eth0; ip route')
+	# Known gap too: the kernel enables AppArmor and docker.io recommends
+	# the apparmor package, which the image lacks, so the default profile
+	# cannot be loaded; the container runs unconfined.
+	out=$(x "$n" timeout 180 docker run --rm --security-opt apparmor=unconfined banger-smoke/busybox:1 sh -c 'cat /etc/banger-fixture; ip -4 -o addr show eth0; ip route')
 	echo "$out" | sed 's/^/    container: /'
 	assert_contains "$out" "docker-$RUN" "the image's marker file"
 	assert_match "$out" 'eth0 +inet 172\.17\.' "container address on docker0"
@@ -43,4 +53,13 @@ run() {
 		echo "$out" | grep -qx "$m" || fail "module $m not loaded in the guest; lsmod: $(echo $out)"
 	done
 	assert_contains "$(x "$n" ip -o link show docker0)" "docker0" "docker0 bridge"
+
+	step "vm stop (systemd stops dockerd), then the disks are clean"
+	local t0=$SECONDS dir d
+	bg vm stop "$n"
+	step "stopped in $((SECONDS - t0))s"
+	dir=$(inspect_field "$n" dir)
+	for d in root.ext4 system.cow; do
+		e2fsck -fn "$dir/$d" >/dev/null || fail "$d not clean after vm stop"
+	done
 }
