@@ -183,6 +183,10 @@ PY
   fi
   printf 'ready_timeout = "300s"\n' >"$work/config.toml"
   ip netns exec $ns "$bin" daemon --config "$work/config.toml" --state-dir "$st" --runtime-dir "$rt" --bridge-ip 10.251.0.1/24 2>"$work/daemon.log" & dpid=$!; waitd
+  # VMs an interrupted earlier run left in a reused state.
+  for v in $("$bin" vm ls -a -o json | python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin) or [] if v["name"][:2] in ("bi","bb","bm")]'); do
+    "$bin" vm rm -f "$v" >/dev/null 2>&1
+  done
   mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
   ci=(); ri=(); si=(); cb=(); sb=()
   for i in $(seq $runs); do
