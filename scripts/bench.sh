@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|pull|cp|snap]
+# Usage: scripts/bench.sh [vmls|boot|pull|cp|snap|initmodes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -227,11 +227,105 @@ bench_cp() {
   echo "scp   guest->host: ${sd[*]}  mean $(mean "${sd[@]}") ($(rate "${sd[@]}"))"
 }
 
+# bench_initmodes: create -> ready of debian-bookworm-systemd with --init
+# image (systemd is PID 1; ready = banger's agent answers and systemd
+# answers on its private socket) against --init banger on the same image,
+# alternating, plus how long systemd then takes to reach "running"
+# (`systemctl is-system-running --wait`) and what the stop takes. Then
+# the modules disk: busybox VMs on the kernel as pulled against a copy of
+# it whose manifest keeps no module tree (so the start skips
+# prepare_modules and the guest gets no modules disk), with banger-init's
+# own "ready in" and "waited … for the modules disk" from the console.
+# BENCH_STATE=DIR reuses a state dir that already has the kernel
+# debian-cloud-amd64 and the images debian-bookworm-systemd and busybox
+# (the run adds a kernel "bench-nomods" and removes only its own VMs);
+# otherwise a fresh one is pulled (debootstrap: minutes).
+bench_initmodes() {
+  runs=${BOOT_RUNS:-3}
+  ns=bbench$$
+  st=${BENCH_STATE:-$work/state}
+  rt=$work/run
+  ip netns add $ns; ip netns exec $ns ip link set lo up
+  trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
+  export BANGER_SOCKET=$rt/banger.sock
+  waitd() { for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && return; sleep 0.1; done; echo "daemon did not start"; exit 1; }
+  if [ -z "${BENCH_STATE:-}" ]; then
+    # Pull in the root namespace (touches no interface), boot in $ns.
+    "$bin" daemon --state-dir "$st" --runtime-dir "$rt" 2>"$work/daemon0.log" & dpid=$!; waitd
+    "$bin" kernel pull debian-cloud-amd64 >/dev/null
+    "$bin" image pull debian-bookworm-systemd >/dev/null
+    go build -o "$work/fixture" ./cmd/banger-fixture
+    "$work/fixture" busybox-layout "$work/bb"
+    "$bin" image import "$work/bb" --name busybox >/dev/null
+    kill $dpid; wait $dpid 2>/dev/null || true
+  fi
+  # The no-modules-disk kernel: the same files (hard links), a manifest
+  # without modules_tree/modules_disk.
+  if ! sqlite3 "$st/banger.db" "select name from kernels" | grep -qx bench-nomods; then
+    kd=$st/kernels/debian-cloud-amd64; nd=$st/kernels/bench-nomods
+    rm -rf "$nd"; cp -al "$kd" "$nd"; rm -f "$nd/manifest.json"
+    python3 - "$kd/manifest.json" "$nd/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["name"] = "bench-nomods"
+for k in ("modules_tree", "modules_release", "modules_disk"):
+    m.pop(k, None)
+json.dump(m, open(sys.argv[2], "w"), indent=2)
+PY
+    sqlite3 "$st/banger.db" "INSERT INTO kernels (name, data, pulled_at) SELECT 'bench-nomods', replace(replace(data, '\"name\":\"debian-cloud-amd64\"', '\"name\":\"bench-nomods\"'), '/kernels/debian-cloud-amd64\"', '/kernels/bench-nomods\"'), pulled_at FROM kernels WHERE name = 'debian-cloud-amd64';"
+  fi
+  printf 'ready_timeout = "300s"\n' >"$work/config.toml"
+  ip netns exec $ns "$bin" daemon --config "$work/config.toml" --state-dir "$st" --runtime-dir "$rt" --bridge-ip 10.251.0.1/24 2>"$work/daemon.log" & dpid=$!; waitd
+  # VMs an interrupted earlier run left in a reused state.
+  for v in $("$bin" vm ls -a -o json | python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin) or [] if v["name"][:2] in ("bi","bb","bm")]'); do
+    "$bin" vm rm -f "$v" >/dev/null 2>&1
+  done
+  mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
+  ci=(); ri=(); si=(); cb=(); sb=()
+  for i in $(seq $runs); do
+    t=$(date +%s%N); "$bin" vm create --name bi$i --image debian-bookworm-systemd --init image >/dev/null 2>&1 || echo "create bi$i failed"; ci+=($(ms_since $t))
+    t=$(date +%s%N); st_i=$("$bin" vm exec bi$i -- timeout 900 systemctl is-system-running --wait 2>&1 || true); ri+=($(ms_since $t))
+    [ "$st_i" = running ] || echo "bi$i: systemctl is-system-running said '$st_i'"
+    t=$(date +%s%N); "$bin" vm stop bi$i >/dev/null 2>&1; si+=($(ms_since $t))
+    "$bin" vm rm -f bi$i >/dev/null 2>&1
+    t=$(date +%s%N); "$bin" vm create --name bb$i --image debian-bookworm-systemd --init banger >/dev/null 2>&1 || echo "create bb$i failed"; cb+=($(ms_since $t))
+    t=$(date +%s%N); "$bin" vm stop bb$i >/dev/null 2>&1; sb+=($(ms_since $t))
+    "$bin" vm rm -f bb$i >/dev/null 2>&1
+  done
+  echo "debian-bookworm-systemd, $runs runs each, TCG, 1 vCPU, 512 MiB (load average now: $(cut -d' ' -f1-3 /proc/loadavg)):"
+  echo "  --init image  create -> ready (ms):              ${ci[*]}  mean $(mean "${ci[@]}")"
+  echo "  --init image  then is-system-running --wait (ms): ${ri[*]}  mean $(mean "${ri[@]}")"
+  echo "  --init image  vm stop (ms):                       ${si[*]}  mean $(mean "${si[@]}")"
+  echo "  --init banger create -> ready (ms):              ${cb[*]}  mean $(mean "${cb[@]}")"
+  echo "  --init banger vm stop (ms):                       ${sb[*]}  mean $(mean "${sb[@]}")"
+  cm=(); cn=(); gm=(); gn=(); wm=(); mm=()
+  for i in $(seq $runs); do
+    for k in debian-cloud-amd64 bench-nomods; do
+      t=$(date +%s%N); "$bin" vm create --name bm$i --image busybox --kernel $k >/dev/null 2>&1 || echo "create bm$i ($k) failed"; c=$(ms_since $t)
+      log=$("$bin" vm logs bm$i 2>/dev/null)
+      g=$(echo "$log" | sed -n 's/.*banger-init: ready in \([0-9.]*\)\(m\?s\).*/\1 \2/p' | awk '{print ($2=="s") ? int($1*1000) : int($1)}')
+      if [ $k = debian-cloud-amd64 ]; then
+        cm+=($c); gm+=(${g:-0})
+        wm+=("$(echo "$log" | sed -n 's/.*waited \(.*\) for the modules disk.*/\1/p')")
+        mm+=("$(echo "$log" | sed -n 's/.*modules disk .* mounted at .* in \(.*\)$/\1/p')")
+      else
+        cn+=($c); gn+=(${g:-0})
+      fi
+      "$bin" vm rm -f bm$i >/dev/null 2>&1
+    done
+  done
+  echo "busybox, kernel with vs without its modules disk, $runs runs each:"
+  echo "  with:    create -> ready (ms): ${cm[*]}  mean $(mean "${cm[@]}"); banger-init ready in (ms): ${gm[*]}  mean $(mean "${gm[@]}")"
+  echo "  without: create -> ready (ms): ${cn[*]}  mean $(mean "${cn[@]}"); banger-init ready in (ms): ${gn[*]}  mean $(mean "${gn[@]}")"
+  echo "  modules disk mount in the guest: ${mm[*]}; boot waited for it: ${wm[*]}"
+}
+
 case "$which" in
   pull) bench_pull ;;
   cp) bench_cp ;;
   boot) bench_boot ;;
   snap) bench_snap ;;
+  initmodes) bench_initmodes ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;
 esac

@@ -27,6 +27,19 @@
 # banger taps or nftables table, so its startup reconcile has nothing to
 # remove either.
 
+#   image-<name>-<key>/     one more catalog image, built only for runs whose
+#                           scenarios declare it (IMAGES="name ..."; e.g. the
+#                           systemd and Docker debootstrap images, minutes to
+#                           build): dir/ is the daemon's images/<id> directory
+#                           and row.sql its store row. A run hard-links dir/
+#                           into its state (the daemon never writes an image's
+#                           files in place: a seed refresh renames a new file
+#                           over the old) and inserts the row. Built by a
+#                           root-namespace daemon that only pulls, on a state
+#                           dir holding the snapshot's SSH key, so the seed
+#                           authorizes the key the run's daemon has.
+#                           (key: the snapshot's key and the image's name)
+#
 # waitfg CMD...: run CMD as a waited-for background job, so an INT/TERM trap in
 # run.sh fires at once (bash defers traps while a foreground child runs);
 # cleanup kills $FG_PID.
@@ -85,11 +98,21 @@ fixtures_ensure() {
 		rm -rf "$tmp"
 		((rc == 0)) || return 1
 	fi
-	# Entries for inputs that changed are dead weight: keep only the current.
+	FIX_IMAGES_KEY=$(printf '%s\n' "$kst" images-v1 | fixture_hash)
+	local img missing=()
+	for img in ${SMOKE_IMAGES:-}; do
+		[[ -f $SMOKE_CACHE/image-$img-$FIX_IMAGES_KEY/row.sql ]] || missing+=("$img")
+	done
+	if ((${#missing[@]} > 0)); then
+		build_images "${missing[@]}" || return 1
+	fi
+	# Entries for inputs that changed are dead weight: keep only the current
+	# (extra images of the current key stay, asked for by this run or not).
 	local e
-	for e in "$SMOKE_CACHE"/busybox-* "$SMOKE_CACHE"/state-* "$SMOKE_CACHE"/kernel-*; do
+	for e in "$SMOKE_CACHE"/busybox-* "$SMOKE_CACHE"/state-* "$SMOKE_CACHE"/kernel-* "$SMOKE_CACHE"/image-*; do
 		case $e in
 		"$FIX_LAYOUT" | "$FIX_SNAPSHOT" | "$FIX_SNAPSHOT.origin" | "$FIX_KBUNDLE" | "$FIX_KBUNDLE.sha256") ;;
+		"$SMOKE_CACHE"/image-*-"$FIX_IMAGES_KEY") ;;
 		*) [[ -e $e ]] && rm -rf "$e" ;;
 		esac
 	done
@@ -98,24 +121,12 @@ fixtures_ensure() {
 
 build_snapshot() {
 	log "fixture: state snapshot (kernel pull + debootstrap image, ~2 min) -> $FIX_SNAPSHOT"
-	if ip -o link show 2>/dev/null | grep -q ': bgr'; then
-		log "root namespace has banger taps (bgr*): refusing to start the fixture daemon there"
-		return 1
-	fi
-	if nft list table inet banger >/dev/null 2>&1; then
-		log "root namespace has an nftables table 'inet banger': refusing to start the fixture daemon there"
-		return 1
-	fi
 	local b=$SMOKE_CACHE/.build
 	rm -rf "$b" "$FIX_SNAPSHOT"
-	mkdir -p "$b/run"
-	"$BANGER" daemon --state-dir "$b/state" --runtime-dir "$b/run" --bridge-name bsmkfix0 >"$b/daemon.log" 2>&1 &
-	FIXDAEMON_PID=$!
-	local sock=$b/run/banger.sock i ok=0
-	for i in $(seq 1 100); do
-		"$BANGER" --socket "$sock" version 2>/dev/null | grep -qi daemon && { ok=1; break; }
-		sleep 0.2
-	done
+	mkdir -p "$b"
+	local sock ok=0
+	start_fixture_daemon "$b/state" "$b/run" "$b/daemon.log" && ok=1
+	sock=$FIXSOCK
 	if ((ok)); then
 		ok=0
 		waitfg "$BANGER" --socket "$sock" kernel pull debian-cloud-amd64 &&
@@ -123,9 +134,7 @@ build_snapshot() {
 			waitfg "$BANGER" --socket "$sock" image pull debian-bookworm &&
 			"$BANGER" --socket "$sock" image ls && ok=1
 	fi
-	kill -TERM "$FIXDAEMON_PID" 2>/dev/null
-	wait "$FIXDAEMON_PID" 2>/dev/null
-	FIXDAEMON_PID=
+	stop_fixture_daemon
 	if ((!ok)); then
 		tail -20 "$b/daemon.log"
 		return 1
@@ -136,10 +145,90 @@ build_snapshot() {
 	rm -rf "$b"
 }
 
-# snapshot_restore DIR: a private copy of the snapshot for this run's daemon.
+# start_fixture_daemon STATE RUNDIR LOG: a daemon in the root namespace for
+# pulls only (see the top of this file); sets FIXDAEMON_PID and FIXSOCK.
+start_fixture_daemon() {
+	if ip -o link show 2>/dev/null | grep -q ': bgr'; then
+		log "root namespace has banger taps (bgr*): refusing to start the fixture daemon there"
+		return 1
+	fi
+	if nft list table inet banger >/dev/null 2>&1; then
+		log "root namespace has an nftables table 'inet banger': refusing to start the fixture daemon there"
+		return 1
+	fi
+	mkdir -p "$2"
+	"$BANGER" daemon --state-dir "$1" --runtime-dir "$2" --bridge-name bsmkfix0 >"$3" 2>&1 &
+	FIXDAEMON_PID=$!
+	FIXSOCK=$2/banger.sock
+	local i
+	for i in $(seq 1 100); do
+		"$BANGER" --socket "$FIXSOCK" version 2>/dev/null | grep -qi daemon && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+stop_fixture_daemon() {
+	kill -TERM "$FIXDAEMON_PID" 2>/dev/null
+	wait "$FIXDAEMON_PID" 2>/dev/null
+	FIXDAEMON_PID=
+}
+
+# build_images NAME...: pull these catalog images (in parallel: different
+# names never wait for each other in the daemon) with a pull-only daemon
+# whose state holds the snapshot's SSH key, and cache each as
+# image-<name>-<key>/{dir,row.sql,origin}.
+build_images() {
+	local b=$SMOKE_CACHE/.build-images img ok=1 t0
+	log "fixture: catalog images $* (debootstrap, minutes) -> $SMOKE_CACHE/image-*-$FIX_IMAGES_KEY"
+	rm -rf "$b"
+	mkdir -p "$b/state"
+	cp -a "$FIX_SNAPSHOT/ssh" "$b/state/ssh" || return 1
+	t0=$(date +%s)
+	if start_fixture_daemon "$b/state" "$b/run" "$b/daemon.log"; then
+		local pids=()
+		for img in "$@"; do
+			"$BANGER" --socket "$FIXSOCK" image pull "$img" >"$b/pull-$img.log" 2>&1 &
+			pids+=($!)
+		done
+		for p in "${pids[@]}"; do wait "$p" || ok=0; done
+	else
+		ok=0
+	fi
+	stop_fixture_daemon
+	if ((!ok)); then
+		tail -5 "$b"/pull-*.log "$b/daemon.log" 2>/dev/null
+		return 1
+	fi
+	for img in "$@"; do
+		local id e=$SMOKE_CACHE/image-$img-$FIX_IMAGES_KEY
+		id=$(sqlite3 "$b/state/banger.db" "SELECT id FROM images WHERE name = '$img';")
+		[[ -n $id && -d $b/state/images/$id ]] || { log "image $img: no row or dir after the pull"; return 1; }
+		rm -rf "$e" "$e.tmp"
+		mkdir -p "$e.tmp"
+		mv "$b/state/images/$id" "$e.tmp/dir" || return 1
+		echo "$b/state/images/$id" >"$e.tmp/origin"
+		sqlite3 "$b/state/banger.db" ".mode insert images" "SELECT * FROM images WHERE id = '$id';" >"$e.tmp/row.sql" || return 1
+		mv "$e.tmp" "$e" || return 1
+	done
+	log "fixture: catalog images built in $(($(date +%s) - t0))s"
+	rm -rf "$b"
+}
+
+# snapshot_restore DIR: a private copy of the snapshot for this run's daemon,
+# plus the extra images the run's scenarios asked for (SMOKE_IMAGES).
 snapshot_restore() {
-	local dst=$1 origin
+	local dst=$1 origin img e id
 	origin=$(cat "$FIX_SNAPSHOT.origin")
 	waitfg cp -a --sparse=always "$FIX_SNAPSHOT" "$dst" || return 1
 	sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$origin/', '\"$dst/');" || return 1
+	for img in ${SMOKE_IMAGES:-}; do
+		e=$SMOKE_CACHE/image-$img-$FIX_IMAGES_KEY
+		id=$(basename "$(cat "$e/origin")")
+		# Hard links when the cache and the work dir share a filesystem.
+		cp -al "$e/dir" "$dst/images/$id" 2>/dev/null || waitfg cp -a --sparse=always "$e/dir" "$dst/images/$id" || return 1
+		sqlite3 "$dst/banger.db" <"$e/row.sql" || return 1
+		# The row's "dir" is the image dir itself: no trailing slash.
+		sqlite3 "$dst/banger.db" "UPDATE images SET data = replace(data, '\"$(cat "$e/origin")\"', '\"$dst/images/$id\"') WHERE id = '$id';" || return 1
+	done
 }

@@ -109,6 +109,13 @@ for v in json.load(sys.stdin) or []:
         print("" if f is None else str(f).lower() if isinstance(f, bool) else f)' "$1" "$2"
 }
 
+# inspect_field NAME FIELD: one top-level field of `vm inspect -o json`.
+inspect_field() {
+	bg vm inspect "$1" -o json | python3 -c 'import json,sys
+f = json.load(sys.stdin).get(sys.argv[1])
+print("" if f is None else f)' "$2"
+}
+
 vm_exists() { [[ -n $(vm_field "$1" name) ]]; }
 vm_state() { vm_field "$1" state; }
 vm_ip() { vm_field "$1" guest_ip; }

@@ -99,6 +99,34 @@ trap 'INTERRUPTED=SIGINT; exit 130' INT
 trap 'INTERRUPTED=SIGTERM; exit 143' TERM
 SCEN=()
 
+# ---- which scenarios ----------------------------------------------------
+if (($# > 0)); then
+	SCEN=("$@")
+else
+	SCEN=()
+	for f in "$SMOKE_DIR"/scenarios/*.sh; do SCEN+=("$(basename "$f" .sh)"); done
+fi
+PURE=() GLOBAL=()
+SMOKE_IMAGES=""
+for s in "${SCEN[@]}"; do
+	f=$SMOKE_DIR/scenarios/$s.sh
+	[[ -f $f ]] || die "no scenario $s ($f)"
+	class=$(sed -n 's/^CLASS=\([a-z]*\).*/\1/p' "$f" | head -1)
+	cost=$(sed -n 's/^COST=\([0-9]*\).*/\1/p' "$f" | head -1)
+	case $class in
+	pure) PURE+=("${cost:-10} $s") ;;
+	global) GLOBAL+=("$s") ;;
+	*) die "scenario $s declares no CLASS=pure|global" ;;
+	esac
+	# IMAGES="name ...": catalog images beyond the snapshot's, built once
+	# and cached (fixtures.sh), linked into this run's state only if asked.
+	for img in $(sed -n 's/^IMAGES="\([a-z0-9 ._-]*\)".*/\1/p' "$f" | head -1); do
+		[[ " $SMOKE_IMAGES " == *" $img "* ]] || SMOKE_IMAGES+="${SMOKE_IMAGES:+ }$img"
+	done
+done
+# Longest first: the pool drains evenly (LPT scheduling).
+mapfile -t PURE < <(printf '%s\n' "${PURE[@]}" | sort -k1,1nr -k2 | awk 'NF{print $2}')
+
 # ---- fixtures ---------------------------------------------------------
 source "$SMOKE_DIR/fixtures.sh"
 mkdir -p "$SMOKE_CACHE"
@@ -169,38 +197,22 @@ log "daemon in $NS_D, state $STATE"
 start_daemon || { tail -20 "$WORK/daemon.log"; die "daemon did not answer on $SOCK"; }
 for i in $(seq 1 50); do nsd curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && break; sleep 0.2; done
 
-export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE
+export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE SMOKE_IMAGES
 export BANGER_SOCKET=$SOCK
 export -f start_daemon nsd nsu log
 export T0
 
 # ---- scenarios ----------------------------------------------------------
 mkdir -p "$WORK/out" "$WORK/res" "$WORK/pids"
-if (($# > 0)); then
-	SCEN=("$@")
-else
-	SCEN=()
-	for f in "$SMOKE_DIR"/scenarios/*.sh; do SCEN+=("$(basename "$f" .sh)"); done
-fi
-PURE=() GLOBAL=()
-for s in "${SCEN[@]}"; do
-	f=$SMOKE_DIR/scenarios/$s.sh
-	[[ -f $f ]] || die "no scenario $s ($f)"
-	class=$(sed -n 's/^CLASS=\([a-z]*\).*/\1/p' "$f" | head -1)
-	cost=$(sed -n 's/^COST=\([0-9]*\).*/\1/p' "$f" | head -1)
-	case $class in
-	pure) PURE+=("${cost:-10} $s") ;;
-	global) GLOBAL+=("$s") ;;
-	*) die "scenario $s declares no CLASS=pure|global" ;;
-	esac
-done
-# Longest first: the pool drains evenly (LPT scheduling).
-mapfile -t PURE < <(printf '%s\n' "${PURE[@]}" | sort -k1,1nr -k2 | awk 'NF{print $2}')
 
 run_one() {
-	local s=$1 t0 t1 rc
+	local s=$1 t0 t1 rc lim
 	t0=$(date +%s.%N)
-	timeout -k 15 "$SMOKE_TIMEOUT" bash -c '
+	# A scenario may declare TIMEOUT=<seconds> (boots of a whole systemd
+	# under TCG take minutes); SMOKE_TIMEOUT, if larger, wins.
+	lim=$(sed -n 's/^TIMEOUT=\([0-9]*\).*/\1/p' "$SMOKE_DIR/scenarios/$s.sh" | head -1)
+	((${lim:-0} > SMOKE_TIMEOUT)) || lim=$SMOKE_TIMEOUT
+	timeout -k 15 "$lim" bash -c '
 		source "$SMOKE_DIR/lib.sh"
 		source "$SMOKE_DIR/scenarios/$1.sh"
 		scenario_main
@@ -211,7 +223,7 @@ run_one() {
 	rm -f "$WORK/pids/$s"
 	t1=$(date +%s.%N)
 	local res=PASS
-	((rc == 124)) && echo "TIMEOUT after ${SMOKE_TIMEOUT}s" >>"$WORK/out/$s.log"
+	((rc == 124)) && echo "TIMEOUT after ${lim}s" >>"$WORK/out/$s.log"
 	((rc != 0)) && res=FAIL
 	echo "$res" >"$WORK/res/$s"
 	{

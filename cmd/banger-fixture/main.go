@@ -1,7 +1,8 @@
 // Command banger-fixture makes the test fixtures banger's smoke suite and
-// end-to-end tests use: a busybox OCI image (layout dir or pushed to a
-// registry) and an in-process OCI registry that counts manifest fetches
-// (GET /_counts). It is a test tool, not part of banger.
+// end-to-end tests use: a busybox OCI image (layout dir, pushed to a
+// registry, or a `docker save` tarball for `docker load` inside a guest)
+// and an in-process OCI registry that counts manifest fetches (GET
+// /_counts). It is a test tool, not part of banger.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"banger/internal/testfixture"
 )
@@ -31,6 +33,11 @@ func main() {
 			usage()
 		}
 		err = layoutCmd(fs.Arg(0), *tag)
+	case "docker-save":
+		if fs.NArg() != 2 {
+			usage()
+		}
+		err = dockerSaveCmd(fs.Arg(0), fs.Arg(1), *tag)
 	case "push":
 		if fs.NArg() != 1 {
 			usage()
@@ -53,7 +60,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: banger-fixture busybox-layout DIR [-tag T] | push REF [-tag T] | push-big REF | registry [-addr A]")
+	fmt.Fprintln(os.Stderr, "usage: banger-fixture busybox-layout DIR [-tag T] | docker-save FILE REF [-tag T] | push REF [-tag T] | push-big REF | registry [-addr A]")
 	os.Exit(2)
 }
 
@@ -63,6 +70,26 @@ func layoutCmd(dir, tag string) error {
 		return err
 	}
 	return testfixture.WriteLayout(dir, img)
+}
+
+// dockerSaveCmd writes the busybox image as a `docker save` tarball
+// (manifest.json, the config and one tar per layer) tagged REF, so a
+// Docker inside a guest can `docker load` it with no registry at all.
+func dockerSaveCmd(file, ref, tag string) error {
+	r, err := name.NewTag(ref)
+	if err != nil {
+		return err
+	}
+	img, err := testfixture.BusyboxImage(tag)
+	if err != nil {
+		return err
+	}
+	tmp := file + ".tmp"
+	if err := tarball.WriteToFile(tmp, r, img); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, file)
 }
 
 func pushCmd(ref, tag string) error {

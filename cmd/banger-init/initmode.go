@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -114,6 +116,14 @@ func handOverToImageInit(cfg guestproto.Config, initPath string) error {
 	if err := copySelf(agentBinary); err != nil {
 		return fmt.Errorf("copy banger-init to %s: %w", agentBinary, err)
 	}
+	// systemd's exitrd (exitrd.go): without it system.cow is left dirty
+	// at every poweroff. Other inits ignore the file.
+	if err := os.MkdirAll(exitrdDir, 0o755); err == nil {
+		os.Remove(exitrdPath)
+		if err := os.Link(agentBinary, exitrdPath); err != nil {
+			logf("exitrd %s: %v; system.cow may be left dirty at poweroff", exitrdPath, err)
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:        agentBinary,
 		Args:        []string{"@banger-init", agentArg, cfg.Agent, initPath},
@@ -186,6 +196,7 @@ func agentMain(args []string) {
 	}
 	srv := newSSHServer(hostKey, procs, logf)
 	srv.guest.mode, srv.guest.initPath = guestproto.InitImage, initPath
+	srv.guest.initUp = waitInitUp(initPath, initUpTimeout)
 	srv.onPoweroff = func() { imagePoweroff(procs) }
 	srv.onSetTime = setClock // the host keeps the clock in every mode
 	srv.onIdentity = applyIdentity
@@ -196,6 +207,45 @@ func agentMain(args []string) {
 	}
 	logf("ready (agent: %s, PID 1: %s)", agentName(kind), initPath)
 	select {}
+}
+
+// initUpTimeout bounds how long the Setup reply waits for the image's init
+// to answer (waitInitUp). Measured under TCG on a loaded 2-core host:
+// systemd took 20–40 s from exec to its private socket.
+const initUpTimeout = 120 * time.Second
+
+// systemdPrivate is the socket systemctl (as root) talks to PID 1 on.
+const systemdPrivate = "/run/systemd/private"
+
+// waitInitUp returns a channel closed once the image's init can be talked
+// to, or after timeout. The agent starts before /sbin/init is executed,
+// so without this a create returned while systemd was still loading its
+// units and `vm run -- systemctl is-system-running --wait` failed with
+// "Failed to connect to bus: No such file or directory" (systemctl only
+// waits for a boot it can ask about). For systemd "up" is a connect to
+// its private socket succeeding: the file exists from bind(), a moment
+// before listen(). Other inits have no such point: the channel is closed
+// at once.
+func waitInitUp(initPath string, timeout time.Duration) <-chan struct{} {
+	up := make(chan struct{})
+	if path.Base(initPath) != "systemd" {
+		close(up)
+		return up
+	}
+	go func() {
+		defer close(up)
+		start := time.Now()
+		for time.Since(start) < timeout {
+			if c, err := net.DialTimeout("unix", systemdPrivate, time.Second); err == nil {
+				c.Close()
+				logf("systemd answers on %s (%s after the agent started)", systemdPrivate, time.Since(start).Round(time.Millisecond))
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		logf("systemd did not answer on %s within %s; answering the Setup anyway", systemdPrivate, timeout)
+	}()
+	return up
 }
 
 // agentSignals reaps children and outlives the image init's "terminate

@@ -40,6 +40,10 @@ func main() {
 		agentMain(os.Args[2:])
 		return
 	}
+	if isExitrd() { // systemd-shutdown's /shutdown in an InitImage guest (exitrd.go)
+		exitrdMain(os.Args[1:])
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "banger-init is the PID 1 of a banger guest, started by the kernel from the initramfs; it is not meant to be run by hand")
 		os.Exit(2)

@@ -32,6 +32,12 @@ type guestState struct {
 	mode     string // InitBanger or InitImage: what this boot runs as
 	initPath string // what /sbin/init resolved to, if it exists
 
+	// initUp, when set, is closed once the image's init answers (InitImage
+	// with systemd: initmode.go's waitInitUp); the Setup reply waits for
+	// it, so a create returns with the init ready to be talked to and a
+	// main process starts under a running init.
+	initUp <-chan struct{}
+
 	mu          sync.Mutex // guards env and mainStarted
 	env         []string
 	mainStarted bool
@@ -62,6 +68,9 @@ func (s *sshServer) handleSetup(r *ssh.Request) {
 		return
 	}
 	g := &s.guest
+	if g.initUp != nil {
+		<-g.initUp // bounded by waitInitUp's timeout
+	}
 	g.mu.Lock()
 	g.env = setup.Env
 	start := setup.Main != nil && !g.mainStarted

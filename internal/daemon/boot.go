@@ -13,6 +13,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/disk"
+	"banger/internal/guestproto"
 	"banger/internal/imagebuild"
 	"banger/internal/kernelcat"
 	"banger/internal/model"
@@ -410,7 +411,7 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 			cancel()
 		}
 		if graceful {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			wctx, cancel := context.WithTimeout(ctx, poweroffWait(rec))
 			lv.handle.Wait(wctx)
 			cancel()
 		}
@@ -425,6 +426,18 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 	rec, err := s.markStopped(ctx, rec)
 	s.d.vmEvent("stop", rec, nil)
 	return rec, errors.Join(append(errs, err)...)
+}
+
+// poweroffWait is how long a graceful stop waits for the guest to power
+// itself off before the driver's stop (ACPI power button, then quit). The
+// image's own init stops its services first: systemd gives each up to 90 s
+// (DefaultTimeoutStopSec), and under TCG a systemd guest with dockerd took
+// 15–40 s to power off, more than banger-init's 30 s allowance.
+func poweroffWait(rec model.VMRecord) time.Duration {
+	if rec.Runtime.Init == guestproto.InitImage {
+		return 120 * time.Second
+	}
+	return 30 * time.Second
 }
 
 // agentClient returns the VM's agent connection, re-dialing it if it broke

@@ -142,8 +142,11 @@ func initModeOf(spec model.VMSpec) string {
 }
 
 // setupTimeout bounds the Setup request (the guest checks the main
-// process's user and binary before it answers).
-const setupTimeout = 30 * time.Second
+// process's user and binary before it answers). In InitImage mode with
+// systemd the guest first waits, up to 120 s, for systemd to answer on its
+// private socket (cmd/banger-init's waitInitUp: 20–40 s under TCG on a
+// loaded host), so this is longer than that.
+const setupTimeout = 150 * time.Second
 
 // setupGuest is the guest_setup start step: push the env and the main
 // process, learn the init mode the guest resolved.

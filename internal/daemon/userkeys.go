@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -83,10 +84,17 @@ func (s *VMService) authorizeUserKey(ctx context.Context, rec model.VMRecord, ke
 	return rec, nil
 }
 
+// userKeyTimeout bounds pushUserKey. It holds only this VM's lock, so it
+// can be longer than pushKeyTimeout (which a rotation holds keyUseMu
+// across): measured under TCG on a loaded 2-core host, the first `vm exec`
+// after creating a systemd guest (--init image) needed more than 20 s for
+// this small script while systemd was still starting its units.
+const userKeyTimeout = 90 * time.Second
+
 // pushUserKey appends key to root's authorized_keys in the guest unless a
 // line with the same key is there.
 func (s *VMService) pushUserKey(ctx context.Context, rec model.VMRecord, lv *liveVM, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, pushKeyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, userKeyTimeout)
 	defer cancel()
 	c, err := s.agentClient(ctx, rec, lv)
 	if err != nil {
@@ -99,7 +107,7 @@ func (s *VMService) pushUserKey(ctx context.Context, rec model.VMRecord, lv *liv
 	var errb strings.Builder
 	code, err := c.Exec(ctx, script, nil, strings.NewReader(key+"\n"), nil, &errb)
 	if ctx.Err() != nil {
-		return fmt.Errorf("no answer within %s: %w", pushKeyTimeout, ctx.Err())
+		return fmt.Errorf("no answer within %s: %w", userKeyTimeout, ctx.Err())
 	}
 	if err == nil && code != 0 {
 		err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))
