@@ -33,6 +33,9 @@ var logger = log.New(os.Stderr, "banger-init: ", 0)
 func logf(format string, args ...any) { logger.Printf(format, args...) }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == sftpServerArg {
+		os.Exit(sftpServerMain())
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "banger-init is the PID 1 of a banger guest, started by the kernel from the initramfs; it is not meant to be run by hand")
 		os.Exit(2)
