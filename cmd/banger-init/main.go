@@ -36,6 +36,9 @@ var logger = log.New(os.Stderr, "banger-init: ", 0)
 func logf(format string, args ...any) { logger.Printf(format, args...) }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == sftpServerArg {
+		os.Exit(sftpServerMain())
+	}
 	if len(os.Args) > 1 && os.Args[1] == agentArg { // InitImage's agent child (initmode.go)
 		agentMain(os.Args[2:])
 		return

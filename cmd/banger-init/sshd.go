@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
@@ -33,6 +31,7 @@ type sshServer struct {
 
 	authorizedKeys string   // re-read on every authentication attempt
 	shell          string   // runs exec requests as `shell -c CMD`
+	self           string   // this binary, run as the sftp subsystem
 	passwd         string   // /etc/passwd, for root's login shell
 	home           string   // HOME and working directory
 	env            []string // base environment of every command
@@ -54,6 +53,7 @@ func newSSHServer(hostKey ssh.Signer, procs *procTable, logf func(string, ...any
 	s := &sshServer{
 		authorizedKeys: guestproto.AuthorizedKeysPath,
 		shell:          "/bin/sh",
+		self:           "/proc/self/exe", // works after switch_root, when the initramfs file is gone
 		passwd:         "/etc/passwd",
 		home:           "/root",
 		procs:          procs,
@@ -470,26 +470,10 @@ func (ss *session) setProc(p *os.Process) {
 	ss.mu.Unlock()
 }
 
-// keepOpen hides a channel's Close from sftp.Server, whose Close closes its
-// stream: the channel must stay open for the exit-status finish sends
-// (without one OpenSSH's scp and sftp exit 1 after a good transfer).
-type keepOpen struct{ ssh.Channel }
-
-func (keepOpen) Close() error { return nil }
-
+// sftp runs banger-init itself as the SFTP server (sftpServerArg) on the
+// session's pipes, in root's home directory, like any command.
 func (ss *session) sftp() {
-	srv, err := sftp.NewServer(keepOpen{ss.ch}, sftp.WithServerWorkingDirectory(ss.srv.home))
-	if err != nil {
-		ss.fail("sftp: %v", err)
-		return
-	}
-	err = srv.Serve()
-	srv.Close()
-	code := 0
-	if err != nil && !errors.Is(err, io.EOF) {
-		code = 1
-	}
-	ss.finish(unix.WaitStatus(code << 8))
+	ss.run(ss.srv.self, []string{"banger-init", sftpServerArg})
 }
 
 // directTCPIP serves a "direct-tcpip" channel (RFC 4254 7.2): the host

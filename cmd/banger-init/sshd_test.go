@@ -273,6 +273,13 @@ func TestServerSFTP(t *testing.T) {
 	if err != nil || string(got) != "payload" {
 		t.Fatalf("sftp wrote %q, %v; want it in the home directory", got, err)
 	}
+	// A relative symlink keeps its relative target.
+	if err := sc.Symlink("relative.txt", "link"); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(filepath.Join(ts.home, "link")); err != nil || target != "relative.txt" {
+		t.Fatalf("symlink target %q, %v; want relative.txt", target, err)
+	}
 }
 
 func TestServerPoweroffAndCancel(t *testing.T) {
