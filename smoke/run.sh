@@ -17,7 +17,8 @@
 # ${XDG_CACHE_HOME:-/var/cache}/banger-smoke), keyed by their inputs; see
 # smoke/README.md. Environment: SMOKE_CACHE, SMOKE_BREAK=1 (makes
 # vm_run_command assert something false, to check failure handling),
-# SMOKE_TIMEOUT (per scenario seconds, default 600).
+# SMOKE_TIMEOUT (per scenario seconds, default 600; a scenario's own
+# TIMEOUT= line may raise it).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
