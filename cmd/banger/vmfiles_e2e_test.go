@@ -152,7 +152,8 @@ func hostTreeSumLikeGuest(t *testing.T, root string) []string {
 // small files with symlinks, tar streams), its errors, and vm ssh-config
 // with the real OpenSSH clients (ssh, scp, sftp, rsync), on one VM in a
 // test network namespace. It logs vm cp's and scp's throughput for the
-// same file.
+// same file. With the default 200 MiB it ran 12 minutes on a loaded
+// 2-core TCG host: give go test -timeout 20m, or BANGER_TEST_CP_MB=16.
 func TestVMFiles(t *testing.T) {
 	e := newVMEnv(t)
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "files", "--memory", "512")

@@ -50,6 +50,16 @@ func Dial(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.Hos
 	return DialSSH(ctx, conn, signer, hostKey)
 }
 
+// guestCiphers puts ChaCha20-Poly1305 first (OpenSSH's own default): a
+// TCG guest emulates AES-NI and carry-less multiply slowly, so AES-GCM
+// (Go's default first choice) made `vm cp` several times slower than scp
+// through the same proxy (measured: 0.6 vs 4.3 MiB/s). The rest keep
+// Go's order.
+var guestCiphers = []string{
+	ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM,
+	ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR,
+}
+
 // DialSSH is Dial without the agent-stream resync: for a stream that
 // reaches the guest's plain SSH server (TCP :22, e.g. through the daemon's
 // vm.proxy), where there are no stale bytes to drop.
@@ -59,6 +69,7 @@ func DialSSH(ctx context.Context, conn net.Conn, signer ssh.Signer, hostKey ssh.
 		return nil, errors.New("agent: a host key callback is required (use agent.TOFU with the VM's known_hosts file)")
 	}
 	cfg := &ssh.ClientConfig{
+		Config:          ssh.Config{Ciphers: guestCiphers},
 		User:            User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: hostKey,
