@@ -3,7 +3,7 @@
 # the host (/usr/local/go or golang-go); everything else from apt.
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
-pkgs=(qemu-system-x86 e2fsprogs kmod busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git)
+pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 export DEBIAN_FRONTEND=noninteractive
