@@ -3,7 +3,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X banger/internal/daemon.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test bench smoke clean fmt vet
+.PHONY: build test bench fuzz smoke clean fmt vet
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
@@ -26,6 +26,12 @@ test: build
 
 bench: build
 	./scripts/bench.sh
+
+# Every fuzz target, one after another, one worker each (benchmark-like,
+# not CI; figures in BENCHMARKS.md). `go test ./...` runs the seed corpora.
+FUZZTIME ?= 1000000x
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 smoke: build
 	$(GO) build -trimpath -o bin/banger-fixture ./cmd/banger-fixture

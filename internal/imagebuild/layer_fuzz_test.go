@@ -17,31 +17,46 @@ import (
 // below another sentinel. Whatever the tar holds (names, links, whiteouts,
 // sparse maps, device nodes, xattrs) and however it fails, nothing outside
 // the root is created, removed or changed: not a byte, a mode, an owner, a
-// link count or a ctime. The budget is small (1 MiB, 1000 entries) so each
+// link count or a ctime. The budget is small (256 KiB, 100 entries) so each
 // execution is cheap; TestApplyLayerRefusesSparseBomb covers the real one.
 func FuzzApplyLayer(f *testing.F) {
 	for _, l := range fuzzLayerSeeds(f) {
 		f.Add(l)
 	}
+	// One parent for every execution (a temp dir per execution cost more
+	// than the apply): the sentinels are made and recorded once; each
+	// execution gets a fresh root, and p's own times are compared from
+	// after that root was made to before it is removed.
+	top := f.TempDir()
+	p := filepath.Join(top, "p")
+	root := filepath.Join(p, "root")
+	if err := os.MkdirAll(filepath.Join(p, "sentinel.d"), 0o755); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{filepath.Join(top, "sentinel"), filepath.Join(p, "sentinel"), filepath.Join(p, "sentinel.d", "keep")} {
+		if err := os.WriteFile(s, []byte("sentinel"), 0o644); err != nil {
+			f.Fatal(err)
+		}
+	}
+	var before map[string]string
 	f.Fuzz(func(t *testing.T, data []byte) {
-		top := t.TempDir()
-		p := filepath.Join(top, "p")
-		root := filepath.Join(p, "root")
-		for _, d := range []string{root, filepath.Join(p, "sentinel.d")} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := os.RemoveAll(root); err != nil {
 				t.Fatal(err)
 			}
+		}()
+		snap := outsideSnapshot(t, top, root)
+		if before == nil {
+			before = snap
 		}
-		for _, s := range []string{filepath.Join(top, "sentinel"), filepath.Join(p, "sentinel"), filepath.Join(p, "sentinel.d", "keep")} {
-			if err := os.WriteFile(s, []byte("sentinel"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		before[p] = snap[p] // p's times moved with the new root
 		var shadow syscall.Stat_t
 		syscall.Stat("/etc/shadow", &shadow)
-		before := outsideSnapshot(t, top, root)
 
-		err := applyLayerBudget(root, bytes.NewReader(data), &budget{Limits: Limits{MaxBytes: 1 << 20, MaxEntries: 1000}})
+		err := applyLayerBudget(root, bytes.NewReader(data), &budget{Limits: Limits{MaxBytes: 256 << 10, MaxEntries: 100}})
 
 		after := outsideSnapshot(t, top, root)
 		for path, v := range before {
