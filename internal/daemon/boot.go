@@ -34,9 +34,19 @@ const (
 const pushKeyTimeout = 20 * time.Second
 
 // pushKeyTo runs the key update in one VM; keys is the new key, then the
-// retired ones, one per line.
+// retired ones, one per line. The user's own lines stay; the daemon's old
+// keys go.
 func (s *VMService) pushKeyTo(ctx context.Context, rec model.VMRecord, lv *liveVM, keys string) error {
-	ctx, cancel := context.WithTimeout(ctx, pushKeyTimeout)
+	const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
+		`read -r new; cat > "$f.retired"; grep -vxF -f "$f.retired" "$f" > "$f.new" || true; ` +
+		`grep -qxF "$new" "$f.new" || printf '%s\n' "$new" >> "$f.new"; chmod 600 "$f.new"; mv "$f.new" "$f"; rm -f "$f.retired"`
+	return s.keyScript(ctx, rec, lv, pushKeyTimeout, script, keys)
+}
+
+// keyScript runs a key-maintenance script in the guest with stdin, bounded
+// by timeout.
+func (s *VMService) keyScript(ctx context.Context, rec model.VMRecord, lv *liveVM, timeout time.Duration, script, stdin string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := s.agentClient(ctx, rec, lv)
 	if err != nil {
@@ -46,15 +56,10 @@ func (s *VMService) pushKeyTo(ctx context.Context, rec model.VMRecord, lv *liveV
 	// unblocks a guest that accepts the channel and never answers.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	// stdin: the new key, then the retired ones. The user's own lines
-	// stay; the daemon's old keys go.
-	const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
-		`read -r new; cat > "$f.retired"; grep -vxF -f "$f.retired" "$f" > "$f.new" || true; ` +
-		`grep -qxF "$new" "$f.new" || printf '%s\n' "$new" >> "$f.new"; chmod 600 "$f.new"; mv "$f.new" "$f"; rm -f "$f.retired"`
 	var errb strings.Builder
-	code, err := c.Exec(ctx, script, nil, strings.NewReader(keys), nil, &errb)
+	code, err := c.Exec(ctx, script, nil, strings.NewReader(stdin), nil, &errb)
 	if ctx.Err() != nil {
-		return fmt.Errorf("no answer within %s: %w", pushKeyTimeout, ctx.Err())
+		return fmt.Errorf("no answer within %s: %w", timeout, ctx.Err())
 	}
 	if err == nil && code != 0 {
 		err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))

@@ -94,23 +94,7 @@ const userKeyTimeout = 90 * time.Second
 // pushUserKey appends key to root's authorized_keys in the guest unless a
 // line with the same key is there.
 func (s *VMService) pushUserKey(ctx context.Context, rec model.VMRecord, lv *liveVM, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, userKeyTimeout)
-	defer cancel()
-	c, err := s.agentClient(ctx, rec, lv)
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	const script = `set -e; f=/root/.ssh/authorized_keys; mkdir -p /root/.ssh; chmod 700 /root/.ssh; touch "$f"; ` +
 		`read -r k; set -- $k; grep -qF "$1 $2" "$f" || printf '%s\n' "$k" >> "$f"; chmod 600 "$f"`
-	var errb strings.Builder
-	code, err := c.Exec(ctx, script, nil, strings.NewReader(key+"\n"), nil, &errb)
-	if ctx.Err() != nil {
-		return fmt.Errorf("no answer within %s: %w", userKeyTimeout, ctx.Err())
-	}
-	if err == nil && code != 0 {
-		err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errb.String()))
-	}
-	return err
+	return s.keyScript(ctx, rec, lv, userKeyTimeout, script, key+"\n")
 }
