@@ -71,6 +71,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/nftx"
 )
 
 // Names of the objects banger owns.
@@ -497,13 +499,7 @@ func checkIfName(name string) error {
 // changing anything: it fails where nf_tables is missing or the caller
 // lacks CAP_NET_ADMIN.
 func Probe() error {
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
-	_, err = c.ListTablesOfFamily(nftables.TableFamilyBridge)
-	return err
+	return nftx.Probe(nftables.TableFamilyBridge)
 }
 
 // Expression helpers: each returns a fragment, cat joins them into a rule.
@@ -518,22 +514,8 @@ const (
 	regIPv4   = 14 // NFT_REG32_06
 )
 
-func cat(parts ...[]expr.Any) []expr.Any {
-	var out []expr.Any
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-func policy(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
-
 func meta(k expr.MetaKey) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: k, Register: regIfname}}
-}
-
-func eq(b []byte) []expr.Any {
-	return []expr.Any{&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}}
 }
 
 func payload(base expr.PayloadBase, off, n, reg uint32) []expr.Any {
@@ -592,9 +574,10 @@ func drop(counter string) []expr.Any {
 
 func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
 
-// ifname is the zero-padded IFNAMSIZ form nft compares interface names in.
-func ifname(n string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, n)
-	return b
-}
+// Shared with the other banger table (internal/nftx).
+var (
+	cat    = nftx.Cat
+	policy = nftx.Policy
+	eq     = nftx.Eq
+	ifname = nftx.IfName
+)

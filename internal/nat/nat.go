@@ -60,6 +60,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/nftx"
 )
 
 // Names of the objects banger owns.
@@ -294,21 +296,7 @@ func EnableIPForwarding() error {
 // Expression helpers: each returns a fragment, cat joins them into a
 // rule. Register 1 is the only one the rules need.
 
-func cat(parts ...[]expr.Any) []expr.Any {
-	var out []expr.Any
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-func policy(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
-
 func meta(k expr.MetaKey) []expr.Any { return []expr.Any{&expr.Meta{Key: k, Register: 1}} }
-
-func eq(b []byte) []expr.Any {
-	return []expr.Any{&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}}
-}
 
 func neq(b []byte) []expr.Any {
 	return []expr.Any{&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b}}
@@ -319,13 +307,6 @@ func counter() []expr.Any { return []expr.Any{&expr.Counter{}} }
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
 
 func masquerade() []expr.Any { return []expr.Any{&expr.Masq{}} }
-
-// ifname is the zero-padded IFNAMSIZ form nft compares interface names in.
-func ifname(n string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, n)
-	return b
-}
 
 // ipv4 matches IPv4 packets only; in an inet table an `ip saddr` load on an
 // IPv6 packet would read the wrong header bytes.
@@ -359,11 +340,13 @@ func ctEstablished() []expr.Any {
 // anything: it fails where nf_tables is missing or the caller lacks
 // CAP_NET_ADMIN, exactly as Ensure would.
 func Probe() error {
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
-	_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
-	return err
+	return nftx.Probe(nftables.TableFamilyINet)
 }
+
+// Shared with the other banger table (internal/nftx).
+var (
+	cat    = nftx.Cat
+	policy = nftx.Policy
+	eq     = nftx.Eq
+	ifname = nftx.IfName
+)
