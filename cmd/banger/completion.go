@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // Shell completion (`banger completion bash|zsh|fish`, cobra's) completes

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // `banger events -o json` streams a VM's life in order: create, start,

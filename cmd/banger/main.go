@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // exitError carries an exit status (e.g. the guest command's) out of cobra.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/guestcp"
 	"banger/internal/model"
 )

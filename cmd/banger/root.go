@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/daemon"
 )
 

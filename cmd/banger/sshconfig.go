@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // sshHostConfig is one VM's OpenSSH client settings (`vm ssh-config`).

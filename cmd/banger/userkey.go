@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // Each user reaches their VMs with their own key: the CLI keeps one in the

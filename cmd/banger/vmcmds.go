@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // newPerNameCmd builds a command that calls method once per name (VMs,

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/guestproto"
 	"banger/internal/model"
 )

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"banger/api"
 	"banger/internal/agent"
-	"banger/internal/api"
 	"banger/internal/model"
 )
 

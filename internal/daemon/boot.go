@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"banger/api"
 	"banger/internal/agent"
-	"banger/internal/api"
 	"banger/internal/disk"
 	"banger/internal/guestproto"
 	"banger/internal/imagebuild"

@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"banger/internal/api"
+	"banger/api"
 
 	"golang.org/x/sys/unix"
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/kernelcat"
 	"banger/internal/vmm"
 	"banger/internal/vmm/firecracker"

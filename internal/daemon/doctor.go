@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/initramfs"
 	"banger/internal/nat"
 	"banger/internal/vmm"

@@ -1,7 +1,7 @@
 package daemon
 
 import (
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/store"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/testfixture"
 )
 

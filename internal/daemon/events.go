@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

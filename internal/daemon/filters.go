@@ -3,7 +3,7 @@ package daemon
 import (
 	"strings"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/asuser"
 )
 

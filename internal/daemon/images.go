@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/imagebuild"
 	"banger/internal/imagecat"
 	"banger/internal/kernelcat"

@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )

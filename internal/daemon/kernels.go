@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/kernelcat"
 	"banger/internal/keylock"
 	"banger/internal/model"

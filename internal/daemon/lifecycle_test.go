@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/imagebuild"
 	"banger/internal/model"
 	"banger/internal/store"

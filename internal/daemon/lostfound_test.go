@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // A lost banger.db next to a VM's directory: the daemon refuses to start

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/disk"
 	"banger/internal/guestproto"
 	"banger/internal/model"

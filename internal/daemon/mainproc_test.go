@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"os"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

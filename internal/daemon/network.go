@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"sync"
 
+	"banger/api"
 	"banger/internal/antispoof"
-	"banger/internal/api"
 	"banger/internal/hostnet"
 	"banger/internal/model"
 	"banger/internal/nat"

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 	"banger/internal/vmm"
 )

@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"testing"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 	"banger/internal/vmm/vmmtest"
 )

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"banger/api"
 	"banger/internal/agent"
-	"banger/internal/api"
 	"banger/internal/guestcp"
 	"banger/internal/model"
 )

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/disk"
 	"banger/internal/guestproto"
 	"banger/internal/model"

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"banger/internal/api"
+	"banger/api"
 )
 
 // handlerFunc serves one method from its raw params (may be empty);

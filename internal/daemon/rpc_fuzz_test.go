@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/portfwd"
 )
 

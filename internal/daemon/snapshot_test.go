@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 	"banger/internal/vmm/vmmtest"
 )

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/disk"
 	"banger/internal/model"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/guestproto"
 	"banger/internal/hostnet"
 	"banger/internal/imagebuild"

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 )
 

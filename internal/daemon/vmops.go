@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/model"
 	"banger/internal/vmm"
 )

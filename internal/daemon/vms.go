@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"banger/internal/api"
+	"banger/api"
 	"banger/internal/keylock"
 	"banger/internal/model"
 	"banger/internal/store"
