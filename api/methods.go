@@ -6,6 +6,15 @@ import (
 	"banger/internal/model"
 )
 
+// Types of internal/model that the wire carries as they are, named here so
+// SDK users can spell them.
+type (
+	VMState     = model.VMState
+	PortForward = model.PortForward
+	MainProcess = model.MainProcess
+	ImageConfig = model.ImageConfig
+)
+
 // Method names, noun.verb.
 const (
 	MethodPing         = "daemon.ping"
@@ -48,7 +57,10 @@ const (
 
 // PingResult answers daemon.ping.
 type PingResult struct {
-	Version  string `json:"version"`
+	Version string `json:"version"`
+	// Protocol is the daemon's ProtocolVersion (0 from a daemon older
+	// than the field).
+	Protocol int    `json:"protocol"`
 	PID      int    `json:"pid"`
 	StateDir string `json:"state_dir"`
 }

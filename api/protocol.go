@@ -5,6 +5,14 @@ package api
 
 import "encoding/json"
 
+// ProtocolVersion is the version of this wire protocol: method names, their
+// params and results. The daemon reports it in daemon.ping (PingResult.
+// Protocol); a client built for another version refuses to go on (see
+// banger/client). It goes up when a change would break a client built for
+// the previous one (a method removed or renamed, a field's meaning
+// changed); adding a method or an optional field keeps it.
+const ProtocolVersion = 1
+
 // MaxRequestBytes bounds one request line; a longer one is answered with an
 // invalid_argument error, the rest of the line is skipped (bounded in time),
 // and the connection keeps serving the next request.

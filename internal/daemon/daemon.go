@@ -31,6 +31,7 @@ type Daemon struct {
 	store     *store.Store
 	handlers  map[string]handlerFunc
 	upgraders map[string]upgradeFunc
+	sigs      map[string]MethodSig // the method table (Methods)
 	inflight  sync.WaitGroup
 	lockFiles []*os.File // state-dir and runtime-dir flocks, held for the daemon's life
 

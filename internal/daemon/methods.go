@@ -13,7 +13,7 @@ import (
 // service does the work, api.*From* shapes the answer.
 func (d *Daemon) registerMethods() {
 	method(d, api.MethodPing, func(ctx context.Context, _ struct{}) (api.PingResult, error) {
-		return api.PingResult{Version: Version, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
+		return api.PingResult{Version: Version, Protocol: api.ProtocolVersion, PID: os.Getpid(), StateDir: d.cfg.StateDir}, nil
 	})
 	method(d, api.MethodDoctor, func(ctx context.Context, _ struct{}) (api.DoctorResult, error) {
 		return d.doctor(), nil
@@ -98,8 +98,8 @@ func (d *Daemon) registerVMMethods() {
 	})
 	method(d, api.MethodVMSSHInfo, s.sshInfo)
 	// vm.proxy answers and then owns the connection: not a method.
-	d.upgraders[api.MethodVMProxy] = s.proxy
-	d.upgraders[api.MethodEvents] = d.eventsStream
+	stream[api.NameParams](d, api.MethodVMProxy, s.proxy)
+	stream[api.EventsParams](d, api.MethodEvents, d.eventsStream)
 }
 
 func (d *Daemon) registerImageMethods() {

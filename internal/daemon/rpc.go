@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -27,7 +29,7 @@ type handlerFunc func(ctx context.Context, params json.RawMessage) (any, error)
 // into P: absent or null params leave P zero, and a method without params
 // takes struct{}, which still refuses any field (a caller's typo is an
 // error, not silently ignored). fn's R is the call's result, so every
-// method's wire shape is a type in internal/api. Called only during setup,
+// method's wire shape is a type in package api. Called only during setup,
 // before serving.
 func method[P, R any](d *Daemon, name string, fn func(ctx context.Context, p P) (R, error)) {
 	if d.handlers == nil {
@@ -36,6 +38,7 @@ func method[P, R any](d *Daemon, name string, fn func(ctx context.Context, p P) 
 	if _, dup := d.handlers[name]; dup {
 		panic("daemon: method registered twice: " + name)
 	}
+	d.record(MethodSig{Name: name, Params: reflect.TypeFor[P](), Result: reflect.TypeFor[R]()})
 	d.handlers[name] = func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
 		if err := decode(raw, &p); err != nil {
@@ -43,6 +46,47 @@ func method[P, R any](d *Daemon, name string, fn func(ctx context.Context, p P) 
 		}
 		return fn(ctx, p)
 	}
+}
+
+// stream registers up as the upgrader of name, a call that answers once
+// and then turns the connection into a stream (vm.proxy, daemon.events);
+// P is its params type, for the method table.
+func stream[P any](d *Daemon, name string, up upgradeFunc) {
+	d.record(MethodSig{Name: name, Params: reflect.TypeFor[P](), Stream: true})
+	d.upgraders[name] = up
+}
+
+// MethodSig is one method of the daemon's RPC surface as its table
+// declares it: what the docs, the JSON schema and the SDK's coverage test
+// are checked against.
+type MethodSig struct {
+	Name   string
+	Params reflect.Type
+	// Result is nil for a stream (Stream true): after a successful answer
+	// the connection carries raw bytes (vm.proxy) or Event lines
+	// (daemon.events).
+	Result reflect.Type
+	Stream bool
+}
+
+func (d *Daemon) record(s MethodSig) {
+	if d.sigs == nil {
+		d.sigs = map[string]MethodSig{}
+	}
+	d.sigs[s.Name] = s
+}
+
+// Methods is the daemon's method table, sorted by name. It registers the
+// methods on a daemon that serves nothing; no handler runs.
+func Methods() []MethodSig {
+	d := &Daemon{upgraders: map[string]upgradeFunc{}}
+	d.registerMethods()
+	out := make([]MethodSig, 0, len(d.sigs))
+	for _, s := range d.sigs {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // decode strictly unmarshals params into v: unknown fields are an error,

@@ -1,0 +1,85 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"banger/api"
+)
+
+// Proxy (vm.proxy) returns a connection to the VM's SSH server (port 22)
+// through the daemon: what `ssh -o ProxyCommand` and Guest use. The
+// connection supports CloseWrite.
+func (c *Client) Proxy(ctx context.Context, name string) (net.Conn, error) {
+	return c.rpc.Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
+}
+
+// Events (daemon.events) calls fn with each event matching p.Filters as it
+// happens, until ctx ends (then it returns nil), fn returns an error (it
+// returns that), or the daemon goes away.
+func (c *Client) Events(ctx context.Context, p api.EventsParams, fn func(api.Event) error) error {
+	conn, err := c.rpc.Stream(ctx, api.MethodEvents, p)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e api.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("daemon.events: bad event line: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("daemon.events: %w", err)
+	}
+	return fmt.Errorf("daemon.events: the daemon closed the stream (did it exit? see its log)")
+}
+
+// FollowLogs writes the VM's console log to w. With follow it keeps
+// polling (every interval, 500ms when 0) while the VM runs, and returns
+// once the VM has stopped and the log is drained, or nil when ctx ends.
+func (c *Client) FollowLogs(ctx context.Context, name string, w io.Writer, follow bool, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 500 * time.Millisecond
+	}
+	var off int64
+	for {
+		res, err := c.Logs(ctx, name, off)
+		if err != nil {
+			if follow && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if _, err := io.WriteString(w, res.Data); err != nil {
+			return err
+		}
+		off = res.Offset
+		if !follow {
+			return nil
+		}
+		if res.Data == "" && res.State != "running" && res.State != "starting" && res.State != "stopping" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
