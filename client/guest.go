@@ -32,7 +32,8 @@ type TermSize = agent.TermSize
 
 // CopyOptions shape CopyIn and CopyOut: Recursive (directories), Archive
 // (modes with special bits, times, owners), Progress (bytes copied since
-// its last call), Workers (files at once, default 16).
+// its last call), Planned (the total, before the first byte), Workers
+// (files at once, default 16).
 type CopyOptions = guestcp.Options
 
 // ExecOptions are one command's environment and stdio.
@@ -198,6 +199,9 @@ func (g *Guest) CopyIn(ctx context.Context, hostSrcs []string, guestDst string, 
 	if err != nil {
 		return err
 	}
+	if o.Planned != nil {
+		o.Planned(p.Bytes)
+	}
 	return p.Run(ctx, o.Progress)
 }
 
@@ -214,6 +218,9 @@ func (g *Guest) CopyOut(ctx context.Context, guestSrcs []string, hostDst string,
 	p, err := guestcp.PlanDownload(sc, g.name, guestSrcs, hostDst, o)
 	if err != nil {
 		return err
+	}
+	if o.Planned != nil {
+		o.Planned(p.Bytes)
 	}
 	return p.Run(ctx, o.Progress)
 }

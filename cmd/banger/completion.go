@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/api"
+	"banger/client"
 )
 
 // Shell completion (`banger completion bash|zsh|fish`, cobra's) completes
@@ -19,8 +20,8 @@ type nameSource func(ctx context.Context, a *app) []string
 
 func vmNames(keep func(state string) bool) nameSource {
 	return func(ctx context.Context, a *app) []string {
-		var vms []api.VM
-		if api.NewClient(a.socket).Call(ctx, api.MethodVMList, api.VMListParams{All: true}, &vms) != nil {
+		vms, err := client.New(a.socket).ListVMs(ctx, api.VMListParams{All: true})
+		if err != nil {
 			return nil
 		}
 		var out []string
@@ -33,10 +34,10 @@ func vmNames(keep func(state string) bool) nameSource {
 	}
 }
 
-func listNames[T any](method string, name func(T) string) nameSource {
+func listNames[T any](list func(*client.Client, context.Context) ([]T, error), name func(T) string) nameSource {
 	return func(ctx context.Context, a *app) []string {
-		var items []T
-		if api.NewClient(a.socket).Call(ctx, method, nil, &items) != nil {
+		items, err := list(client.New(a.socket), ctx)
+		if err != nil {
 			return nil
 		}
 		out := make([]string, 0, len(items))
@@ -51,8 +52,8 @@ var (
 	allVMs     = vmNames(nil)
 	runningVMs = vmNames(func(s string) bool { return s == "running" })
 	stoppedVMs = vmNames(func(s string) bool { return s != "running" && s != "starting" })
-	imageNames = listNames(api.MethodImageList, func(i api.Image) string { return i.Name })
-	kernNames  = listNames(api.MethodKernelList, func(k api.Kernel) string { return k.Name })
+	imageNames = listNames((*client.Client).ListImages, func(i api.Image) string { return i.Name })
+	kernNames  = listNames((*client.Client).ListKernels, func(k api.Kernel) string { return k.Name })
 )
 
 // argCompletions: command path → what its name arguments are. "1" after

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,22 +22,14 @@ func newEventsCmd(a *app) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			conn, err := a.client().Stream(cmd.Context(), api.MethodEvents, api.EventsParams{Filters: filters})
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			go func() { <-cmd.Context().Done(); conn.Close() }()
-			sc := bufio.NewScanner(conn)
-			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			for sc.Scan() {
+			return a.client().Events(cmd.Context(), api.EventsParams{Filters: filters}, func(e api.Event) error {
 				if output == "json" {
-					fmt.Println(sc.Text())
-					continue
-				}
-				var e api.Event
-				if json.Unmarshal(sc.Bytes(), &e) != nil {
-					continue
+					b, err := json.Marshal(e)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Printf("%s\n", b)
+					return err
 				}
 				var attrs []string
 				for k, v := range e.Attrs {
@@ -48,12 +39,9 @@ func newEventsCmd(a *app) *cobra.Command {
 				if len(attrs) > 0 {
 					line += " " + strings.Join(attrs, " ")
 				}
-				fmt.Fprintln(os.Stdout, line)
-			}
-			if cmd.Context().Err() != nil {
-				return nil // interrupted: the normal end
-			}
-			return sc.Err()
+				_, err := fmt.Fprintln(os.Stdout, line)
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table (one line an event) or json (one object a line)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -9,21 +10,26 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/api"
+	"banger/client"
 	"banger/internal/model"
 )
 
 func newDNSCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "dns", Short: "Resolve <name>.vm on the host through systemd-resolved"}
-	for _, v := range []struct{ use, short, method string }{
-		{"setup", "resolvectl dns <bridge> <bridge-ip>; resolvectl domain <bridge> ~vm", api.MethodDNSSetup},
-		{"teardown", "resolvectl revert <bridge>", api.MethodDNSTeardown},
+	c := a.client
+	for _, v := range []struct {
+		use, short string
+		do         func(context.Context) (api.DNSResult, error)
+	}{
+		{"setup", "resolvectl dns <bridge> <bridge-ip>; resolvectl domain <bridge> ~vm", func(ctx context.Context) (api.DNSResult, error) { return c().DNSSetup(ctx) }},
+		{"teardown", "resolvectl revert <bridge>", func(ctx context.Context) (api.DNSResult, error) { return c().DNSTeardown(ctx) }},
 	} {
 		v := v
 		cmd.AddCommand(&cobra.Command{
 			Use: v.use, Short: v.short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				var res api.DNSResult
-				if err := a.call(cmd.Context(), v.method, nil, &res); err != nil {
+				res, err := v.do(cmd.Context())
+				if err != nil {
 					return err
 				}
 				fmt.Printf("%s: bridge %s, dns %s, domain %s\n", v.use, res.Bridge, res.DNS, res.Domain)
@@ -42,8 +48,8 @@ func newImageCmd(a *app) *cobra.Command {
 		Short: "Pull an image from a registry (or build a catalog image)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var img api.Image
-			if err := a.call(cmd.Context(), api.MethodImagePull, api.ImagePullParams{Ref: args[0], Name: pullName}, &img); err != nil {
+			img, err := a.client().PullImage(cmd.Context(), api.ImagePullParams{Ref: args[0], Name: pullName}, nil)
+			if err != nil {
 				return err
 			}
 			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
@@ -62,8 +68,8 @@ func newImageCmd(a *app) *cobra.Command {
 				return err
 			}
 			ip.Path = abs
-			var img api.Image
-			if err := a.call(cmd.Context(), api.MethodImageImport, ip, &img); err != nil {
+			img, err := a.client().ImportImage(cmd.Context(), ip, nil)
+			if err != nil {
 				return err
 			}
 			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
@@ -73,7 +79,7 @@ func newImageCmd(a *app) *cobra.Command {
 	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
-	ls := newListCmd(a, "List images", api.MethodImageList, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
+	ls := newListCmd(a, "List images", (*client.Client).ListImages, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
 		func(i api.Image) string {
 			dg := i.Digest
 			if len(dg) > 19 {
@@ -81,8 +87,8 @@ func newImageCmd(a *app) *cobra.Command {
 			}
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
 		})
-	rm := newPerNameCmd(a, "rm", "Remove images no VM uses", api.MethodImageDelete, nameParams)
-	cat := newCatalogCmd(a, "List catalog images (pulled on first use)", api.MethodImageCatalog)
+	rm := newPerNameCmd(a, "rm", "Remove images no VM uses", discard((*client.Client).RemoveImage))
+	cat := newCatalogCmd(a, "List catalog images (pulled on first use)", (*client.Client).ImageCatalog)
 	cmd.AddCommand(pull, imp, ls, rm, cat)
 	return cmd
 }
@@ -101,8 +107,8 @@ func newSSHKeyCmd(a *app) *cobra.Command {
 		Short: "Make a new key; new VMs get it, existing VMs get it on their next start",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res api.SSHKeyRotateResult
-			if err := a.call(cmd.Context(), api.MethodSSHKeyRotate, nil, &res); err != nil {
+			res, err := a.client().RotateSSHKey(cmd.Context())
+			if err != nil {
 				return err
 			}
 			fmt.Println(res.Fingerprint)
@@ -128,8 +134,8 @@ func newDoctorCmd(a *app) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var res api.DoctorResult
-			if err := a.call(cmd.Context(), api.MethodDoctor, nil, &res); err != nil {
+			res, err := a.client().Doctor(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if output == "json" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/api"
+	"banger/client"
 	"banger/internal/model"
 )
 
@@ -18,19 +20,19 @@ func newKernelCmd(a *app) *cobra.Command {
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k api.Kernel
-			if err := a.call(cmd.Context(), api.MethodKernelPull, api.NameParams{Name: args[0]}, &k); err != nil {
+			k, err := a.client().PullKernel(cmd.Context(), args[0], nil)
+			if err != nil {
 				return err
 			}
 			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
 			return nil
 		},
 	}
-	ls := newListCmd(a, "List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
+	ls := newListCmd(a, "List pulled kernels", (*client.Client).ListKernels, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
 		func(k api.Kernel) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
 		})
-	rm := newPerNameCmd(a, "rm", "Remove kernels no VM uses", api.MethodKernelDelete, nameParams)
+	rm := newPerNameCmd(a, "rm", "Remove kernels no VM uses", discard((*client.Client).RemoveKernel))
 	var ip api.KernelImportParams
 	imp := &cobra.Command{
 		Use:   "import --name N --kernel PATH [--initrd PATH] [--modules DIR]",
@@ -46,8 +48,8 @@ func newKernelCmd(a *app) *cobra.Command {
 					*p = abs
 				}
 			}
-			var k api.Kernel
-			if err := a.call(cmd.Context(), api.MethodKernelImport, ip, &k); err != nil {
+			k, err := a.client().ImportKernel(cmd.Context(), ip, nil)
+			if err != nil {
 				return err
 			}
 			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
@@ -60,14 +62,14 @@ func newKernelCmd(a *app) *cobra.Command {
 	imp.Flags().StringVar(&ip.Modules, "modules", "", "optional modules dir (lib/modules/<release>)")
 	imp.MarkFlagRequired("name")
 	imp.MarkFlagRequired("kernel")
-	cat := newCatalogCmd(a, "List kernels that can be pulled", api.MethodKernelCatalog)
+	cat := newCatalogCmd(a, "List kernels that can be pulled", (*client.Client).KernelCatalog)
 	cmd.AddCommand(pull, ls, rm, imp, cat)
 	return cmd
 }
 
 // newCatalogCmd lists what a catalog offers and whether it is pulled.
-func newCatalogCmd(a *app, short, method string) *cobra.Command {
-	cmd := newListCmd(a, short, method, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
+func newCatalogCmd(a *app, short string, list func(*client.Client, context.Context) ([]api.CatalogEntry, error)) *cobra.Command {
+	cmd := newListCmd(a, short, list, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
 		name := e.Name
 		if e.Default {
 			name += " (default)"
@@ -78,9 +80,9 @@ func newCatalogCmd(a *app, short, method string) *cobra.Command {
 	return cmd
 }
 
-// newListCmd builds an `ls` command: it calls method (no params) for a
-// list of T and prints it as JSON (-o json) or a table of header and row.
-func newListCmd[T any](a *app, short, method, header string, row func(T) string) *cobra.Command {
+// newListCmd builds an `ls` command: it calls list for a list of T and
+// prints it as JSON (-o json) or a table of header and row.
+func newListCmd[T any](a *app, short string, list func(*client.Client, context.Context) ([]T, error), header string, row func(T) string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -91,8 +93,8 @@ func newListCmd[T any](a *app, short, method, header string, row func(T) string)
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var items []T
-			if err := a.call(cmd.Context(), method, nil, &items); err != nil {
+			items, err := list(a.client(), cmd.Context())
+			if err != nil {
 				return err
 			}
 			if output == "json" {

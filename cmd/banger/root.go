@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/api"
+	"banger/client"
 	"banger/internal/daemon"
 )
 
@@ -24,21 +24,17 @@ type app struct {
 	socket string
 
 	clientOnce sync.Once
-	c          *api.Client
+	c          *client.Client
+	progress   func(api.Progress) // the client's default: rendered on stderr
 }
 
-// client returns the RPC client; it renders progress on stderr.
-func (a *app) client() *api.Client {
+// client returns the SDK client; it renders progress on stderr.
+func (a *app) client() *client.Client {
 	a.clientOnce.Do(func() {
-		a.c = api.NewClient(a.socket)
-		a.c.OnProgress = newProgressPrinter(os.Stderr).print
+		a.progress = newProgressPrinter(os.Stderr).print
+		a.c = client.New(a.socket, client.WithProgress(a.progress))
 	})
 	return a.c
-}
-
-// call is a.client().Call.
-func (a *app) call(ctx context.Context, method string, params, out any) error {
-	return a.client().Call(ctx, method, params, out)
 }
 
 func newRootCmd() *cobra.Command {
@@ -101,8 +97,7 @@ func newVersionCmd(a *app) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Printf("banger %s\n", daemon.Version)
-			var p api.PingResult
-			if err := a.call(cmd.Context(), api.MethodPing, nil, &p); err == nil {
+			if p, err := a.client().Ping(cmd.Context()); err == nil {
 				fmt.Printf("daemon %s (pid %d, state %s)\n", p.Version, p.PID, p.StateDir)
 			}
 			return nil

@@ -28,8 +28,8 @@ func newVMSnapshotCmd(a *app) *cobra.Command {
 					return fmt.Errorf("--name: %w", err)
 				}
 			}
-			var sn api.Snapshot
-			if err := a.call(cmd.Context(), api.MethodVMSnapshot, api.VMSnapshotParams{Name: args[0], Snapshot: name}, &sn); err != nil {
+			sn, err := a.client().SnapshotVM(cmd.Context(), api.VMSnapshotParams{Name: args[0], Snapshot: name})
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -61,8 +61,8 @@ func newVMForkCmd(a *app) *cobra.Command {
 				}
 			}
 			p.Name = args[0]
-			var vm api.VM
-			if err := a.call(cmd.Context(), api.MethodVMFork, p, &vm); err != nil {
+			vm, err := a.client().ForkVM(cmd.Context(), p)
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -88,8 +88,8 @@ func newSnapshotCmd(a *app) *cobra.Command {
 			if err := checkOutput(lsOut); err != nil {
 				return err
 			}
-			var sns []api.Snapshot
-			if err := a.call(cmd.Context(), api.MethodSnapshotList, nil, &sns); err != nil {
+			sns, err := a.client().ListSnapshots(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if lsOut == "json" {
@@ -112,8 +112,8 @@ func newSnapshotCmd(a *app) *cobra.Command {
 			if err := checkOutput(inOut); err != nil {
 				return err
 			}
-			var s api.Snapshot
-			if err := a.call(cmd.Context(), api.MethodSnapshotGet, api.NameParams{Name: args[0]}, &s); err != nil {
+			s, err := a.client().InspectSnapshot(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if inOut == "json" {
@@ -142,7 +142,7 @@ func newSnapshotCmd(a *app) *cobra.Command {
 		Use: "rm NAME...", Aliases: []string{"remove", "delete"}, Short: "Remove snapshots", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := a.call(ctx, api.MethodSnapshotDel, api.NameParams{Name: name}, nil); err != nil {
+				if _, err := a.client().RemoveSnapshot(ctx, name); err != nil {
 					return err
 				}
 				fmt.Println(name)

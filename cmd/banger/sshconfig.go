@@ -64,8 +64,8 @@ what the daemon recorded at the VM's first boot (StrictHostKeyChecking yes).`,
 
 func sshConfigs(ctx context.Context, a *app, names []string) ([]sshHostConfig, error) {
 	if len(names) == 0 {
-		var vms []api.VM
-		if err := a.call(ctx, api.MethodVMList, api.VMListParams{}, &vms); err != nil {
+		vms, err := a.client().ListVMs(ctx, api.VMListParams{})
+		if err != nil {
 			return nil, err
 		}
 		for _, v := range vms {

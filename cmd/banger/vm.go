@@ -107,8 +107,8 @@ func newVMCreateCmd(a *app) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var vm api.VM
-			if err := a.call(cmd.Context(), api.MethodVMCreate, cf.p, &vm); err != nil {
+			vm, err := a.client().CreateVM(cmd.Context(), cf.p, nil)
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -139,8 +139,8 @@ func newVMListCmd(a *app) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var vms []api.VM
-			if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: all, Filters: filters}, &vms); err != nil {
+			vms, err := a.client().ListVMs(cmd.Context(), api.VMListParams{All: all, Filters: filters})
+			if err != nil {
 				return err
 			}
 			switch {
@@ -208,8 +208,8 @@ func newVMInspectCmd(a *app) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var vm api.VM
-			if err := a.call(cmd.Context(), api.MethodVMGet, api.NameParams{Name: args[0]}, &vm); err != nil {
+			vm, err := a.client().InspectVM(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if output == "json" {
@@ -278,8 +278,8 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(filters) > 0 {
-				var vms []api.VM
-				if err := a.call(cmd.Context(), api.MethodVMList, api.VMListParams{All: true, Filters: filters}, &vms); err != nil {
+				vms, err := a.client().ListVMs(cmd.Context(), api.VMListParams{All: true, Filters: filters})
+				if err != nil {
 					return err
 				}
 				for _, v := range vms {
@@ -290,7 +290,7 @@ func newVMRemoveCmd(a *app) *cobra.Command {
 				}
 			}
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: name, Force: force, WithSnapshots: withSnaps}, nil); err != nil {
+				if _, err := a.client().RemoveVM(ctx, api.VMDeleteParams{Name: name, Force: force, WithSnapshots: withSnaps}); err != nil {
 					return err
 				}
 				fmt.Println(name)

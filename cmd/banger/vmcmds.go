@@ -9,23 +9,23 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"banger/api"
+	"banger/client"
 )
 
-// newPerNameCmd builds a command that calls method once per name (VMs,
-// images, kernels), params(name) making each call's params.
-func newPerNameCmd(a *app, use, short, method string, params func(name string) any) *cobra.Command {
+// newPerNameCmd builds a command that calls do once per name (VMs, images,
+// kernels).
+func newPerNameCmd(a *app, use, short string, do func(c *client.Client, ctx context.Context, name string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " NAME...",
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forEachVM(cmd.Context(), args, func(ctx context.Context, name string) error {
-				if err := a.call(ctx, method, params(name), nil); err != nil {
+				if err := do(a.client(), ctx, name); err != nil {
 					return err
 				}
 				fmt.Println(name)
@@ -35,28 +35,38 @@ func newPerNameCmd(a *app, use, short, method string, params func(name string) a
 	}
 }
 
-func nameParams(name string) any { return api.NameParams{Name: name} }
+// discard adapts a per-name client method to newPerNameCmd, dropping
+// its result.
+func discard[R any](m func(*client.Client, context.Context, string) (R, error)) func(*client.Client, context.Context, string) error {
+	return func(c *client.Client, ctx context.Context, name string) error {
+		_, err := m(c, ctx, name)
+		return err
+	}
+}
 
 func newVMStartCmd(a *app) *cobra.Command {
-	return newPerNameCmd(a, "start", "Boot stopped VMs", api.MethodVMStart, nameParams)
+	return newPerNameCmd(a, "start", "Boot stopped VMs", discard((*client.Client).StartVM))
 }
 
 func newVMRestartCmd(a *app) *cobra.Command {
-	return newPerNameCmd(a, "restart", "Stop and boot VMs again", api.MethodVMRestart, nameParams)
+	return newPerNameCmd(a, "restart", "Stop and boot VMs again", discard((*client.Client).RestartVM))
 }
 
 func newVMPauseCmd(a *app) *cobra.Command {
-	return newPerNameCmd(a, "pause", "Stop VMs' vCPUs (memory, devices and connections stay)", api.MethodVMPause, nameParams)
+	return newPerNameCmd(a, "pause", "Stop VMs' vCPUs (memory, devices and connections stay)", discard((*client.Client).PauseVM))
 }
 
 func newVMResumeCmd(a *app) *cobra.Command {
-	return newPerNameCmd(a, "resume", "Run paused VMs again (returns once each guest's agent answers)", api.MethodVMResume, nameParams)
+	return newPerNameCmd(a, "resume", "Run paused VMs again (returns once each guest's agent answers)", discard((*client.Client).ResumeVM))
 }
 
 func newVMStopCmd(a *app) *cobra.Command {
 	var force bool
-	cmd := newPerNameCmd(a, "stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)", api.MethodVMStop,
-		func(name string) any { return api.VMStopParams{Name: name, Force: force} })
+	cmd := newPerNameCmd(a, "stop", "Stop VMs (the guest powers off cleanly; --force kills the VMM)",
+		func(c *client.Client, ctx context.Context, name string) error {
+			_, err := c.StopVM(ctx, name, force)
+			return err
+		})
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM at once")
 	return cmd
 }
@@ -82,7 +92,7 @@ func newVMExecCmd(a *app) *cobra.Command {
 					return derr
 				}
 				defer c.Close()
-				code, err = interactive(ctx, c, shellQuote(args[1:]), env)
+				code, err = interactive(ctx, c, args[1:], env)
 			} else {
 				code, err = execInVM(ctx, a, args[0], args[1:], env)
 			}
@@ -137,7 +147,7 @@ func newVMProxyCmd(a *app) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := a.client().Stream(cmd.Context(), api.MethodVMProxy, api.NameParams{Name: args[0]})
+			conn, err := a.client().Proxy(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -164,27 +174,7 @@ func newVMLogsCmd(a *app) *cobra.Command {
 		Short: "Print a VM's console log (-f follows it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			var off int64
-			for {
-				var res api.LogsResult
-				if err := a.call(ctx, api.MethodVMLogs, api.LogsParams{Name: args[0], Offset: off}, &res); err != nil {
-					return err
-				}
-				os.Stdout.WriteString(res.Data)
-				off = res.Offset
-				if !follow {
-					return nil
-				}
-				if res.Data == "" && res.State != "running" && res.State != "starting" && res.State != "stopping" {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(500 * time.Millisecond):
-				}
-			}
+			return a.client().FollowLogs(cmd.Context(), args[0], os.Stdout, follow, 0)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the console grows")
@@ -200,8 +190,8 @@ func newVMPruneCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if !force {
-				var vms []api.VM
-				if err := a.call(ctx, api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil {
+				vms, err := a.client().ListVMs(ctx, api.VMListParams{All: true})
+				if err != nil {
 					return err
 				}
 				var names []string
@@ -220,8 +210,8 @@ func newVMPruneCmd(a *app) *cobra.Command {
 					return fmt.Errorf("aborted")
 				}
 			}
-			var res api.VMPruneResult
-			if err := a.call(ctx, api.MethodVMPrune, nil, &res); err != nil {
+			res, err := a.client().PruneVMs(ctx)
+			if err != nil {
 				return err
 			}
 			for _, n := range res.Removed {

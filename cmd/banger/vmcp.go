@@ -8,12 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pkg/sftp"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"banger/api"
-	"banger/internal/agent"
 	"banger/internal/guestcp"
 )
 
@@ -148,12 +146,11 @@ func runCp(ctx context.Context, a *app, args []string, opt guestcp.Options) erro
 			return err
 		}
 	}
-	c, sc, err := openSFTP(ctx, a, j.vm)
+	g, err := dialGuest(ctx, a, j.vm)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	defer sc.Close()
+	defer g.Close()
 	var remoteSrcs []string
 	for _, s := range j.srcs {
 		if s.remote() {
@@ -164,55 +161,38 @@ func runCp(ctx context.Context, a *app, args []string, opt guestcp.Options) erro
 	case j.up && j.srcs[0].stream:
 		bar := newCopyBar(0)
 		opt.Progress = bar.add
-		skipped, err := guestcp.ExtractTar(ctx, sc, j.vm, os.Stdin, j.dst.path, opt)
+		skipped, err := g.ExtractTar(ctx, os.Stdin, j.dst.path, opt)
 		bar.done()
 		for _, s := range skipped {
 			fmt.Fprintf(os.Stderr, "banger: vm cp: %s: not a file, directory or link in the tar: skipped\n", s)
 		}
 		return err
 	case j.up:
-		p, err := guestcp.PlanUpload(sc, j.vm, hostSrcs, j.dst.path, opt)
-		if err != nil {
-			return err
-		}
-		return runPlan(ctx, p, opt)
+		return runPlan(opt, func(o guestcp.Options) error { return g.CopyIn(ctx, hostSrcs, j.dst.path, o) })
 	case j.dst.stream:
 		if term.IsTerminal(int(os.Stdout.Fd())) {
 			return usageErr("refusing to write a tar to a terminal: redirect stdout (vm cp %s - > x.tar)", j.srcs[0])
 		}
 		bar := newCopyBar(0)
 		opt.Progress = bar.add
-		err := guestcp.WriteTar(ctx, sc, j.vm, remoteSrcs, os.Stdout, opt)
+		err := g.WriteTar(ctx, remoteSrcs, os.Stdout, opt)
 		bar.done()
 		return err
 	default:
-		p, err := guestcp.PlanDownload(sc, j.vm, remoteSrcs, j.dst.path, opt)
-		if err != nil {
-			return err
-		}
-		return runPlan(ctx, p, opt)
+		return runPlan(opt, func(o guestcp.Options) error { return g.CopyOut(ctx, remoteSrcs, j.dst.path, o) })
 	}
 }
 
-func runPlan(ctx context.Context, p *guestcp.Plan, opt guestcp.Options) error {
-	bar := newCopyBar(p.Bytes)
-	defer bar.done()
-	return p.Run(ctx, bar.add)
-}
-
-// openSFTP dials the VM's SSH server through the daemon (vm.proxy) and
-// opens an SFTP session on it.
-func openSFTP(ctx context.Context, a *app, vm string) (*agent.Client, *sftp.Client, error) {
-	c, err := dialGuest(ctx, a, vm)
-	if err != nil {
-		return nil, nil, err
+// runPlan runs a planned copy with a bar sized by the plan's bytes.
+func runPlan(opt guestcp.Options, run func(guestcp.Options) error) error {
+	var bar *copyBar
+	opt.Planned = func(total int64) { bar = newCopyBar(total) }
+	opt.Progress = func(d int64) { bar.add(d) }
+	err := run(opt)
+	if bar != nil {
+		bar.done()
 	}
-	sc, err := guestcp.NewClient(c.SSH())
-	if err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("sftp to %s: %w", vm, err)
-	}
-	return c, sc, nil
+	return err
 }
 
 // copyBar draws a progress bar on stderr when it is a terminal and the

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/api"
+	"banger/client"
 	"banger/internal/guestproto"
 	"banger/internal/model"
 )
@@ -101,25 +102,18 @@ func readEnvFile(path string) ([]string, error) {
 	return out, nil
 }
 
-// sessionEnv is the env of one SSH session: the entries, plus the workdir
-// and user as banger's session settings (banger-init's SSH server takes
-// them from these env names).
-func sessionEnv(env []string, workdir, user string) map[string]string {
-	m := map[string]string{}
+// sessionEnv is one SSH session's settings: the entries (KEY=VALUE), the
+// workdir and the user.
+func sessionEnv(env []string, workdir, user string) client.ExecOptions {
+	o := client.ExecOptions{WorkingDir: workdir, User: user}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
+		if o.Env == nil {
+			o.Env = map[string]string{}
+		}
+		o.Env[k] = v
 	}
-	if workdir != "" {
-		m[guestproto.EnvWorkdir] = workdir
-	}
-	if user != "" {
-		m[guestproto.EnvUser] = user
-	}
-	if len(m) == 0 {
-		return nil
-	}
-	return m
+	return o
 }
 
 // procFlags are vm create's and vm run's main process flags.
@@ -189,7 +183,7 @@ func formatMain(m *model.MainProcess) string {
 func runAttached(ctx context.Context, a *app, vm api.VM, explicit bool) (int, error) {
 	m := vm.Main
 	if m == nil || !explicit && guestproto.IsShell(m.Argv) {
-		var env map[string]string
+		var env client.ExecOptions
 		if m != nil {
 			env = sessionEnv(nil, m.WorkingDir, m.User)
 		}
@@ -203,7 +197,7 @@ func runAttached(ctx context.Context, a *app, vm api.VM, explicit bool) (int, er
 			return -1, err
 		}
 		defer c.Close()
-		return interactive(ctx, c, shellQuote(m.Argv), env)
+		return interactive(ctx, c, m.Argv, env)
 	}
 	return execInVM(ctx, a, vm.Name, m.Argv, env)
 }

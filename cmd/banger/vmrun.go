@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/api"
-	"banger/internal/agent"
+	"banger/client"
 	"banger/internal/model"
 )
 
@@ -101,7 +100,7 @@ func (r *vmRun) create(ctx context.Context) (api.VM, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		var vm api.VM
-		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
+		vm, err := r.a.client().CreateVM(ctx, r.p, r.progress)
 		if err == nil {
 			r.setID(vm.ID)
 			return vm, nil
@@ -118,8 +117,9 @@ func (r *vmRun) progress(p api.Progress) {
 	if p.VMID != "" {
 		r.setID(p.VMID)
 	}
-	if r.a.client().OnProgress != nil {
-		r.a.client().OnProgress(p)
+	r.a.client() // makes a.progress
+	if r.a.progress != nil {
+		r.a.progress(p)
 	}
 }
 
@@ -167,7 +167,7 @@ func (r *vmRun) remove() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	err := r.a.call(ctx, api.MethodVMDelete, api.VMDeleteParams{Name: id, Force: true}, nil)
+	_, err := r.a.client().RemoveVM(ctx, api.VMDeleteParams{Name: id, Force: true})
 	if api.IsKind(err, api.KindNotFound) {
 		return nil
 	}
@@ -215,8 +215,7 @@ func (r *vmRun) leftBehind() string {
 // moments), so the state the user is told is the one that stays.
 func (r *vmRun) settled(ctx context.Context, id string) (api.VM, error) {
 	for {
-		var vm api.VM
-		err := r.a.call(ctx, api.MethodVMGet, api.NameParams{Name: id}, &vm)
+		vm, err := r.a.client().InspectVM(ctx, id)
 		if err != nil || vm.State != model.StateStarting {
 			return vm, err
 		}
@@ -230,28 +229,30 @@ func (r *vmRun) settled(ctx context.Context, id string) (api.VM, error) {
 
 // execInVM runs argv in the guest (a shell when empty) through the daemon's
 // proxy to the guest's SSH server, passing stdio and returning the status.
-func execInVM(ctx context.Context, a *app, name string, argv []string, env map[string]string) (int, error) {
+func execInVM(ctx context.Context, a *app, name string, argv []string, env client.ExecOptions) (int, error) {
 	c, err := dialGuest(ctx, a, name)
 	if err != nil {
 		return -1, err
 	}
 	defer c.Close()
 	stdinTTY := term.IsTerminal(int(os.Stdin.Fd()))
+	env.Stdout, env.Stderr = os.Stdout, os.Stderr
 	if len(argv) == 0 {
 		if !stdinTTY {
-			return c.Exec(ctx, "exec sh", env, os.Stdin, os.Stdout, os.Stderr)
+			env.Stdin = os.Stdin
+			return c.Exec(ctx, []string{"exec sh"}, env)
 		}
-		return interactive(ctx, c, "", env)
+		return interactive(ctx, c, nil, env)
 	}
-	cmdline := shellQuote(argv)
-	var stdin io.Reader = os.Stdin
-	if stdinTTY {
-		stdin = nil // like `docker exec` without -i: a terminal is not piped in
+	if !stdinTTY {
+		env.Stdin = os.Stdin // like `docker exec` without -i: a terminal is not piped in
 	}
-	return c.Exec(ctx, cmdline, env, stdin, os.Stdout, os.Stderr)
+	return c.Exec(ctx, argv, env)
 }
 
-func interactive(ctx context.Context, c *agent.Client, cmdline string, env map[string]string) (int, error) {
+// interactive runs argv (the login shell when empty) on a pty with the
+// local terminal in raw mode.
+func interactive(ctx context.Context, c *client.Guest, argv []string, env client.ExecOptions) (int, error) {
 	fd := int(os.Stdin.Fd())
 	w, h, _ := term.GetSize(fd)
 	old, err := term.MakeRaw(fd)
@@ -259,7 +260,7 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string, env map[s
 		return -1, err
 	}
 	defer term.Restore(fd, old)
-	resize := make(chan agent.TermSize, 1)
+	resize := make(chan client.TermSize, 1)
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
 	defer signal.Stop(winch)
@@ -267,39 +268,19 @@ func interactive(ctx context.Context, c *agent.Client, cmdline string, env map[s
 		for range winch {
 			if w, h, err := term.GetSize(fd); err == nil {
 				select {
-				case resize <- agent.TermSize{Cols: w, Rows: h}:
+				case resize <- client.TermSize{Cols: w, Rows: h}:
 				default:
 				}
 			}
 		}
 	}()
-	size := agent.TermSize{Cols: w, Rows: h}
+	size := client.TermSize{Cols: w, Rows: h}
 	t := os.Getenv("TERM")
-	if cmdline == "" {
-		return c.Shell(ctx, t, size, resize, env, os.Stdin, os.Stdout, os.Stderr)
+	env.Stdin, env.Stdout, env.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if len(argv) == 0 {
+		return c.Shell(ctx, t, size, resize, env)
 	}
-	return c.ExecPTY(ctx, cmdline, t, size, resize, env, os.Stdin, os.Stdout)
-}
-
-// dialGuest opens an SSH client to the guest over the daemon socket.
-func dialGuest(ctx context.Context, a *app, name string) (*agent.Client, error) {
-	ga, err := getGuestAccess(ctx, a, name)
-	if err != nil {
-		return nil, err
-	}
-	info := ga.info
-	conn, err := a.client().Stream(ctx, api.MethodVMProxy, api.NameParams{Name: name})
-	if err != nil {
-		return nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := agent.DialSSH(dctx, conn, ga.signer, agent.TOFU(ga.knownHosts, info.Name, info.GuestIP, info.Name+".vm"))
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("SSH to %s: %w", name, err)
-	}
-	return c, nil
+	return c.ExecPTY(ctx, argv, t, size, resize, env)
 }
 
 func shellQuote(argv []string) string {

@@ -27,6 +27,10 @@ type Options struct {
 	// Progress, when set, is called with the bytes of file data copied
 	// since its last call.
 	Progress func(delta int64)
+	// Planned, when set, is called once a copy between two trees is
+	// planned, before any byte moves, with the bytes of file data it will
+	// copy (a progress bar's total). banger/client calls it.
+	Planned func(total int64)
 	// Workers copies this many files at once (default 16): a tree of
 	// small files is bound by round trips, not bandwidth.
 	Workers int
