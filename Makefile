@@ -3,7 +3,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X banger/internal/daemon.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test bench fuzz smoke clean fmt vet
+.PHONY: build test bench fuzz smoke clean fmt vet api-docs
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
@@ -36,6 +36,11 @@ fuzz:
 smoke: build
 	$(GO) build -trimpath -o bin/banger-fixture ./cmd/banger-fixture
 	./smoke/run.sh $(if $(JOBS),-j $(JOBS),)
+
+# docs/api.schema.json and docs/api.md's reference, from the daemon's method
+# table and the api types (go test ./internal/tools/apischema checks them).
+api-docs:
+	$(GO) run ./internal/tools/apischema -w
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -228,3 +228,7 @@ func (c *Client) RemoveKernel(ctx context.Context, name string) (api.Kernel, err
 func (c *Client) KernelCatalog(ctx context.Context) ([]api.CatalogEntry, error) {
 	return call[[]api.CatalogEntry](ctx, c, api.MethodKernelCatalog, nil)
 }
+
+// GoMethod names the Client method that calls the daemon method rpc
+// ("vm.create" → "CreateVM"), "" for a method this package does not know.
+func GoMethod(rpc string) string { return rpcMethods[rpc] }
