@@ -23,13 +23,17 @@ func newEventsCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.client().Events(cmd.Context(), api.EventsParams{Filters: filters}, func(e api.Event) error {
-				if output == "json" {
+				switch output {
+				case "json":
 					b, err := json.Marshal(e)
 					if err != nil {
 						return err
 					}
 					_, err = fmt.Printf("%s\n", b)
 					return err
+				case "yaml": // one document an event
+					fmt.Println("---")
+					return printData(output, e)
 				}
 				var attrs []string
 				for k, v := range e.Attrs {
@@ -44,7 +48,7 @@ func newEventsCmd(a *app) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table (one line an event) or json (one object a line)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table (one line an event), json (one object a line) or yaml (one document an event)")
 	cmd.Flags().StringArrayVarP(&filters, "filter", "f", nil, "type=vm|image|kernel, action=ACTION, name=NAME, id=ID (repeatable: one key's values OR, keys AND)")
 	return cmd
 }

@@ -11,7 +11,6 @@ import (
 
 	"banger/api"
 	"banger/client"
-	"banger/internal/model"
 )
 
 func newDNSCmd(a *app) *cobra.Command {
@@ -79,14 +78,7 @@ func newImageCmd(a *app) *cobra.Command {
 	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
-	ls := newListCmd(a, "List images", (*client.Client).ListImages, "NAME\tID\tSOURCE\tDIGEST\tSIZE\tKERNEL\tCREATED",
-		func(i api.Image) string {
-			dg := i.Digest
-			if len(dg) > 19 {
-				dg = dg[:19]
-			}
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", i.Name, shortID(i.ID), i.Source, dg, model.FormatSize(i.SizeBytes), i.Kernel, i.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
-		})
+	ls := newListCmd(a, "List images", (*client.Client).ListImages, imageColumns)
 	rm := newPerNameCmd(a, "rm", "Remove images no VM uses", discard((*client.Client).RemoveImage))
 	cat := newCatalogCmd(a, "List catalog images (pulled on first use)", (*client.Client).ImageCatalog)
 	cmd.AddCommand(pull, imp, ls, rm, cat)
@@ -138,8 +130,8 @@ func newDoctorCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(res)
+			if output == "json" || output == "yaml" {
+				return printData(output, res)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			for _, c := range res.Checks {
@@ -158,6 +150,6 @@ func newDoctorCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }

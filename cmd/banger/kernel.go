@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"banger/api"
 	"banger/client"
-	"banger/internal/model"
 )
 
 func newKernelCmd(a *app) *cobra.Command {
@@ -28,10 +25,7 @@ func newKernelCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	ls := newListCmd(a, "List pulled kernels", (*client.Client).ListKernels, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
-		func(k api.Kernel) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
-		})
+	ls := newListCmd(a, "List pulled kernels", (*client.Client).ListKernels, kernelColumns)
 	rm := newPerNameCmd(a, "rm", "Remove kernels no VM uses", discard((*client.Client).RemoveKernel))
 	var ip api.KernelImportParams
 	imp := &cobra.Command{
@@ -69,20 +63,14 @@ func newKernelCmd(a *app) *cobra.Command {
 
 // newCatalogCmd lists what a catalog offers and whether it is pulled.
 func newCatalogCmd(a *app, short string, list func(*client.Client, context.Context) ([]api.CatalogEntry, error)) *cobra.Command {
-	cmd := newListCmd(a, short, list, "NAME\tPULLED\tSOURCE\tDESCRIPTION", func(e api.CatalogEntry) string {
-		name := e.Name
-		if e.Default {
-			name += " (default)"
-		}
-		return fmt.Sprintf("%s\t%v\t%s\t%s", name, e.Pulled, e.Source, e.Description)
-	})
+	cmd := newListCmd(a, short, list, catalogColumns)
 	cmd.Use, cmd.Aliases = "catalog", nil
 	return cmd
 }
 
 // newListCmd builds an `ls` command: it calls list for a list of T and
-// prints it as JSON (-o json) or a table of header and row.
-func newListCmd[T any](a *app, short string, list func(*client.Client, context.Context) ([]T, error), header string, row func(T) string) *cobra.Command {
+// prints it as JSON (-o json), YAML (-o yaml) or a table of cols.
+func newListCmd[T any](a *app, short string, list func(*client.Client, context.Context) ([]T, error), cols []column[T]) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -97,17 +85,12 @@ func newListCmd[T any](a *app, short string, list func(*client.Client, context.C
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(items)
+			if output == "json" || output == "yaml" {
+				return printData(output, items)
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, header)
-			for _, it := range items {
-				fmt.Fprintln(tw, row(it))
-			}
-			return tw.Flush()
+			return printTable(cols, items)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }

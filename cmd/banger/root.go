@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
 
 	"banger/api"
 	"banger/client"
@@ -168,10 +169,25 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// printData writes v as -o asks: indented JSON, or YAML with the same
+// field names (sigs.k8s.io/yaml goes through encoding/json, so the json
+// tags name the YAML keys too and the two never drift apart).
+func printData(output string, v any) error {
+	if output != "yaml" {
+		return printJSON(v)
+	}
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(b)
+	return err
+}
+
 // checkOutput validates -o.
 func checkOutput(o string) error {
-	if o != "" && o != "table" && o != "json" {
-		return fmt.Errorf("invalid output format %q: use table or json", o)
+	if o != "" && o != "table" && o != "json" && o != "yaml" {
+		return fmt.Errorf("invalid output format %q: use table, json or yaml", o)
 	}
 	return nil
 }

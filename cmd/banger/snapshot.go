@@ -32,15 +32,15 @@ func newVMSnapshotCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(sn)
+			if output == "json" || output == "yaml" {
+				return printData(output, sn)
 			}
 			fmt.Println(sn.Name)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "snapshot name (DNS label; default VM-YYYYMMDD-HHMMSS)")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }
 
@@ -65,8 +65,8 @@ func newVMForkCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(vm)
+			if output == "json" || output == "yaml" {
+				return printData(output, vm)
 			}
 			fmt.Println(vm.Name)
 			return nil
@@ -75,7 +75,7 @@ func newVMForkCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&p.NewName, "name", "", "the new VM's name (generated if empty)")
 	cmd.Flags().BoolVar(&p.NAT, "nat", false, "let the new guest reach beyond the host (NAT)")
 	cmd.Flags().StringArrayVarP(&p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] to the new VM (repeatable)")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }
 
@@ -92,19 +92,13 @@ func newSnapshotCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if lsOut == "json" {
-				return printJSON(sns)
+			if lsOut == "json" || lsOut == "yaml" {
+				return printData(lsOut, sns)
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSOURCE\tIMAGE\tMEMORY\tSTATE\tDISKS\tPAUSED\tCREATED")
-			for _, s := range sns {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%dM\t%s\t%s\t%s\t%s\n", s.Name, s.SourceVM, s.Image, s.MemoryMiB,
-					model.FormatSize(s.StateBytes), model.FormatSize(s.DiskBytes), time.Duration(s.PausedMs)*time.Millisecond, s.CreatedAt)
-			}
-			return tw.Flush()
+			return printTable(snapshotColumns, sns)
 		},
 	}
-	ls.Flags().StringVarP(&lsOut, "output", "o", "", "output format: table or json")
+	ls.Flags().StringVarP(&lsOut, "output", "o", "", "output format: table, json or yaml")
 	var inOut string
 	inspect := &cobra.Command{
 		Use: "inspect NAME", Short: "Show one snapshot", Args: cobra.ExactArgs(1),
@@ -116,8 +110,8 @@ func newSnapshotCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if inOut == "json" {
-				return printJSON(s)
+			if inOut == "json" || inOut == "yaml" {
+				return printData(inOut, s)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
@@ -137,7 +131,7 @@ func newSnapshotCmd(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	inspect.Flags().StringVarP(&inOut, "output", "o", "", "output format: table or json")
+	inspect.Flags().StringVarP(&inOut, "output", "o", "", "output format: table, json or yaml")
 	rm := &cobra.Command{
 		Use: "rm NAME...", Aliases: []string{"remove", "delete"}, Short: "Remove snapshots", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

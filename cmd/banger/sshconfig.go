@@ -46,8 +46,8 @@ what the daemon recorded at the VM's first boot (StrictHostKeyChecking yes).`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(cfgs)
+			if output == "json" || output == "yaml" {
+				return printData(output, cfgs)
 			}
 			for i, c := range cfgs {
 				if i > 0 {
@@ -58,7 +58,7 @@ what the daemon recorded at the VM's first boot (StrictHostKeyChecking yes).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table (ssh_config text) or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table (ssh_config text), json or yaml")
 	return cmd
 }
 

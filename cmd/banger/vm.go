@@ -111,8 +111,8 @@ func newVMCreateCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(vm)
+			if output == "json" || output == "yaml" {
+				return printData(output, vm)
 			}
 			fmt.Println(vm.Name)
 			return nil
@@ -122,7 +122,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 	ef.add(cmd)
 	pf.add(cmd, true)
 	cmd.Flags().BoolVar(&cf.p.NoStart, "no-start", false, "only reserve the VM; do not boot it")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }
 
@@ -144,8 +144,8 @@ func newVMListCmd(a *app) *cobra.Command {
 				return err
 			}
 			switch {
-			case output == "json":
-				return printJSON(vms)
+			case output == "json" || output == "yaml":
+				return printData(output, vms)
 			case quiet:
 				for _, v := range vms {
 					fmt.Println(v.ID)
@@ -154,16 +154,11 @@ func newVMListCmd(a *app) *cobra.Command {
 			case format != "":
 				return printTemplate(format, vms)
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tIP\tDNS\tVCPU\tMEMORY\tPORTS\tCREATED")
-			for _, v := range vms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", v.Name, v.State, v.Image, v.GuestIP, v.DNSName, v.VCPU, v.MemoryMiB, formatPorts(v.Ports), v.CreatedAt)
-			}
-			return tw.Flush()
+			return printTable(vmColumns, vms)
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print VM ids only")
 	cmd.Flags().StringVar(&format, "format", "", "print each VM with a Go template, e.g. '{{.Name}} {{.GuestIP}}' (fields as in -o json)")
 	cmd.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only VMs matching label=KEY[=VALUE], state=STATE, image=IMAGE or name=NAME (repeatable: all must match)")
@@ -212,8 +207,8 @@ func newVMInspectCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(vm)
+			if output == "json" || output == "yaml" {
+				return printData(output, vm)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
@@ -259,7 +254,7 @@ func newVMInspectCmd(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
 }
 
