@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,9 +98,14 @@ func newVersionCmd(a *app) *cobra.Command {
 		Short: "Print the CLI version (and the daemon's, if reachable)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Printf("banger %s\n", daemon.Version)
-			if p, err := a.client().Ping(cmd.Context()); err == nil {
-				fmt.Printf("daemon %s (pid %d, state %s)\n", p.Version, p.PID, p.StateDir)
+			fmt.Printf("banger %s (RPC protocol %d)\n", daemon.Version, client.ProtocolVersion)
+			p, err := a.client().CheckVersion(cmd.Context())
+			var ve *client.VersionError
+			if err == nil || errors.As(err, &ve) {
+				fmt.Printf("daemon %s (pid %d, state %s, RPC protocol %d)\n", p.Version, p.PID, p.StateDir, p.Protocol)
+			}
+			if ve != nil {
+				return ve
 			}
 			return nil
 		},
