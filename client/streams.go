@@ -23,31 +23,66 @@ func (c *Client) Proxy(ctx context.Context, name string) (net.Conn, error) {
 // happens, until ctx ends (then it returns nil), fn returns an error (it
 // returns that), or the daemon goes away.
 func (c *Client) Events(ctx context.Context, p api.EventsParams, fn func(api.Event) error) error {
-	conn, err := c.rpc.Stream(ctx, api.MethodEvents, p)
+	es, err := c.WatchEvents(ctx, p)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e api.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("daemon.events: bad event line: %w", err)
+	defer es.Close()
+	for {
+		e, err := es.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		if err := fn(e); err != nil {
 			return err
 		}
 	}
-	if ctx.Err() != nil {
-		return nil
+}
+
+// EventStream is a daemon.events subscription (WatchEvents).
+type EventStream struct {
+	conn net.Conn
+	sc   *bufio.Scanner
+	stop func() bool
+}
+
+// WatchEvents subscribes to the events matching p.Filters and returns once
+// the daemon has registered the subscription: everything that happens
+// after it returns is in the stream. Read with Next; Close (or ctx ending)
+// ends it.
+func (c *Client) WatchEvents(ctx context.Context, p api.EventsParams) (*EventStream, error) {
+	conn, err := c.rpc.Stream(ctx, api.MethodEvents, p)
+	if err != nil {
+		return nil, err
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("daemon.events: %w", err)
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return &EventStream{conn: conn, sc: sc, stop: context.AfterFunc(ctx, func() { conn.Close() })}, nil
+}
+
+// Next blocks for the next event. It fails once the stream is closed, ctx
+// ended, or the daemon went away.
+func (s *EventStream) Next() (api.Event, error) {
+	var e api.Event
+	if !s.sc.Scan() {
+		if err := s.sc.Err(); err != nil {
+			return e, fmt.Errorf("daemon.events: %w", err)
+		}
+		return e, fmt.Errorf("daemon.events: the stream ended (closed, or the daemon exited: see its log)")
 	}
-	return fmt.Errorf("daemon.events: the daemon closed the stream (did it exit? see its log)")
+	if err := json.Unmarshal(s.sc.Bytes(), &e); err != nil {
+		return e, fmt.Errorf("daemon.events: bad event line: %w", err)
+	}
+	return e, nil
+}
+
+// Close ends the subscription.
+func (s *EventStream) Close() error {
+	s.stop()
+	return s.conn.Close()
 }
 
 // FollowLogs writes the VM's console log to w. With follow it keeps

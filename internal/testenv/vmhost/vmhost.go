@@ -57,12 +57,7 @@ func Require(t *testing.T) {
 func Start(t *testing.T) *Daemon {
 	t.Helper()
 	Require(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	build(t, filepath.Join(bin, "banger"), "banger/cmd/banger")
-	build(t, filepath.Join(bin, "banger-init"), "banger/cmd/banger-init") // banger finds it beside itself
-	d := &Daemon{StateDir: filepath.Join(dir, "state"), Bin: filepath.Join(bin, "banger"), log: &logBuffer{}}
-
+	d, dir := prepare(t)
 	// The kernel, pulled by a daemon in the root namespace (the download
 	// needs the host's network), which then exits; the state dir is the
 	// one the namespaced daemon serves.
@@ -72,7 +67,49 @@ func Start(t *testing.T) *Daemon {
 	}
 	pull.Process.Signal(syscall.SIGTERM)
 	pull.Wait()
+	d.startInNetns(t, dir)
+	d.importBusybox(t, dir, "")
+	return d
+}
 
+// StartBare starts a daemon in a fresh network namespace with a fake
+// kernel (an ELF header and a version string: it cannot boot) and the
+// busybox image, for tests that call the API without booting a VM
+// (create with no_start, lists, events). It needs root and ip only.
+func StartBare(t *testing.T) *Daemon {
+	t.Helper()
+	testenv.RequireRoot(t, "to run the daemon in a network namespace")
+	testenv.RequireTool(t, "ip", "go")
+	testenv.RequireFile(t, testfixture.BusyboxPath, "busybox-static")
+	d, dir := prepare(t)
+	d.startInNetns(t, dir)
+	k := filepath.Join(dir, "vmlinux")
+	body := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 56)...)
+	body = append(body, []byte("Linux version 6.1.0-fake (test@banger) #1 SMP\x00")...)
+	if err := os.WriteFile(k, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d.cli("kernel", "import", "--name", "fake", "--kernel", k); err != nil {
+		t.Fatalf("kernel import: %v\n%s", err, out)
+	}
+	d.importBusybox(t, dir, "fake")
+	return d
+}
+
+// prepare builds the binaries into a fresh dir.
+func prepare(t *testing.T) (*Daemon, string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	build(t, filepath.Join(bin, "banger"), "banger/cmd/banger")
+	build(t, filepath.Join(bin, "banger-init"), "banger/cmd/banger-init") // banger finds it beside itself
+	return &Daemon{StateDir: filepath.Join(dir, "state"), Bin: filepath.Join(bin, "banger"), log: &logBuffer{}}, dir
+}
+
+// startInNetns makes a network namespace (removed, with what runs in it,
+// when the test ends) and starts the daemon there.
+func (d *Daemon) startInNetns(t *testing.T, dir string) {
+	t.Helper()
 	d.NS = fmt.Sprintf("bgs%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
 	if out, err := exec.Command("ip", "netns", "add", d.NS).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
@@ -88,7 +125,12 @@ func Start(t *testing.T) *Daemon {
 		exec.Command("ip", "netns", "del", d.NS).Run()
 	})
 	d.start(t, filepath.Join(dir, "run"), d.NS)
+}
 
+// importBusybox imports the busybox fixture as "busybox" (with kernel, if
+// given).
+func (d *Daemon) importBusybox(t *testing.T, dir, kernel string) {
+	t.Helper()
 	layout := filepath.Join(dir, "busybox-layout")
 	img, err := testfixture.BusyboxImage("vmhost")
 	if err != nil {
@@ -97,10 +139,13 @@ func Start(t *testing.T) *Daemon {
 	if err := testfixture.WriteLayout(layout, img); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := d.cli("image", "import", layout, "--name", "busybox"); err != nil {
+	args := []string{"image", "import", layout, "--name", "busybox"}
+	if kernel != "" {
+		args = append(args, "--kernel", kernel)
+	}
+	if out, err := d.cli(args...); err != nil {
 		t.Fatalf("image import: %v\n%s", err, out)
 	}
-	return d
 }
 
 // start runs `banger daemon` on d's state dir (in ns unless empty) and
