@@ -99,7 +99,6 @@ func (r *vmRun) create(ctx context.Context) (api.VM, error) {
 		r.p.Name = model.GenerateVMName()
 	}
 	for attempt := 0; ; attempt++ {
-		var vm api.VM
 		vm, err := r.a.client().CreateVM(ctx, r.p, r.progress)
 		if err == nil {
 			r.setID(vm.ID)
