@@ -291,7 +291,7 @@ func TestCLIInvalidInput(t *testing.T) {
 		{[]string{"vm", "create", "--no-start", "--name", "Bad_Name"}, `invalid VM name "Bad_Name"`},
 		{[]string{"vm", "create", "--no-start", "--work-disk-size", "-1G"}, `"-1G"`},
 		{[]string{"vm", "inspect", "ghost"}, `VM "ghost" not found`},
-		{[]string{"vm", "ls", "-o", "yaml"}, `invalid output format "yaml"`},
+		{[]string{"vm", "ls", "-o", "xml"}, `invalid output format "xml": use table, json or yaml`},
 		{[]string{"vm", "create", "--no-start", "--init", "systemd"}, `init mode "systemd"`},
 		{[]string{"vm", "create", "--no-start", "--restart", "sometimes"}, `restart policy "sometimes"`},
 		{[]string{"vm", "create", "--no-start", "-e", "1X=y"}, `"1X"`},
