@@ -6,7 +6,6 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-export PATH=$PATH:/usr/local/go/bin
 make build
 install -D -m 0755 bin/banger /usr/local/bin/banger
 install -D -m 0755 bin/banger-init /usr/local/lib/banger/banger-init

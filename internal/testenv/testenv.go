@@ -65,6 +65,7 @@ var packages = map[string]string{
 	"sqlite3":            "sqlite3",
 	"ss":                 "iproute2",
 	"ssh":                "openssh-client",
+	"unzip":              "unzip",
 }
 
 // Package returns the Debian package providing tool, or "" if unknown.
