@@ -45,7 +45,7 @@ func TestFreshHost(t *testing.T) {
 	if err != nil {
 		testenv.Skip(t, "no apt mirror for debootstrap: %v", err)
 	}
-	steps := readmeInstallSteps(t)
+	readme := readmeInstallSteps(t)
 	goproxy := hostGOPROXY(t)
 
 	cache := filepath.Join(os.Getenv("SMOKE_CACHE"))
@@ -64,7 +64,13 @@ func TestFreshHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(work, "root")
-	t.Cleanup(func() { removeRoot(t, work) })
+	t.Cleanup(func() {
+		if os.Getenv("FRESHHOST_KEEP") != "" && t.Failed() {
+			t.Logf("kept %s (FRESHHOST_KEEP)", work)
+			return
+		}
+		removeRoot(t, work)
+	})
 	if out, err := exec.Command("cp", "-a", "--reflink=auto", bare, root).CombinedOutput(); err != nil {
 		t.Fatalf("copy the bare root: %v\n%s", err, out)
 	}
@@ -78,9 +84,12 @@ func TestFreshHost(t *testing.T) {
 	}
 
 	// The host's configuration: apt sources (and their keys and network
-	// settings), DNS, the Go module proxy.
+	// settings), DNS, local CAs, the Go module proxy.
 	for _, p := range []string{"etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/apt.conf.d",
-		"etc/apt/trusted.gpg", "etc/apt/trusted.gpg.d", "etc/apt/keyrings", "etc/resolv.conf", "etc/hosts"} {
+		"etc/apt/trusted.gpg", "etc/apt/trusted.gpg.d", "etc/apt/keyrings", "etc/resolv.conf", "etc/hosts",
+		// The host's own CAs (a proxy's, say): ca-certificates, which the
+		// install brings, adds them to the root's store as on the host.
+		"usr/local/share/ca-certificates"} {
 		copyHostPath(t, "/"+p, filepath.Join(root, p))
 	}
 	// Docker-image housekeeping would delete the cached .debs; not network.
@@ -112,14 +121,20 @@ func TestFreshHost(t *testing.T) {
 	for name, in := range binds {
 		mkdir(t, filepath.Join(dl, name))
 		mkdir(t, filepath.Join(root, in))
-		fmt.Fprintf(&script, "mount --bind %q \"$R/%s\"\n", filepath.Join(dl, name), in)
+		fmt.Fprintf(&script, "mount --bind %s \"$R/%s\"\n", shellQuote(filepath.Join(dl, name)), in)
 	}
 	mkdir(t, filepath.Join(dl, "apt", "partial"))
-	inner := "set -ex\nif command -v go; then echo 'go is on PATH before the install' >&2; exit 3; fi\ncd /src/banger\n" + steps +
+	// What runs in the root: nothing that looks for Go finds one, then the
+	// README's steps verbatim, then the checks (the last line printed is
+	// the Go the Makefile chose).
+	steps := "#!/bin/bash\nset -ex\n" +
+		"if command -v go; then echo 'go is on PATH before the install' >&2; exit 3; fi\n" +
+		"cd /src/banger\n" + readme +
 		"\ntest -x bin/banger && test -x bin/banger-init\nbin/banger --help >/dev/null\n" +
-		"readlink -f \"$(make -s -f Makefile -f - banger-test-print-go <<<'banger-test-print-go: ; @echo $(GO)')\"\n"
-	fmt.Fprintf(&script, "exec chroot \"$R\" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=%q PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c %q\n",
-		os.Getenv("CI"), inner)
+		"readlink -f \"$(printf 'p:\\n\\t@echo $(GO)\\n' | make -s -f Makefile -f - p)\"\n"
+	writeFile(t, filepath.Join(root, "freshhost-steps.sh"), steps)
+	fmt.Fprintf(&script, "exec chroot \"$R\" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=%s PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash /freshhost-steps.sh\n",
+		shellQuote(os.Getenv("CI")))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
@@ -249,7 +264,13 @@ func copyTree(t *testing.T, from, to string) {
 			return err
 		}
 		rel, _ := filepath.Rel(abs, p)
-		if rel == ".git" || rel == "bin" || rel == ".cache" || rel == "smoke/.work" {
+		switch rel {
+		case ".git": // a directory, or a file in a worktree
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		case "bin", ".cache", "smoke/.work":
 			return filepath.SkipDir
 		}
 		dst := filepath.Join(to, rel)
@@ -310,3 +331,6 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
