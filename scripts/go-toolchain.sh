@@ -107,7 +107,8 @@ distro_go_proxy() {
 	log "reading the default GOPROXY from the distribution's $pkg (downloaded, not installed)"
 	if (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1) && dpkg-deb -x "$tmp"/*.deb "$tmp/x"; then
 		for g in "$tmp"/x/usr/lib/go-*/bin/go; do
-			v=$(cd / && env -u GOPROXY GOENV=off GOTOOLCHAIN=local "$g" env GOPROXY 2>/dev/null) && break
+			# Its GOROOT is built in (/usr/lib/go-1.NN): point it here.
+			v=$(cd / && env -u GOPROXY GOENV=off GOTOOLCHAIN=local GOROOT="${g%/bin/go}" "$g" env GOPROXY 2>/dev/null) && break
 		done
 	fi
 	rm -rf "$tmp"
