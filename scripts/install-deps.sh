@@ -2,10 +2,12 @@
 # Installs what banger needs on a Debian/Ubuntu host (as root): apt packages,
 # and Go when the host has none as new as go.mod's (scripts/go-toolchain.sh:
 # Go's toolchain module from the host's Go module proxy, checksum-verified).
-# gcc and libc6-dev are for the race-detector tests (cgo).
+# gcc and libc6-dev are for the race-detector tests (cgo); systemd for
+# systemd-analyze, which checks banger.service (a host without systemd as
+# PID 1, such as a container, still gets the tool).
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
-pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git unzip gcc libc6-dev)
+pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git unzip gcc libc6-dev systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 export DEBIAN_FRONTEND=noninteractive
