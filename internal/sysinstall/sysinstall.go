@@ -249,7 +249,7 @@ func Uninstall(ctx context.Context, o Options, purge bool) error {
 			if err := o.Run(ctx, "systemctl", "disable", "--now", UnitName); err != nil {
 				return err
 			}
-			fmt.Fprintf(o.Out, "stopped and disabled %s\n", UnitName)
+			fmt.Fprintf(o.Out, "stopped and disabled %s (running VMs keep running; a daemon started later adopts them)\n", UnitName)
 		}
 	}
 	for _, p := range []string{unit, o.path(o.BinPath()), o.path(o.InitPath())} {
