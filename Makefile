@@ -1,4 +1,11 @@
-GO        ?= go
+# The Go that builds banger: the first one new enough for go.mod (PATH,
+# /usr/local/go, or the one scripts/go-toolchain.sh installed); on PATH
+# too, for the tests that run `go build` themselves.
+GOBIN_DIR := $(shell scripts/go-toolchain.sh --find 2>/dev/null)
+ifneq ($(GOBIN_DIR),)
+export PATH := $(GOBIN_DIR):$(PATH)
+endif
+GO        ?= $(if $(GOBIN_DIR),$(GOBIN_DIR)/go,go)
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X banger/internal/daemon.Version=$(VERSION)
 export CGO_ENABLED = 0

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs what banger needs on a Debian/Ubuntu host (as root). Go comes from
-# the host (/usr/local/go or golang-go); everything else from apt.
+# Installs what banger needs on a Debian/Ubuntu host (as root): apt packages,
+# and Go when the host has none as new as go.mod's (scripts/go-toolchain.sh:
+# Go's toolchain module from the host's Go module proxy, checksum-verified).
+# gcc and libc6-dev are for the race-detector tests (cgo); systemd for
+# systemd-analyze, which checks banger.service (a host without systemd as
+# PID 1, such as a container, still gets the tool).
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
-pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git)
+pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git unzip gcc libc6-dev systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 export DEBIAN_FRONTEND=noninteractive
@@ -19,7 +23,5 @@ fi
 if ! id banger-vmm >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin banger-vmm
 fi
-if ! command -v go >/dev/null; then
-  if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin
-  else apt-get install -y -qq golang-go; fi
-fi
+# Go: found, or installed to /usr/local/lib/banger-go (the Makefile finds it).
+"$(dirname "$0")"/go-toolchain.sh >/dev/null

@@ -7,6 +7,5 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-export PATH=$PATH:/usr/local/go/bin
 make test
 make smoke JOBS=2

@@ -50,7 +50,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.socket, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
 	root.AddCommand(
 		newDaemonCmd(a), newVMCmd(a), newImageCmd(a), newKernelCmd(a), newSnapshotCmd(a),
-		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a),
+		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a), newSystemCmd(a),
 	)
 	// cobra adds these at Execute; adding them now lets guardGroups cover
 	// `completion` too.

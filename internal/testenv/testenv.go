@@ -65,6 +65,11 @@ var packages = map[string]string{
 	"sqlite3":            "sqlite3",
 	"ss":                 "iproute2",
 	"ssh":                "openssh-client",
+	"systemd-analyze":    "systemd",
+	"groupadd":           "passwd",
+	"groupdel":           "passwd",
+	"unshare":            "util-linux",
+	"unzip":              "unzip",
 }
 
 // Package returns the Debian package providing tool, or "" if unknown.
