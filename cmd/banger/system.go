@@ -10,7 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/api"
+	"banger/api"
+	"banger/client"
 	"banger/internal/initramfs"
 	"banger/internal/model"
 	"banger/internal/sysinstall"
@@ -81,8 +82,8 @@ is started by hand.`,
 func refuseLiveVMs(ctx context.Context, a *app) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var vms []api.VM
-	if err := api.NewClient(a.socket).Call(ctx, api.MethodVMList, api.VMListParams{All: true}, &vms); err != nil {
+	vms, err := client.New(a.socket).ListVMs(ctx, api.VMListParams{All: true})
+	if err != nil {
 		return nil // no daemon answers: nothing it knows of runs
 	}
 	var live []string
