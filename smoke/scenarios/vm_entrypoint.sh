@@ -7,6 +7,11 @@ CLASS=pure
 COST=60
 
 get() { ip netns exec "$NS_D" curl -fsS --max-time 5 "http://127.0.0.1:$1/"; }
+is_stopped() { [[ $(vm_state "$1") == stopped ]]; }
+new_httpd() { # NAME OLDPID: an httpd runs in NAME and it is not OLDPID
+	local p
+	p=$(x "$1" pidof httpd) && [[ -n $p && $p != "$2" ]]
+}
 
 run() {
 	local img a b pa pb pid out
@@ -33,7 +38,7 @@ run() {
 
 	step "kill the server: with --restart no the VM stops"
 	x "$a" killall httpd || true
-	wait_for 90 test "$(vm_state "$a")" = stopped
+	wait_for 90 is_stopped "$a"
 	assert_eq 143 "$(inspect_field "$a" main_exit_code)" "main exit code (SIGTERM)"
 	must_fail get "$pa"
 
@@ -42,7 +47,7 @@ run() {
 	pid=$(x "$b" pidof httpd)
 	step "kill the server (pid $pid): with --restart always it comes back"
 	x "$b" kill "$pid"
-	wait_for 60 sh -c "p=\$('$BANGER' --socket '$SOCK' vm exec '$b' -- pidof httpd) && [ -n \"\$p\" ] && [ \"\$p\" != '$pid' ]"
+	wait_for 60 new_httpd "$b" "$pid"
 	wait_for 30 get "$pb"
 	assert_eq "page-$img" "$(get "$pb")" "page after the restart"
 	assert_eq running "$(vm_state "$b")" "state after the server restarted"
