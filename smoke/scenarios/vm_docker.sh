@@ -65,6 +65,9 @@ run() {
 	step "netfilter modules loaded on demand: $(echo "$out" | grep -E '^(xt|nft|nf)_' | tr '\n' ' ')"
 	assert_contains "$(x "$n" ip -o link show docker0)" "docker0" "docker0 bridge"
 
+	# httpd as a container's PID 1 ignores SIGTERM: remove it now rather
+	# than have dockerd's shutdown wait out its 10 s stop timeout.
+	x "$n" docker rm -f web >/dev/null
 	step "vm stop (systemd stops dockerd), then the disks are clean"
 	local t0=$SECONDS dir d
 	bg vm stop "$n"
