@@ -1,6 +1,7 @@
 # vm run and vm exec carry the environment: -e (repeatable), --env-file,
 # -w/--workdir, -u/--user; the image's Env applies to every exec unless
-# overridden (the busybox image's PATH; an -e wins).
+# overridden (the busybox image's PATH; an -e wins); a user who cannot
+# enter the working directory gets an error that names it.
 CLASS=pure
 COST=30
 
@@ -9,7 +10,9 @@ run() {
 	step "vm run --image busybox -e A=1 -w /tmp -- sh -c 'echo \$A; pwd'"
 	out=$(bg vm run --image busybox --rm -e A=1 -w /tmp -- sh -c 'echo $A; pwd')
 	assert_eq $'1\n/tmp' "$out" "vm run -e/-w"
-	out=$(bg vm run --image busybox --rm -u nobody -- id -u)
+	# The busybox test image's WorkingDir is /root (mode 0700), which
+	# nobody cannot enter (docker run -u nobody fails there too): -w /tmp.
+	out=$(bg vm run --image busybox --rm -u nobody -w /tmp -- id -u)
 	assert_eq 65534 "$out" "vm run -u nobody -- id -u"
 
 	n=$(uniq_name env)
@@ -23,4 +26,6 @@ run() {
 	assert_contains "$OUT" "BAD KEY" "error for a bad -e"
 	must_fail bg vm exec "$n" -w /nonexistent -- true
 	assert_contains "$OUT" "/nonexistent" "error for a missing -w"
+	must_fail bg vm exec "$n" -u nobody -w /root -- id -u
+	assert_contains "$OUT" "working directory /root" "error for a directory the user cannot enter"
 }
