@@ -401,7 +401,7 @@ func (ss *session) runPipes(cmd *exec.Cmd) {
 	closeAll(childEnds)
 	if err != nil {
 		closeAll(parentEnds)
-		ss.fail("start %s: %v", cmd.Path, err)
+		ss.fail("%s", startError(cmd, err))
 		return
 	}
 	ss.setProc(cmd.Process)
@@ -441,7 +441,7 @@ func (ss *session) runPTY(cmd *exec.Cmd, req *ptyRequest) {
 	tty.Close()
 	if err != nil {
 		ptmx.Close()
-		ss.fail("start %s: %v", cmd.Path, err)
+		ss.fail("%s", startError(cmd, err))
 		return
 	}
 	ss.mu.Lock()
@@ -520,4 +520,15 @@ func directTCPIP(nc ssh.NewChannel) {
 	<-done
 	ch.Close()
 	conn.Close()
+}
+
+// startError says what failed to start, and where: a child that cannot
+// enter its working directory (an image's WorkingDir /root, mode 0700,
+// with -u nobody) fails as "fork/exec /bin/sh: permission denied", which
+// names neither.
+func startError(cmd *exec.Cmd, err error) string {
+	if cmd.Dir == "" {
+		return fmt.Sprintf("start %s: %v", cmd.Path, err)
+	}
+	return fmt.Sprintf("start %s in working directory %s: %v (the user must be able to enter it; -w picks another)", cmd.Path, cmd.Dir, err)
 }

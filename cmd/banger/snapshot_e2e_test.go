@@ -98,7 +98,7 @@ func (e *vmEnv) guestIdentity(t *testing.T, name string) map[string]string {
 // its own hostname, IP, MAC, machine id, host key and random state, both
 // answer and resolve each other by name, the source's work disk is
 // untouched by the fork's writes, and a VM created --from the snapshot
-// works too.
+// works too; the clocks of the fork and the restored VM are the host's.
 func TestVMSnapshotFork(t *testing.T) {
 	e := newVMEnv(t)
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "src", "--memory", "256")
@@ -154,6 +154,13 @@ func TestVMSnapshotFork(t *testing.T) {
 	t.Logf("stages:\n%s", stageLines(e.log.String(), "from=s1"))
 	if out := e.mustRun(t, "vm", "exec", "r1", "--", "sh", "-c", check); out != "before\ninram\nalive\n" {
 		t.Fatalf("r1: %q", out)
+	}
+	// The snapshot's memory holds the clock of when it was taken, which is
+	// a minute or more ago by now: a restore sets it to the host's.
+	for _, vm := range []string{"fk", "r1"} {
+		if off := guestClockOffset(t, e, vm); off < -2 || off > 2 {
+			t.Errorf("%s: guest clock off by %d s after a restore from the snapshot", vm, off)
+		}
 	}
 	// The fork survives a stop and a cold start with its new identity.
 	e.mustRun(t, "vm", "stop", "fk")

@@ -1,12 +1,31 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/testenv"
 )
 
 // TestVMGuestModules: every module of the VM's kernel is in the guest. The
@@ -123,4 +142,157 @@ cat /etc/machine-id`
 		time.Sleep(500 * time.Millisecond)
 	}
 	e.mustRun(t, "vm", "rm", "-f", "real")
+}
+
+// addUplink gives the daemon's namespace an uplink the way the smoke suite
+// does: a namespace of its own joined by a veth pair, 192.0.2.1/24 there,
+// 192.0.2.2/24 on the daemon's side with its default route via the uplink
+// (so a --nat guest reaches 192.0.2.1 through the daemon's masquerade).
+// It returns the uplink namespace's name.
+func addUplink(t *testing.T, e *vmEnv) string {
+	t.Helper()
+	up := e.ns + "u"
+	vd, vu := fmt.Sprintf("bgud%d", os.Getpid()%100000), fmt.Sprintf("bguu%d", os.Getpid()%100000)
+	for _, args := range [][]string{
+		{"netns", "add", up},
+		{"-n", up, "link", "set", "lo", "up"},
+		{"-n", e.ns, "link", "add", vd, "type", "veth", "peer", "name", vu, "netns", up},
+		{"-n", up, "addr", "add", "192.0.2.1/24", "dev", vu},
+		{"-n", up, "link", "set", vu, "up"},
+		{"-n", e.ns, "addr", "add", "192.0.2.2/24", "dev", vd},
+		{"-n", e.ns, "link", "set", vd, "up"},
+		{"-n", e.ns, "route", "add", "default", "via", "192.0.2.1"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
+		}
+		if args[0] == "netns" {
+			t.Cleanup(func() { exec.Command("ip", "netns", "del", up).Run() })
+		}
+	}
+	return up
+}
+
+// listenIn opens a TCP listener whose socket lives in network namespace
+// ns. The thread that entered ns is locked and never unlocked, so the
+// runtime retires it instead of reusing it in the wrong namespace.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			c <- res{err: fmt.Errorf("setns %s: %w", ns, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		c <- res{ln, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	return r.ln
+}
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "banger test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue signs a server certificate for ip valid from notBefore to notAfter.
+func (ca *testCA) issue(t *testing.T, ip string, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: ip},
+		NotBefore: notBefore, NotAfter: notAfter,
+		IPAddresses: []net.IP{net.ParseIP(ip)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestVMGuestTLS: a guest's clock is right enough for TLS. curl (the
+// host's, copied in with its libraries) in a --nat guest verifies a
+// certificate issued now by a test CA, valid from 30 s ago for 5 minutes
+// only, for an HTTPS server in the uplink namespace; a guest clock off by
+// more than that fails the handshake. The same curl refuses a certificate
+// that becomes valid in an hour, so the check is real.
+func TestVMGuestTLS(t *testing.T) {
+	testenv.RequireTool(t, "curl", "ldd")
+	e := newVMEnv(t)
+	up := addUplink(t, e)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--nat", "--name", "tls")
+	e.installHostBinary(t, "tls", "/usr/bin/curl")
+	ca := newTestCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun(t, "vm", "cp", caFile, "tls:/root/ca.pem")
+
+	serve := func(addr string, cert tls.Certificate) {
+		ln := tls.NewListener(listenIn(t, up, addr), &tls.Config{Certificates: []tls.Certificate{cert}})
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, "tls-ok")
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+	// Issued now: after the VM booted, right before the guest connects.
+	now := time.Now()
+	serve("192.0.2.1:8443", ca.issue(t, "192.0.2.1", now.Add(-30*time.Second), now.Add(5*time.Minute)))
+	serve("192.0.2.1:8444", ca.issue(t, "192.0.2.1", now.Add(time.Hour), now.Add(2*time.Hour)))
+
+	out, stderr, err := e.run("vm", "exec", "tls", "--", "curl", "-sS", "--max-time", "60", "--cacert", "/root/ca.pem", "https://192.0.2.1:8443/")
+	if err != nil || out != "tls-ok\n" {
+		date, _, _ := e.run("vm", "exec", "tls", "--", "date", "-u")
+		t.Fatalf("curl of a certificate issued now: %v %q %s (guest date %s, host %s)", err, out, stderr, strings.TrimSpace(date), time.Now().UTC().Format(time.UnixDate))
+	}
+	out, stderr, err = e.run("vm", "exec", "tls", "--", "curl", "-sS", "--max-time", "60", "--cacert", "/root/ca.pem", "https://192.0.2.1:8444/")
+	if exitCode(err) != 60 || !strings.Contains(stderr, "not yet valid") {
+		t.Fatalf("curl of a certificate valid from next hour: exit %d, %q %s; want exit 60, \"not yet valid\"", exitCode(err), out, stderr)
+	}
+	e.mustRun(t, "vm", "rm", "-f", "tls")
 }

@@ -8,7 +8,7 @@
 //	{"images": [{"name": "…", "description": "…", "kernel": "<kernel name>", "init": "auto"|"banger"|"image",
 //	  "source": {"type": "oci", "ref": "127.0.0.1:5000/busybox:1"}
 //	          | {"type": "debootstrap", "suite": "bookworm", "variant": "minbase",
-//	             "packages": ["…"], "mirror": ""}
+//	             "packages": ["…"], "mirror": "", "files": {"etc/x.conf": "…"}}
 //	          | {"type": "bundle", "url": "http(s)://… or file://…", "sha256": "…"}}]}
 //
 // An empty debootstrap mirror means "the host's own apt mirror"
@@ -19,9 +19,12 @@ import (
 	"banger/internal/catalog"
 	_ "embed"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
+	"path"
 	"regexp"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -37,8 +40,13 @@ type Source struct {
 	Variant  string   `json:"variant,omitempty"`  // debootstrap
 	Packages []string `json:"packages,omitempty"` // debootstrap --include
 	Mirror   string   `json:"mirror,omitempty"`   // debootstrap; empty: host's apt mirror
-	URL      string   `json:"url,omitempty"`      // bundle
-	SHA256   string   `json:"sha256,omitempty"`   // bundle
+	// Files are written into a debootstrap tree after the packages are
+	// installed (path relative to the root, content): configuration the
+	// packages need to work in a VM, e.g. Docker's data root on the work
+	// disk. At most maxFiles, each at most maxFileSize bytes.
+	Files  map[string]string `json:"files,omitempty"`
+	URL    string            `json:"url,omitempty"`    // bundle
+	SHA256 string            `json:"sha256,omitempty"` // bundle
 }
 
 // Entry is one pullable image. Kernel names a kernel catalog entry; empty
@@ -147,7 +155,7 @@ func ValidateEntry(e Entry) error {
 		if _, err := name.ParseReference(s.Ref); err != nil {
 			return fmt.Errorf("image %q: oci ref %q: %w", e.Name, s.Ref, err)
 		}
-		if s.Suite != "" || s.URL != "" || len(s.Packages) > 0 || s.Mirror != "" {
+		if s.Suite != "" || s.URL != "" || len(s.Packages) > 0 || s.Mirror != "" || len(s.Files) > 0 {
 			return fmt.Errorf("image %q: oci source takes only \"ref\"", e.Name)
 		}
 	case SourceDebootstrap:
@@ -167,8 +175,11 @@ func ValidateEntry(e Entry) error {
 				return fmt.Errorf("image %q: mirror: %w", e.Name, err)
 			}
 		}
+		if err := validateFiles(s.Files); err != nil {
+			return fmt.Errorf("image %q: %w", e.Name, err)
+		}
 		if s.Ref != "" || s.URL != "" || s.SHA256 != "" {
-			return fmt.Errorf("image %q: debootstrap source takes suite, variant, packages and mirror only", e.Name)
+			return fmt.Errorf("image %q: debootstrap source takes suite, variant, packages, mirror and files only", e.Name)
 		}
 	case SourceBundle:
 		if err := checkURL(s.URL); err != nil {
@@ -177,11 +188,34 @@ func ValidateEntry(e Entry) error {
 		if s.SHA256 != "" && !sha256RE.MatchString(s.SHA256) {
 			return fmt.Errorf("image %q: sha256 %q is not 64 lowercase hex digits", e.Name, s.SHA256)
 		}
-		if s.Ref != "" || s.Suite != "" || len(s.Packages) > 0 {
+		if s.Ref != "" || s.Suite != "" || len(s.Packages) > 0 || len(s.Files) > 0 {
 			return fmt.Errorf("image %q: bundle source takes url and sha256 only", e.Name)
 		}
 	default:
 		return fmt.Errorf("image %q: unknown source type %q (want \"oci\", \"debootstrap\" or \"bundle\")", e.Name, s.Type)
+	}
+	return nil
+}
+
+// Limits of a debootstrap source's files: configuration, not payload.
+const (
+	maxFiles    = 32
+	maxFileSize = 64 << 10
+)
+
+// validateFiles checks a debootstrap source's files: clean relative paths
+// inside the tree (no "..", no leading "/"), bounded in number and size.
+func validateFiles(files map[string]string) error {
+	if len(files) > maxFiles {
+		return fmt.Errorf("%d files, at most %d", len(files), maxFiles)
+	}
+	for p, content := range files {
+		if p == "" || path.IsAbs(p) || path.Clean(p) != p || p == "." || p == ".." || strings.HasPrefix(p, "../") {
+			return fmt.Errorf("file path %q must be a clean path relative to the image root, such as \"etc/docker/daemon.json\"", p)
+		}
+		if len(content) > maxFileSize {
+			return fmt.Errorf("file %q: %d bytes, at most %d", p, len(content), maxFileSize)
+		}
 	}
 	return nil
 }
@@ -213,6 +247,7 @@ func (c *Catalog) Merge(override *Catalog) *Catalog {
 	// Copy the package lists so the result shares no slice with its inputs.
 	for i := range out.Images {
 		out.Images[i].Source.Packages = append([]string(nil), out.Images[i].Source.Packages...)
+		out.Images[i].Source.Files = maps.Clone(out.Images[i].Source.Files)
 	}
 	return out
 }

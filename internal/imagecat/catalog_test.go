@@ -30,6 +30,14 @@ func TestEmbeddedCatalog(t *testing.T) {
 	if !ok || sd.Init != "image" || !slices.Contains(sd.Source.Packages, "systemd-sysv") {
 		t.Fatalf("debian-bookworm-systemd = %+v, want init image and systemd-sysv", sd)
 	}
+	// Docker's data root must be on the work disk (ext4): overlay2 cannot
+	// nest on the overlay root, and dockerd would fall back to a slow
+	// driver; apparmor loads Docker's default container profile.
+	dk, ok := c.Lookup("debian-bookworm-docker")
+	if !ok || !slices.Contains(dk.Source.Packages, "docker.io") || !slices.Contains(dk.Source.Packages, "apparmor") ||
+		!strings.Contains(dk.Source.Files["etc/docker/daemon.json"], `"data-root": "/root/`) {
+		t.Fatalf("debian-bookworm-docker = %+v, want docker.io, apparmor and a data root under /root", dk)
+	}
 	kc, err := kernelcat.LoadEmbedded()
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +73,10 @@ func TestLoadFileRejects(t *testing.T) {
 		{"bundle url", `{"images":[{"name":"i","source":{"type":"bundle","url":"gopher://x/b"}}]}`, `"gopher://x/b"`},
 		{"duplicate", `{"images":[{"name":"i","source":{"type":"oci","ref":"a"}},{"name":"i","source":{"type":"oci","ref":"b"}}]}`, `duplicate image name "i"`},
 		{"bad init", `{"images":[{"name":"i","init":"systemd","source":{"type":"oci","ref":"a"}}]}`, `"systemd"`},
+		{"files escape", `{"images":[{"name":"i","source":{"type":"debootstrap","suite":"bookworm","files":{"../etc/passwd":"x"}}}]}`, `"../etc/passwd"`},
+		{"files absolute", `{"images":[{"name":"i","source":{"type":"debootstrap","suite":"bookworm","files":{"/etc/x":"x"}}}]}`, `"/etc/x"`},
+		{"files unclean", `{"images":[{"name":"i","source":{"type":"debootstrap","suite":"bookworm","files":{"etc//x":"x"}}}]}`, `"etc//x"`},
+		{"files on oci", `{"images":[{"name":"i","source":{"type":"oci","ref":"a","files":{"etc/x":"x"}}}]}`, `takes only "ref"`},
 		{"unknown field", `{"images":[{"name":"i","source":{"type":"oci","ref":"a","tag":"x"}}]}`, `"tag"`},
 	}
 	for _, c := range cases {

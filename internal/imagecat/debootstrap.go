@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -69,6 +72,12 @@ func BuildDebootstrapTree(ctx context.Context, e Entry, mirror, dst string, prog
 	progress("clean", "machine-id, hostname, apt caches")
 	if err := cleanTree(dst); err != nil {
 		return fmt.Errorf("image %q: clean tree: %w", e.Name, err)
+	}
+	if len(e.Source.Files) > 0 {
+		progress("files", fmt.Sprintf("%d catalog files", len(e.Source.Files)))
+		if err := writeFiles(dst, e.Source.Files); err != nil {
+			return fmt.Errorf("image %q: %w", e.Name, err)
+		}
 	}
 	for _, p := range []string{"bin/sh", "etc/os-release"} {
 		if _, err := os.Stat(filepath.Join(dst, p)); err != nil {
@@ -159,6 +168,29 @@ func cleanTree(root string) error {
 			if err := os.RemoveAll(m); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// writeFiles writes the catalog's files into the tree, creating missing
+// directories (0755) and replacing any file there (0644). Everything goes
+// through an os.Root, so a symlink the packages left in the tree cannot
+// send a write out to the host.
+func writeFiles(dst string, files map[string]string) error {
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, p := range slices.Sorted(maps.Keys(files)) {
+		if dir := path.Dir(p); dir != "." {
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("file %s: %w", p, err)
+			}
+		}
+		if err := root.WriteFile(p, []byte(files[p]), 0o644); err != nil {
+			return fmt.Errorf("file %s: %w", p, err)
 		}
 	}
 	return nil

@@ -208,3 +208,30 @@ func TestBuildDebootstrapTreeCancel(t *testing.T) {
 		t.Fatalf("mounts left: %v", m)
 	}
 }
+
+// TestWriteFiles: catalog files land in the tree with their directories;
+// one whose path goes through a symlink out of the tree is refused and
+// writes nothing outside.
+func TestWriteFiles(t *testing.T) {
+	dst := t.TempDir()
+	files := map[string]string{"etc/docker/daemon.json": "{}\n", "etc/motd": "hi\n"}
+	if err := writeFiles(dst, files); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range files {
+		if got, err := os.ReadFile(filepath.Join(dst, p)); err != nil || string(got) != want {
+			t.Errorf("%s: %q %v, want %q", p, got, err, want)
+		}
+	}
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dst, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	err := writeFiles(dst, map[string]string{"escape/x.conf": "no"})
+	if err == nil || !strings.Contains(err.Error(), "escape/x.conf") {
+		t.Fatalf("write through a symlink out of the tree: err = %v", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("a file was written outside the tree: %v", ents)
+	}
+}
