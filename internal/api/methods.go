@@ -95,6 +95,10 @@ type VMCreateParams struct {
 	// TTL (a Go duration, e.g. "30m"): the daemon removes the VM when it
 	// expires, also across daemon restarts.
 	TTL string `json:"ttl,omitempty"`
+	// IdleStop (a Go duration, e.g. "10m"): the daemon stops the VM after
+	// that long with no exec, ssh, proxy or port-forward traffic and no
+	// guest CPU; a later start runs it again.
+	IdleStop string `json:"idle_stop,omitempty"`
 	// Provision are first-boot scripts, run in order as root once, at the
 	// VM's first boot, after the network is up (the CLI's --provision: it
 	// reads the files, with its user's rights, and sends their contents).
@@ -236,6 +240,7 @@ type VM struct {
 	MainExitCode      *int                `json:"main_exit_code,omitempty"`
 	Labels            map[string]string   `json:"labels,omitempty"`
 	ExpiresAt         string              `json:"expires_at,omitempty"` // --ttl
+	IdleStop          string              `json:"idle_stop,omitempty"`  // --idle-stop, a Go duration
 	// Provision is the first-boot provisioning: "" (none), "pending",
 	// "running" (began; never re-run), "done" or "failed".
 	Provision string `json:"provision,omitempty"`
@@ -255,6 +260,9 @@ func VMFromRecord(r model.VMRecord) VM {
 	}
 	if !r.Spec.ExpiresAt.IsZero() {
 		v.ExpiresAt = r.Spec.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if r.Spec.IdleStop > 0 {
+		v.IdleStop = r.Spec.IdleStop.String()
 	}
 	if v.Init == "" {
 		v.Init = "auto"
