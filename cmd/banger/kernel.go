@@ -13,19 +13,23 @@ import (
 
 func newKernelCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "kernel", Short: "Pull, import, list and remove guest kernels"}
+	var pullOut, impOut string
 	pull := &cobra.Command{
 		Use:   "pull NAME",
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(pullOut); err != nil {
+				return err
+			}
 			var k api.Kernel
 			if err := a.call(cmd.Context(), api.MethodKernelPull, api.NameParams{Name: args[0]}, &k); err != nil {
 				return err
 			}
-			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
-			return nil
+			return printKernel(k, pullOut)
 		},
 	}
+	pull.Flags().StringVarP(&pullOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	ls := newListCmd(a, "List pulled kernels", api.MethodKernelList, "NAME\tRELEASE\tFORMAT\tSIZE\tSOURCE\tPULLED",
 		func(k api.Kernel) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.Name, k.Release, k.Format, model.FormatSize(k.SizeBytes), k.Source, k.PulledAt.UTC().Format("2006-01-02T15:04:05Z"))
@@ -37,6 +41,9 @@ func newKernelCmd(a *app) *cobra.Command {
 		Short: "Import a kernel from local files",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(impOut); err != nil {
+				return err
+			}
 			for _, p := range []*string{&ip.Kernel, &ip.Initrd, &ip.Modules} {
 				if *p != "" {
 					abs, err := absPath(*p)
@@ -50,10 +57,10 @@ func newKernelCmd(a *app) *cobra.Command {
 			if err := a.call(cmd.Context(), api.MethodKernelImport, ip, &k); err != nil {
 				return err
 			}
-			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
-			return nil
+			return printKernel(k, impOut)
 		},
 	}
+	imp.Flags().StringVarP(&impOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	imp.Flags().StringVar(&ip.Name, "name", "", "kernel name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "bzImage or vmlinux")
 	imp.Flags().StringVar(&ip.Initrd, "initrd", "", "optional initrd")
@@ -108,4 +115,13 @@ func newListCmd[T any](a *app, short, method, header string, row func(T) string)
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
 	return cmd
+}
+
+// printKernel prints a pulled or imported kernel, or JSON.
+func printKernel(k api.Kernel, output string) error {
+	if output == "json" {
+		return printJSON(k)
+	}
+	fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
+	return nil
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"banger/internal/api"
 	"banger/internal/daemon"
@@ -22,23 +20,32 @@ import (
 // first use, after the flags are parsed.
 type app struct {
 	socket string
+	// progress is --progress (progress.go); jsonOut: the command prints
+	// JSON (-o json), so auto progress is JSON lines too.
+	progress string
+	jsonOut  bool
 
 	clientOnce sync.Once
 	c          *api.Client
+	sink       progressSink
 }
 
 // client returns the RPC client; it renders progress on stderr.
 func (a *app) client() *api.Client {
 	a.clientOnce.Do(func() {
 		a.c = api.NewClient(a.socket)
-		a.c.OnProgress = newProgressPrinter(os.Stderr).print
+		a.sink = resolveProgress(a.progress, a.jsonOut, isTTY(os.Stdout), isTTY(os.Stderr), os.Stderr)
+		a.c.OnProgress = a.sink.show
 	})
 	return a.c
 }
 
-// call is a.client().Call.
+// call is a.client().Call, with the call's progress finished (bars
+// completed and drawn) before it returns.
 func (a *app) call(ctx context.Context, method string, params, out any) error {
-	return a.client().Call(ctx, method, params, out)
+	err := a.client().Call(ctx, method, params, out)
+	a.sink.finish()
+	return err
 }
 
 func newRootCmd() *cobra.Command {
@@ -50,6 +57,16 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
+	root.PersistentFlags().StringVar(&a.progress, "progress", progressAuto, "how to show progress on stderr: auto (bars on a terminal, JSON lines with -o json, else plain), bar, plain, json or none")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkProgressMode(a.progress); err != nil {
+			return err
+		}
+		if f := cmd.Flags().Lookup("output"); f != nil && f.Value.String() == "json" {
+			a.jsonOut = true
+		}
+		return nil
+	}
 	root.AddCommand(
 		newDaemonCmd(a), newVMCmd(a), newImageCmd(a), newKernelCmd(a), newSnapshotCmd(a),
 		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a),
@@ -107,49 +124,6 @@ func newVersionCmd(a *app) *cobra.Command {
 			}
 			return nil
 		},
-	}
-}
-
-// progressPrinter shows stages; on a terminal byte counts redraw one line.
-type progressPrinter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	inBar bool
-}
-
-func newProgressPrinter(w *os.File) *progressPrinter {
-	return &progressPrinter{w: w, tty: term.IsTerminal(int(w.Fd()))}
-}
-
-func (p *progressPrinter) print(ev api.Progress) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ev.Total > 0 || ev.Done > 0 {
-		if !p.tty {
-			if ev.Total > 0 && ev.Done == ev.Total {
-				fmt.Fprintf(p.w, "  %s %s: %s\n", ev.Stage, ev.Message, humanBytes(ev.Done))
-			}
-			return
-		}
-		line := fmt.Sprintf("  %s %s %s", ev.Stage, ev.Message, humanBytes(ev.Done))
-		if ev.Total > 0 {
-			pct := float64(ev.Done) / float64(ev.Total)
-			bar := strings.Repeat("=", int(pct*20)) + strings.Repeat(" ", 20-int(pct*20))
-			line = fmt.Sprintf("  %-14s %-30.30s [%s] %s/%s", ev.Stage, ev.Message, bar, humanBytes(ev.Done), humanBytes(ev.Total))
-		}
-		fmt.Fprintf(p.w, "\r\033[K%s", line)
-		p.inBar = true
-		return
-	}
-	if p.inBar {
-		fmt.Fprintln(p.w)
-		p.inBar = false
-	}
-	if ev.Message != "" {
-		fmt.Fprintf(p.w, "==> %s: %s\n", ev.Stage, ev.Message)
-	} else {
-		fmt.Fprintf(p.w, "==> %s\n", ev.Stage)
 	}
 }
 

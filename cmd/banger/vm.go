@@ -23,7 +23,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPauseCmd(a), newVMResumeCmd(a), newVMPruneCmd(a),
 		newVMSnapshotCmd(a), newVMForkCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
-		newVMCpCmd(a), newVMSSHConfigCmd(a),
+		newVMCpCmd(a), newVMSSHConfigCmd(a), newVMStatsCmd(a),
 	)
 	return cmd
 }

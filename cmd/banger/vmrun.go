@@ -102,6 +102,7 @@ func (r *vmRun) create(ctx context.Context) (api.VM, error) {
 	for attempt := 0; ; attempt++ {
 		var vm api.VM
 		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
+		r.a.sink.finish()
 		if err == nil {
 			r.setID(vm.ID)
 			return vm, nil
@@ -118,9 +119,8 @@ func (r *vmRun) progress(p api.Progress) {
 	if p.VMID != "" {
 		r.setID(p.VMID)
 	}
-	if r.a.client().OnProgress != nil {
-		r.a.client().OnProgress(p)
-	}
+	r.a.client()
+	r.a.sink.show(p)
 }
 
 func (r *vmRun) setID(id string) {

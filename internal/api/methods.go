@@ -27,6 +27,7 @@ const (
 	MethodVMLogs       = "vm.logs"
 	MethodVMPrune      = "vm.prune"
 	MethodVMSSHInfo    = "vm.ssh_info"
+	MethodVMStats      = "vm.stats"
 	// MethodEvents turns the connection into a stream of Event lines.
 	MethodEvents        = "daemon.events"
 	MethodVMProxy       = "vm.proxy"
@@ -438,4 +439,38 @@ type DNSResult struct {
 	Bridge string `json:"bridge"`
 	DNS    string `json:"dns"`
 	Domain string `json:"domain"`
+}
+
+// VMStatsParams are the params of vm.stats: the VMs by name or id; none:
+// every running or paused VM of the caller.
+type VMStatsParams struct {
+	Names []string `json:"names,omitempty"`
+}
+
+// VMStats is one VM's resource use as the host sees it (vm.stats).
+type VMStats struct {
+	ID    string        `json:"id"`
+	Name  string        `json:"name"`
+	State model.VMState `json:"state"`
+	Time  string        `json:"time"` // RFC 3339, UTC: when it was read
+	// CPUPercent is the VMM process's CPU (every thread, user + system)
+	// over the interval since the daemon's previous reading, in percent
+	// of one host CPU (so up to 100 × vCPUs); CPUSeconds is its total.
+	CPUPercent float64 `json:"cpu_percent"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// MemRSSBytes is the VMM's resident memory (guest RAM it touched plus
+	// its own); MemLimitBytes the guest's memory size. GuestMemUsedBytes
+	// is MemTotal − MemAvailable from the guest's /proc/meminfo, absent
+	// when the guest did not answer in time.
+	MemRSSBytes       int64 `json:"mem_rss_bytes"`
+	MemLimitBytes     int64 `json:"mem_limit_bytes"`
+	GuestMemUsedBytes int64 `json:"guest_mem_used_bytes,omitempty"`
+	// Disk bytes allocated on the host (sparse files: what they use, not
+	// their size): the system overlay and the work disk.
+	DiskOverlayBytes int64 `json:"disk_overlay_bytes"`
+	DiskWorkBytes    int64 `json:"disk_work_bytes"`
+	// Network bytes from the guest's side of its tap: Rx is what the
+	// guest received (the tap's transmit counter), Tx what it sent.
+	NetRxBytes uint64 `json:"net_rx_bytes"`
+	NetTxBytes uint64 `json:"net_tx_bytes"`
 }

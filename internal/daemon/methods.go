@@ -97,6 +97,7 @@ func (d *Daemon) registerVMMethods() {
 		return s.Prune(ctx)
 	})
 	method(d, api.MethodVMSSHInfo, s.sshInfo)
+	method(d, api.MethodVMStats, s.Stats)
 	// vm.proxy answers and then owns the connection: not a method.
 	d.upgraders[api.MethodVMProxy] = s.proxy
 	d.upgraders[api.MethodEvents] = d.eventsStream

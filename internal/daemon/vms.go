@@ -39,7 +39,8 @@ type VMService struct {
 	// snapInUse counts the restores reading each snapshot (id → n).
 	snapInUse map[string]int
 
-	idle idleTracker // idle.go: traffic and CPU per VM for --idle-stop
+	idle  idleTracker // idle.go: traffic and CPU per VM for --idle-stop
+	stats statsState  // stats.go: the previous CPU reading per VM
 }
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
