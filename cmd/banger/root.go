@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/daemon"
+	"banger/internal/progressui"
 )
 
 // app is what the commands share, passed to each explicitly: the daemon
@@ -20,22 +21,22 @@ import (
 // first use, after the flags are parsed.
 type app struct {
 	socket string
-	// progress is --progress (progress.go); jsonOut: the command prints
+	// progress is --progress (internal/progressui); jsonOut: the command prints
 	// JSON (-o json), so auto progress is JSON lines too.
 	progress string
 	jsonOut  bool
 
 	clientOnce sync.Once
 	c          *api.Client
-	sink       progressSink
+	sink       progressui.Sink
 }
 
 // client returns the RPC client; it renders progress on stderr.
 func (a *app) client() *api.Client {
 	a.clientOnce.Do(func() {
 		a.c = api.NewClient(a.socket)
-		a.sink = resolveProgress(a.progress, a.jsonOut, isTTY(os.Stdout), isTTY(os.Stderr), os.Stderr)
-		a.c.OnProgress = a.sink.show
+		a.sink = progressui.Resolve(a.progress, a.jsonOut, progressui.IsTTY(os.Stdout), progressui.IsTTY(os.Stderr), os.Stderr)
+		a.c.OnProgress = a.sink.Show
 	})
 	return a.c
 }
@@ -44,7 +45,7 @@ func (a *app) client() *api.Client {
 // completed and drawn) before it returns.
 func (a *app) call(ctx context.Context, method string, params, out any) error {
 	err := a.client().Call(ctx, method, params, out)
-	a.sink.finish()
+	a.sink.Finish()
 	return err
 }
 
@@ -57,9 +58,9 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
-	root.PersistentFlags().StringVar(&a.progress, "progress", progressAuto, "how to show progress on stderr: auto (bars on a terminal, JSON lines with -o json, else plain), bar, plain, json or none")
+	root.PersistentFlags().StringVar(&a.progress, "progress", progressui.Auto, "how to show progress on stderr: auto (bars on a terminal, JSON lines with -o json, else plain), bar, plain, json or none")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkProgressMode(a.progress); err != nil {
+		if err := progressui.CheckMode(a.progress); err != nil {
 			return err
 		}
 		if f := cmd.Flags().Lookup("output"); f != nil && f.Value.String() == "json" {

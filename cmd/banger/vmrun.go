@@ -102,7 +102,7 @@ func (r *vmRun) create(ctx context.Context) (api.VM, error) {
 	for attempt := 0; ; attempt++ {
 		var vm api.VM
 		err := r.a.client().CallWithProgress(ctx, api.MethodVMCreate, r.p, &vm, r.progress)
-		r.a.sink.finish()
+		r.a.sink.Finish()
 		if err == nil {
 			r.setID(vm.ID)
 			return vm, nil
@@ -120,7 +120,7 @@ func (r *vmRun) progress(p api.Progress) {
 		r.setID(p.VMID)
 	}
 	r.a.client()
-	r.a.sink.show(p)
+	r.a.sink.Show(p)
 }
 
 func (r *vmRun) setID(id string) {

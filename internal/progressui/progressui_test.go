@@ -1,4 +1,4 @@
-package main
+package progressui
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"banger/internal/api"
 )
@@ -25,11 +26,11 @@ var pullEvents = []api.Progress{
 
 func TestPlainProgress(t *testing.T) {
 	var buf bytes.Buffer
-	s := resolveProgress(progressAuto, false, false, false, &buf) // not a terminal
+	s := Resolve(Auto, false, false, false, &buf) // not a terminal
 	for _, ev := range pullEvents {
-		s.show(ev)
+		s.Show(ev)
 	}
-	s.finish()
+	s.Finish()
 	want := `==> resolve: registry.test/busybox:latest
   layer cccccccccccc cached: 3.0MiB
   layer aaaaaaaaaaaa: 4.0MiB
@@ -41,7 +42,7 @@ func TestPlainProgress(t *testing.T) {
 		t.Fatalf("plain progress:\n%s\nwant:\n%s", buf.String(), want)
 	}
 	// A terminal on stderr but not on stdout (piped output) is plain too.
-	if _, ok := resolveProgress(progressAuto, false, false, true, &buf).(*plainProgress); !ok {
+	if _, ok := Resolve(Auto, false, false, true, &buf).(*plainProgress); !ok {
 		t.Fatal("stdout not a terminal: want plain progress")
 	}
 }
@@ -49,11 +50,11 @@ func TestPlainProgress(t *testing.T) {
 func TestJSONProgress(t *testing.T) {
 	var buf bytes.Buffer
 	// -o json picks JSON lines even on a terminal.
-	s := resolveProgress(progressAuto, true, true, true, &buf)
+	s := Resolve(Auto, true, true, true, &buf)
 	for _, ev := range pullEvents {
-		s.show(ev)
+		s.Show(ev)
 	}
-	s.finish()
+	s.Finish()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != len(pullEvents) {
 		t.Fatalf("%d JSON lines for %d events:\n%s", len(lines), len(pullEvents), buf.String())
@@ -77,15 +78,14 @@ func TestJSONProgress(t *testing.T) {
 // print as lines.
 func TestBarProgress(t *testing.T) {
 	var buf bytes.Buffer
-	s := newBarProgress(&buf, 100)
+	s := NewBar(&buf, 100)
 	for _, ev := range pullEvents {
-		s.show(ev)
+		s.Show(ev)
 	}
-	s.finish()
+	s.Finish()
 	out := regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]").ReplaceAllString(buf.String(), "")
 	for _, want := range []string{
 		"==> resolve: registry.test/busybox:latest",
-		"==> layer: cccccccccccc cached (3.0MiB)", // cached before any bar: a line
 		"==> apply: aaaaaaaaaaaa (1/3)",
 		"==> mkfs: rootfs.ext4",
 	} {
@@ -93,30 +93,47 @@ func TestBarProgress(t *testing.T) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
 	}
-	for _, layer := range []string{"aaaaaaaaaaaa", "bbbbbbbbbbbb"} {
-		// The last frame of each bar: full, with its total and a rate.
-		re := regexp.MustCompile(`layer ` + layer + `\s+\S+ MiB / \S+ MiB \[=+\]\s+\S+ \S*B/s\s+done`)
+	for layer, size := range map[string]string{"aaaaaaaaaaaa": "4.0", "bbbbbbbbbbbb": "2.0", "cccccccccccc cached": "3.0"} {
+		// The last frame of each bar: full, with its total, then done.
+		re := regexp.MustCompile(`layer ` + layer + `\s+` + size + ` MiB / ` + size + ` MiB \[=+\]\s+done`)
 		if !re.MatchString(out) {
 			t.Errorf("no finished bar for %s in:\n%s", layer, out)
 		}
 	}
-	// While running, a bar shows an ETA (a duration) instead of done.
+
+	// A cached layer before any download: a line, no bar.
+	var cached bytes.Buffer
+	s = NewBar(&cached, 100)
+	s.Show(api.Progress{Stage: "layer", Message: "dddddddddddd cached", Done: 1 << 20, Total: 1 << 20, Unit: api.UnitBytes})
+	s.Finish()
+	if got := cached.String(); got != "==> layer: dddddddddddd cached (1.0MiB)\n" {
+		t.Fatalf("cached layer alone: %q", got)
+	}
+
+	// While running, a bar shows the rate and an ETA; a call that ends
+	// before the download does drops the bar (no "done").
 	var run bytes.Buffer
-	s = newBarProgress(&run, 100)
-	s.show(api.Progress{Stage: "download", Message: "linux-image", Done: 10 << 20, Total: 40 << 20, Unit: api.UnitBytes})
-	s.finish() // the call ended early: the bar is dropped, not completed
-	if got := run.String(); !strings.Contains(got, "10.0 MiB / 40.0 MiB") || strings.Contains(got, "done") {
-		t.Fatalf("an unfinished bar: %q", got)
+	s = NewBar(&run, 100)
+	ev := api.Progress{Stage: "download", Message: "linux-image", Done: 10 << 20, Total: 40 << 20, Unit: api.UnitBytes}
+	s.Show(ev)
+	time.Sleep(400 * time.Millisecond) // frames are drawn every 150 ms
+	ev.Done = 20 << 20
+	s.Show(ev)
+	time.Sleep(400 * time.Millisecond)
+	s.Finish()
+	got := regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]").ReplaceAllString(run.String(), "")
+	if !regexp.MustCompile(`download linux-image\s+20.0 MiB / 40.0 MiB \[=+[^\]]*\]\s+\d+(\.\d)? [KMG]iB/s\s+\d+(\.\d+)?(ms|s|m)`).MatchString(got) || strings.Contains(got, "done") {
+		t.Fatalf("a running bar (rate, ETA, no done):\n%s", got)
 	}
 }
 
 func TestProgressModeFlag(t *testing.T) {
 	for _, m := range []string{"auto", "bar", "plain", "json", "none"} {
-		if err := checkProgressMode(m); err != nil {
+		if err := CheckMode(m); err != nil {
 			t.Fatalf("%s: %v", m, err)
 		}
 	}
-	if err := checkProgressMode("fancy"); err == nil || !strings.Contains(err.Error(), `"fancy"`) {
+	if err := CheckMode("fancy"); err == nil || !strings.Contains(err.Error(), `"fancy"`) {
 		t.Fatalf("fancy: %v", err)
 	}
 }

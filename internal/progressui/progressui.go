@@ -1,4 +1,6 @@
-package main
+// Package progressui shows the progress notifications of long calls
+// (pulls, builds, creates) in the CLI: bars, plain lines or JSON lines.
+package progressui
 
 import (
 	"encoding/json"
@@ -15,8 +17,7 @@ import (
 	"banger/internal/api"
 )
 
-// Progress of long calls (pulls, builds, creates) reaches the user in one
-// of four forms, chosen by --progress:
+// Progress reaches the user in one of these forms, chosen by --progress:
 //
 //	auto   bars on a terminal (stdout and stderr both), else plain;
 //	       JSON when the command prints JSON (-o json)
@@ -29,58 +30,60 @@ import (
 // Progress always goes to stderr, so stdout holds only the command's
 // result: `-o json` output stays one document a script can parse.
 const (
-	progressAuto  = "auto"
-	progressBar   = "bar"
-	progressPlain = "plain"
-	progressJSON  = "json"
-	progressNone  = "none"
+	Auto  = "auto"
+	Bar   = "bar"
+	Plain = "plain"
+	JSON  = "json"
+	None  = "none"
 )
 
-func checkProgressMode(m string) error {
+// CheckMode validates a --progress value.
+func CheckMode(m string) error {
 	switch m {
-	case progressAuto, progressBar, progressPlain, progressJSON, progressNone:
+	case Auto, Bar, Plain, JSON, None:
 		return nil
 	}
 	return fmt.Errorf("invalid --progress %q: use auto, bar, plain, json or none", m)
 }
 
-// progressSink shows one call's progress; finish ends what it drew (bars
+// Sink shows one call's progress; Finish ends what it drew (bars
 // completed or dropped) before the command prints its result.
-type progressSink interface {
-	show(api.Progress)
-	finish()
+type Sink interface {
+	Show(api.Progress)
+	Finish()
 }
 
-// resolveProgress picks the sink for mode; jsonOut is the command's -o
+// Resolve picks the sink for mode; jsonOut is the command's -o
 // json, stdoutTTY and errTTY whether those are terminals.
-func resolveProgress(mode string, jsonOut, stdoutTTY, errTTY bool, w io.Writer) progressSink {
-	if mode == progressAuto {
+func Resolve(mode string, jsonOut, stdoutTTY, errTTY bool, w io.Writer) Sink {
+	if mode == Auto {
 		switch {
 		case jsonOut:
-			mode = progressJSON
+			mode = JSON
 		case stdoutTTY && errTTY:
-			mode = progressBar
+			mode = Bar
 		default:
-			mode = progressPlain
+			mode = Plain
 		}
 	}
 	switch mode {
-	case progressJSON:
+	case JSON:
 		return &jsonProgress{w: w}
-	case progressBar:
-		return newBarProgress(w, 0)
-	case progressNone:
+	case Bar:
+		return NewBar(w, 0)
+	case None:
 		return nopProgress{}
 	}
 	return &plainProgress{w: w}
 }
 
-func isTTY(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+// IsTTY reports whether f is a terminal.
+func IsTTY(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 type nopProgress struct{}
 
-func (nopProgress) show(api.Progress) {}
-func (nopProgress) finish()           {}
+func (nopProgress) Show(api.Progress) {}
+func (nopProgress) Finish()           {}
 
 // isBytes: the event counts bytes of a download (a bar), not items.
 func isBytes(ev api.Progress) bool { return ev.Unit == api.UnitBytes && (ev.Total > 0 || ev.Done > 0) }
@@ -106,7 +109,7 @@ type plainProgress struct {
 	w  io.Writer
 }
 
-func (p *plainProgress) show(ev api.Progress) {
+func (p *plainProgress) Show(ev api.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if isBytes(ev) {
@@ -118,7 +121,7 @@ func (p *plainProgress) show(ev api.Progress) {
 	fmt.Fprintln(p.w, stageLine(ev))
 }
 
-func (p *plainProgress) finish() {}
+func (p *plainProgress) Finish() {}
 
 // jsonProgress writes each event as a JSON line, with the time it came.
 type jsonProgress struct {
@@ -131,7 +134,7 @@ type progressLine struct {
 	api.Progress
 }
 
-func (p *jsonProgress) show(ev api.Progress) {
+func (p *jsonProgress) Show(ev api.Progress) {
 	b, err := json.Marshal(progressLine{Time: time.Now().UTC().Format(time.RFC3339Nano), Progress: ev})
 	if err != nil {
 		return
@@ -141,7 +144,7 @@ func (p *jsonProgress) show(ev api.Progress) {
 	fmt.Fprintf(p.w, "%s\n", b)
 }
 
-func (p *jsonProgress) finish() {}
+func (p *jsonProgress) Finish() {}
 
 // barProgress draws one mpb bar per download (stage + message) and
 // prints other events as lines above the bars. mpb rather than a
@@ -156,7 +159,8 @@ type barProgress struct {
 	total map[string]int64 // each bar's total as last set
 }
 
-func newBarProgress(w io.Writer, width int) *barProgress {
+// NewBar draws bars on w, width columns wide (0: the terminal's).
+func NewBar(w io.Writer, width int) *barProgress {
 	return &barProgress{w: w, width: width}
 }
 
@@ -177,7 +181,7 @@ func (b *barProgress) container() *mpb.Progress {
 	return b.p
 }
 
-func (b *barProgress) show(ev api.Progress) {
+func (b *barProgress) Show(ev api.Progress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !isBytes(ev) {
@@ -231,7 +235,7 @@ func label(ev api.Progress) string {
 // finish completes bars whose total is known and reached, drops the rest
 // (the call ended without them: an error or a cancel), and waits for the
 // last frame.
-func (b *barProgress) finish() {
+func (b *barProgress) Finish() {
 	b.mu.Lock()
 	p, bars := b.p, b.bars
 	b.p, b.bars, b.total = nil, nil, nil
@@ -245,4 +249,18 @@ func (b *barProgress) finish() {
 		}
 	}
 	p.Wait()
+}
+
+// humanBytes is n in B, KiB, MiB, ...
+func humanBytes(n int64) string {
+	const u = 1024
+	if n < u {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(u), 0
+	for m := n / u; m >= u && exp < 4; m /= u {
+		div *= u
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
