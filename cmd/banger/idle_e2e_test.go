@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/procstat"
 )
 
@@ -30,6 +32,7 @@ func TestIdleStop(t *testing.T) {
 	}
 	pid := int(vm["pid"].(float64))
 	logIdleCPU(t, pid)
+	checkStats(t, e, "idl")
 
 	// A 40 s exec: twice the idle time, and the guest sleeps (no CPU).
 	ex := exec.Command(bangerBin, "--socket", e.socket, "vm", "exec", "idl", "--", "sleep", "40")
@@ -100,4 +103,40 @@ func logIdleCPU(t *testing.T, pid int) {
 	frac := float64(b-a) / float64(time.Since(t0))
 	fmt.Fprintf(os.Stderr, "idle guest VMM cpu: %.1f%% of one host CPU\n", 100*frac)
 	t.Logf("idle guest VMM cpu: %.1f%% of one host CPU over 6 s", 100*frac)
+}
+
+// checkStats: `vm stats --no-stream -o json` reads a running VM's use
+// from its VMM, disks, tap and guest; the table names it.
+func checkStats(t *testing.T, e *vmEnv, name string) {
+	t.Helper()
+	var st []api.VMStats
+	if err := json.Unmarshal([]byte(e.mustRun(t, "vm", "stats", name, "--no-stream", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 {
+		t.Fatalf("vm stats %s: %d entries, want 1", name, len(st))
+	}
+	s := st[0]
+	t.Logf("vm stats: %+v", s)
+	if s.Name != name || s.State != "running" || s.CPUSeconds <= 0 || s.CPUPercent < 0 ||
+		s.MemRSSBytes < 1<<20 || s.MemLimitBytes != 512<<20 || s.DiskWorkBytes <= 0 {
+		t.Fatalf("vm stats %s = %+v: want running, CPU time, RSS over 1 MiB, 512 MiB limit, work disk bytes", name, s)
+	}
+	if s.GuestMemUsedBytes <= 0 || s.GuestMemUsedBytes > s.MemLimitBytes {
+		t.Fatalf("guest memory used %d: want between 0 and the %d limit", s.GuestMemUsedBytes, s.MemLimitBytes)
+	}
+	// 3 pings of 1000 bytes from the daemon's namespace: the guest
+	// receives them (rx) and answers (tx).
+	e.nsRun(t, "ping", "-c", "3", "-i", "0.2", "-s", "1000", e.inspect(t, name)["guest_ip"].(string))
+	var st2 []api.VMStats
+	json.Unmarshal([]byte(e.mustRun(t, "vm", "stats", name, "--no-stream", "-o", "json")), &st2)
+	if len(st2) != 1 || st2[0].NetRxBytes < s.NetRxBytes+3000 || st2[0].NetTxBytes < s.NetTxBytes+3000 {
+		t.Fatalf("network after 3 KB of pings each way: %+v, before %+v", st2, s)
+	}
+	if out := e.mustRun(t, "vm", "stats", "--no-stream"); !strings.Contains(out, name) || !strings.Contains(out, "CPU %") {
+		t.Fatalf("vm stats table: %s", out)
+	}
+	if _, stderr, err := e.run("vm", "stats", "nosuchvm", "--no-stream"); err == nil || !strings.Contains(stderr, "nosuchvm") {
+		t.Fatalf("vm stats of a missing VM: err %v, %q", err, stderr)
+	}
 }
