@@ -24,9 +24,9 @@ import (
 //
 // The threshold is not zero because an idle guest still costs its VMM
 // some host CPU: timer ticks, the main loop, and under TCG the emulation
-// of an idling vCPU. An idle busybox guest under TCG here used 1–3 % of a
-// host CPU; a guest running anything (a build, a service answering) is
-// well above 10 %.
+// of an idling vCPU. An idle busybox guest under TCG here used 2.2 % of a
+// host CPU (TestIdleStop logs it; BENCHMARKS.md); a guest running
+// anything (a build, a service answering) is well above 10 %.
 //
 // Idle time is counted by this daemon: it starts again at every boot of
 // the VM and at every daemon start (an adopted VM gets its full IdleStop
