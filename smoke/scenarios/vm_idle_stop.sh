@@ -4,6 +4,8 @@
 CLASS=pure
 COST=90
 
+is_stopped() { [[ $(vm_state "$1") == stopped ]]; }
+
 run() {
 	local n ev_pid ev_out
 	n=$(uniq_name idl)
@@ -17,7 +19,7 @@ run() {
 	assert_eq done "$(x "$n" sh -c 'sleep 30; echo done')" "a 30 s exec ran to its end"
 	assert_eq running "$(vm_state "$n")" "state right after the exec"
 	step "wait for the idle stop"
-	wait_for 90 test "$(vm_state "$n")" = stopped
+	wait_for 90 is_stopped "$n"
 	sleep 1
 	kill "$ev_pid" 2>/dev/null || true
 	assert_contains "$(cat "$ev_out")" '"reason":"idle"' "stop event reason"
