@@ -36,6 +36,7 @@ const (
 	MethodVMLogs       = "vm.logs"
 	MethodVMPrune      = "vm.prune"
 	MethodVMSSHInfo    = "vm.ssh_info"
+	MethodVMStats      = "vm.stats"
 	// MethodEvents turns the connection into a stream of Event lines.
 	MethodEvents        = "daemon.events"
 	MethodVMProxy       = "vm.proxy"
@@ -107,6 +108,10 @@ type VMCreateParams struct {
 	// TTL (a Go duration, e.g. "30m"): the daemon removes the VM when it
 	// expires, also across daemon restarts.
 	TTL string `json:"ttl,omitempty"`
+	// IdleStop (a Go duration, e.g. "10m"): the daemon stops the VM after
+	// that long with no exec, ssh, proxy or port-forward traffic and no
+	// guest CPU; a later start runs it again.
+	IdleStop string `json:"idle_stop,omitempty"`
 	// Provision are first-boot scripts, run in order as root once, at the
 	// VM's first boot, after the network is up (the CLI's --provision: it
 	// reads the files, with its user's rights, and sends their contents).
@@ -248,6 +253,7 @@ type VM struct {
 	MainExitCode      *int                `json:"main_exit_code,omitempty"`
 	Labels            map[string]string   `json:"labels,omitempty"`
 	ExpiresAt         string              `json:"expires_at,omitempty"` // --ttl
+	IdleStop          string              `json:"idle_stop,omitempty"`  // --idle-stop, a Go duration
 	// Provision is the first-boot provisioning: "" (none), "pending",
 	// "running" (began; never re-run), "done" or "failed".
 	Provision string `json:"provision,omitempty"`
@@ -267,6 +273,9 @@ func VMFromRecord(r model.VMRecord) VM {
 	}
 	if !r.Spec.ExpiresAt.IsZero() {
 		v.ExpiresAt = r.Spec.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if r.Spec.IdleStop > 0 {
+		v.IdleStop = r.Spec.IdleStop.String()
 	}
 	if v.Init == "" {
 		v.Init = "auto"
@@ -442,4 +451,38 @@ type DNSResult struct {
 	Bridge string `json:"bridge"`
 	DNS    string `json:"dns"`
 	Domain string `json:"domain"`
+}
+
+// VMStatsParams are the params of vm.stats: the VMs by name or id; none:
+// every running or paused VM of the caller.
+type VMStatsParams struct {
+	Names []string `json:"names,omitempty"`
+}
+
+// VMStats is one VM's resource use as the host sees it (vm.stats).
+type VMStats struct {
+	ID    string        `json:"id"`
+	Name  string        `json:"name"`
+	State model.VMState `json:"state"`
+	Time  string        `json:"time"` // RFC 3339, UTC: when it was read
+	// CPUPercent is the VMM process's CPU (every thread, user + system)
+	// over the interval since the daemon's previous reading, in percent
+	// of one host CPU (so up to 100 × vCPUs); CPUSeconds is its total.
+	CPUPercent float64 `json:"cpu_percent"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// MemRSSBytes is the VMM's resident memory (guest RAM it touched plus
+	// its own); MemLimitBytes the guest's memory size. GuestMemUsedBytes
+	// is MemTotal − MemAvailable from the guest's /proc/meminfo, absent
+	// when the guest did not answer in time.
+	MemRSSBytes       int64 `json:"mem_rss_bytes"`
+	MemLimitBytes     int64 `json:"mem_limit_bytes"`
+	GuestMemUsedBytes int64 `json:"guest_mem_used_bytes,omitempty"`
+	// Disk bytes allocated on the host (sparse files: what they use, not
+	// their size): the system overlay and the work disk.
+	DiskOverlayBytes int64 `json:"disk_overlay_bytes"`
+	DiskWorkBytes    int64 `json:"disk_work_bytes"`
+	// Network bytes from the guest's side of its tap: Rx is what the
+	// guest received (the tap's transmit counter), Tx what it sent.
+	NetRxBytes uint64 `json:"net_rx_bytes"`
+	NetTxBytes uint64 `json:"net_tx_bytes"`
 }

@@ -60,12 +60,19 @@ type Progress struct {
 	Message string `json:"message,omitempty"`
 	Done    int64  `json:"done,omitempty"`
 	Total   int64  `json:"total,omitempty"`
+	// Unit is what Done and Total count: UnitBytes for a download (a
+	// client draws a bar with rate and ETA), "" for items (layers
+	// applied, steps).
+	Unit string `json:"unit,omitempty"`
 	// VMID is the id of the VM a vm.create reserved, on every stage after
 	// the reservation: a caller that gives up (Ctrl-C on `vm run --rm`)
 	// knows exactly which VM to remove, even when one of the same name
 	// existed before.
 	VMID string `json:"vm_id,omitempty"`
 }
+
+// UnitBytes is Progress.Unit of byte counts.
+const UnitBytes = "bytes"
 
 // ProgressMethod is the notification method name.
 const ProgressMethod = "progress"

@@ -29,6 +29,7 @@ var rpcMethods = map[string]string{
 	api.MethodVMExec:        "ExecOutput",
 	api.MethodVMLogs:        "Logs",
 	api.MethodVMPrune:       "PruneVMs",
+	api.MethodVMStats:       "VMStats",
 	api.MethodVMSSHInfo:     "SSHInfo",
 	api.MethodVMProxy:       "Proxy",
 	api.MethodSnapshotList:  "ListSnapshots",
@@ -148,6 +149,12 @@ func (c *Client) ExecOutput(ctx context.Context, p api.ExecParams) (api.ExecResu
 // to ask from next, and the VM's state. FollowLogs loops over it.
 func (c *Client) Logs(ctx context.Context, name string, offset int64) (api.LogsResult, error) {
 	return call[api.LogsResult](ctx, c, api.MethodVMLogs, api.LogsParams{Name: name, Offset: offset})
+}
+
+// VMStats (vm.stats) returns each named VM's CPU, memory, disk and network
+// use as the host sees it; no names: every running VM.
+func (c *Client) VMStats(ctx context.Context, names []string) ([]api.VMStats, error) {
+	return call[[]api.VMStats](ctx, c, api.MethodVMStats, api.VMStatsParams{Names: names})
 }
 
 // PruneVMs (vm.prune) removes every stopped VM.

@@ -65,6 +65,7 @@ var argCompletions = map[string]nameSource{
 	"banger vm inspect 1": allVMs,
 	"banger vm start":     stoppedVMs,
 	"banger vm stop":      runningVMs,
+	"banger vm stats":     runningVMs,
 	"banger vm restart":   allVMs,
 	"banger vm rm":        allVMs,
 	"banger image rm":     imageNames,

@@ -41,41 +41,49 @@ func newDNSCmd(a *app) *cobra.Command {
 
 func newImageCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Pull, import, list and remove images"}
-	var pullName string
+	var pullName, pullOut, impOut string
 	pull := &cobra.Command{
 		Use:   "pull REF",
 		Short: "Pull an image from a registry (or build a catalog image)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(pullOut); err != nil {
+				return err
+			}
 			img, err := a.client().PullImage(cmd.Context(), api.ImagePullParams{Ref: args[0], Name: pullName}, nil)
+			a.finish()
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
-			return nil
+			return printImage(img, pullOut)
 		},
 	}
 	pull.Flags().StringVar(&pullName, "name", "", "local name (default: REF)")
+	pull.Flags().StringVarP(&pullOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	var ip api.ImageImportParams
 	imp := &cobra.Command{
 		Use:   "import PATH --name N",
 		Short: "Import an OCI image layout directory or a `docker save` tarball",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(impOut); err != nil {
+				return err
+			}
 			abs, err := absPath(args[0])
 			if err != nil {
 				return err
 			}
 			ip.Path = abs
 			img, err := a.client().ImportImage(cmd.Context(), ip, nil)
+			a.finish()
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
-			return nil
+			return printImage(img, impOut)
 		},
 	}
 	imp.Flags().StringVar(&ip.Name, "name", "", "image name")
+	imp.Flags().StringVarP(&impOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "kernel VMs of this image boot (default: the default kernel)")
 	imp.MarkFlagRequired("name")
 	ls := newListCmd(a, "List images", (*client.Client).ListImages, imageColumns)
@@ -152,4 +160,14 @@ func newDoctorCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
+}
+
+// printImage prints a pulled or imported image: its name and short id,
+// or JSON.
+func printImage(img api.Image, output string) error {
+	if output == "json" {
+		return printJSON(img)
+	}
+	fmt.Printf("%s %s\n", img.Name, shortID(img.ID))
+	return nil
 }

@@ -12,27 +12,35 @@ import (
 
 func newKernelCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "kernel", Short: "Pull, import, list and remove guest kernels"}
+	var pullOut, impOut string
 	pull := &cobra.Command{
 		Use:   "pull NAME",
 		Short: "Pull a kernel from the catalog (`banger kernel catalog` lists them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(pullOut); err != nil {
+				return err
+			}
 			k, err := a.client().PullKernel(cmd.Context(), args[0], nil)
+			a.finish()
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
-			return nil
+			return printKernel(k, pullOut)
 		},
 	}
 	ls := newListCmd(a, "List pulled kernels", (*client.Client).ListKernels, kernelColumns)
 	rm := newPerNameCmd(a, "rm", "Remove kernels no VM uses", discard((*client.Client).RemoveKernel))
+	pull.Flags().StringVarP(&pullOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	var ip api.KernelImportParams
 	imp := &cobra.Command{
 		Use:   "import --name N --kernel PATH [--initrd PATH] [--modules DIR]",
 		Short: "Import a kernel from local files",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(impOut); err != nil {
+				return err
+			}
 			for _, p := range []*string{&ip.Kernel, &ip.Initrd, &ip.Modules} {
 				if *p != "" {
 					abs, err := absPath(*p)
@@ -43,13 +51,14 @@ func newKernelCmd(a *app) *cobra.Command {
 				}
 			}
 			k, err := a.client().ImportKernel(cmd.Context(), ip, nil)
+			a.finish()
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
-			return nil
+			return printKernel(k, impOut)
 		},
 	}
+	imp.Flags().StringVarP(&impOut, "output", "o", "", "output format: table or json (progress: JSON lines on stderr)")
 	imp.Flags().StringVar(&ip.Name, "name", "", "kernel name")
 	imp.Flags().StringVar(&ip.Kernel, "kernel", "", "bzImage or vmlinux")
 	imp.Flags().StringVar(&ip.Initrd, "initrd", "", "optional initrd")
@@ -93,4 +102,13 @@ func newListCmd[T any](a *app, short string, list func(*client.Client, context.C
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: table, json or yaml")
 	return cmd
+}
+
+// printKernel prints a pulled or imported kernel, or JSON.
+func printKernel(k api.Kernel, output string) error {
+	if output == "json" {
+		return printJSON(k)
+	}
+	fmt.Printf("%s %s (%s)\n", k.Name, k.Release, k.Format)
+	return nil
 }

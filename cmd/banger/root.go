@@ -4,19 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	"sigs.k8s.io/yaml"
 
 	"banger/api"
 	"banger/client"
 	"banger/internal/daemon"
+	"banger/internal/progressui"
 )
 
 // app is what the commands share, passed to each explicitly: the daemon
@@ -24,19 +23,31 @@ import (
 // first use, after the flags are parsed.
 type app struct {
 	socket string
+	// progress is --progress (internal/progressui); jsonOut: the command prints
+	// JSON (-o json), so auto progress is JSON lines too.
+	progress string
+	jsonOut  bool
 
 	clientOnce sync.Once
 	c          *client.Client
-	progress   func(api.Progress) // the client's default: rendered on stderr
+	sink       progressui.Sink
 }
 
 // client returns the SDK client; it renders progress on stderr.
 func (a *app) client() *client.Client {
 	a.clientOnce.Do(func() {
-		a.progress = newProgressPrinter(os.Stderr).print
-		a.c = client.New(a.socket, client.WithProgress(a.progress))
+		a.sink = progressui.Resolve(a.progress, a.jsonOut, progressui.IsTTY(os.Stdout), progressui.IsTTY(os.Stderr), os.Stderr)
+		a.c = client.New(a.socket, client.WithProgress(a.sink.Show))
 	})
 	return a.c
+}
+
+// finish completes the progress of the call that just returned (bars
+// drawn to their end) before the command prints its result.
+func (a *app) finish() {
+	if a.sink != nil {
+		a.sink.Finish()
+	}
 }
 
 func newRootCmd() *cobra.Command {
@@ -48,6 +59,16 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", api.SocketFromEnv(), "daemon socket (env BANGER_SOCKET)")
+	root.PersistentFlags().StringVar(&a.progress, "progress", progressui.Auto, "how to show progress on stderr: auto (bars on a terminal, JSON lines with -o json, else plain), bar, plain, json or none")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := progressui.CheckMode(a.progress); err != nil {
+			return err
+		}
+		if f := cmd.Flags().Lookup("output"); f != nil && f.Value.String() == "json" {
+			a.jsonOut = true
+		}
+		return nil
+	}
 	root.AddCommand(
 		newDaemonCmd(a), newVMCmd(a), newImageCmd(a), newKernelCmd(a), newSnapshotCmd(a),
 		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a), newSystemCmd(a),
@@ -109,49 +130,6 @@ func newVersionCmd(a *app) *cobra.Command {
 			}
 			return nil
 		},
-	}
-}
-
-// progressPrinter shows stages; on a terminal byte counts redraw one line.
-type progressPrinter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	inBar bool
-}
-
-func newProgressPrinter(w *os.File) *progressPrinter {
-	return &progressPrinter{w: w, tty: term.IsTerminal(int(w.Fd()))}
-}
-
-func (p *progressPrinter) print(ev api.Progress) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ev.Total > 0 || ev.Done > 0 {
-		if !p.tty {
-			if ev.Total > 0 && ev.Done == ev.Total {
-				fmt.Fprintf(p.w, "  %s %s: %s\n", ev.Stage, ev.Message, humanBytes(ev.Done))
-			}
-			return
-		}
-		line := fmt.Sprintf("  %s %s %s", ev.Stage, ev.Message, humanBytes(ev.Done))
-		if ev.Total > 0 {
-			pct := float64(ev.Done) / float64(ev.Total)
-			bar := strings.Repeat("=", int(pct*20)) + strings.Repeat(" ", 20-int(pct*20))
-			line = fmt.Sprintf("  %-14s %-30.30s [%s] %s/%s", ev.Stage, ev.Message, bar, humanBytes(ev.Done), humanBytes(ev.Total))
-		}
-		fmt.Fprintf(p.w, "\r\033[K%s", line)
-		p.inBar = true
-		return
-	}
-	if p.inBar {
-		fmt.Fprintln(p.w)
-		p.inBar = false
-	}
-	if ev.Message != "" {
-		fmt.Fprintf(p.w, "==> %s: %s\n", ev.Stage, ev.Message)
-	} else {
-		fmt.Fprintf(p.w, "==> %s\n", ev.Stage)
 	}
 }
 

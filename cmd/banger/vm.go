@@ -22,7 +22,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMStartCmd(a), newVMStopCmd(a), newVMRestartCmd(a), newVMPauseCmd(a), newVMResumeCmd(a), newVMPruneCmd(a),
 		newVMSnapshotCmd(a), newVMForkCmd(a),
 		newVMExecCmd(a), newVMSSHCmd(a), newVMProxyCmd(a), newVMLogsCmd(a),
-		newVMCpCmd(a), newVMSSHConfigCmd(a),
+		newVMCpCmd(a), newVMSSHConfigCmd(a), newVMStatsCmd(a),
 	)
 	return cmd
 }
@@ -47,6 +47,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringArrayVarP(&c.p.Ports, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:GUESTPORT[/tcp] (repeatable)")
 	f.StringArrayVarP(&c.labels, "label", "l", nil, "tag the VM KEY=VALUE (repeatable; vm ls --filter label=KEY=VALUE)")
 	f.StringVar(&c.p.TTL, "ttl", "", "remove the VM this long after its creation (e.g. 30m, 2h), also across daemon restarts")
+	f.StringVar(&c.p.IdleStop, "idle-stop", "", "stop the VM after this long with no exec/ssh/port-forward traffic and no guest CPU (e.g. 10m)")
 	c.prov.add(cmd)
 	f.StringVar(&c.p.From, "from", "", "start from a snapshot (its machine, memory, processes and disks, with a new identity) instead of booting")
 }
@@ -249,6 +250,15 @@ func newVMInspectCmd(a *app) *cobra.Command {
 			}
 			if vm.LastError != "" {
 				row("Last error", vm.LastError)
+			}
+			if len(vm.Labels) > 0 {
+				row("Labels", formatLabels(vm.Labels))
+			}
+			if vm.ExpiresAt != "" {
+				row("Expires", vm.ExpiresAt+" (--ttl)")
+			}
+			if vm.IdleStop != "" {
+				row("Idle stop", vm.IdleStop+" without traffic or guest CPU (--idle-stop)")
 			}
 			row("Created", vm.CreatedAt)
 			return tw.Flush()

@@ -100,6 +100,7 @@ func (r *vmRun) create(ctx context.Context) (api.VM, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		vm, err := r.a.client().CreateVM(ctx, r.p, r.progress)
+		r.a.finish()
 		if err == nil {
 			r.setID(vm.ID)
 			return vm, nil
@@ -116,10 +117,8 @@ func (r *vmRun) progress(p api.Progress) {
 	if p.VMID != "" {
 		r.setID(p.VMID)
 	}
-	r.a.client() // makes a.progress
-	if r.a.progress != nil {
-		r.a.progress(p)
-	}
+	r.a.client() // makes a.sink
+	r.a.sink.Show(p)
 }
 
 func (r *vmRun) setID(id string) {

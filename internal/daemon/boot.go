@@ -429,7 +429,7 @@ func (s *VMService) stopLocked(ctx context.Context, op *operation, rec model.VMR
 	s.dropLive(rec.ID, lv)
 	lv.closeAgent()
 	rec, err := s.markStopped(ctx, rec)
-	s.d.vmEvent("stop", rec, nil)
+	s.d.vmEvent("stop", rec, stopAttrs(ctx))
 	return rec, errors.Join(append(errs, err)...)
 }
 

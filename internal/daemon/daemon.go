@@ -256,6 +256,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	d.log.Info("daemon started", "version", Version, "pid", os.Getpid(), "socket", d.cfg.Socket, "state_dir", d.cfg.StateDir)
 	d.vms.startReaper()
+	d.vms.startIdleStopper()
 
 	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()

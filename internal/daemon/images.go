@@ -176,8 +176,17 @@ func (s *ImageService) buildOptions(ctx context.Context, work string) imagebuild
 	_, pub := s.d.keys.current()
 	return imagebuild.Options{WorkDir: work, CacheDir: s.cacheDir, AuthorizedKey: pub,
 		Progress: func(stage, msg string, done, total int64) {
-			report(ctx, api.Progress{Stage: stage, Message: msg, Done: done, Total: max(total, 0)})
+			report(ctx, api.Progress{Stage: stage, Message: msg, Done: done, Total: max(total, 0), Unit: imageUnit(stage)})
 		}}
+}
+
+// imageUnit is the unit of imagebuild's stage counts: layer and download
+// count bytes; apply counts layers.
+func imageUnit(stage string) string {
+	if stage == "layer" || stage == "download" {
+		return api.UnitBytes
+	}
+	return ""
 }
 
 func (s *ImageService) tempDir() (string, error) {

@@ -93,7 +93,11 @@ func progressFn(ctx context.Context) kernelcat.Progress {
 		if total < 0 {
 			total = 0
 		}
-		report(ctx, api.Progress{Stage: stage, Message: msg, Done: done, Total: total})
+		p := api.Progress{Stage: stage, Message: msg, Done: done, Total: total}
+		if stage == "download" || stage == "done" { // kernelcat's byte counts
+			p.Unit = api.UnitBytes
+		}
+		report(ctx, p)
 	}
 }
 

@@ -97,6 +97,7 @@ func (d *Daemon) registerVMMethods() {
 		return s.Prune(ctx)
 	})
 	method(d, api.MethodVMSSHInfo, s.sshInfo)
+	method(d, api.MethodVMStats, s.Stats)
 	// vm.proxy answers and then owns the connection: not a method.
 	stream[api.NameParams](d, api.MethodVMProxy, s.proxy)
 	stream[api.EventsParams](d, api.MethodEvents, d.eventsStream)

@@ -216,6 +216,10 @@ func (s *VMService) createFrom(ctx context.Context, op *operation, p api.VMCreat
 		return model.VMRecord{}, op.fail(err)
 	}
 	req.spec.Ports = ports
+	// Idle-stop is the create's too, not the source's.
+	if req.spec.IdleStop, err = parseIdleStop(p.IdleStop); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
 	if c := callerOf(ctx); c.known {
 		req.spec.OwnerUID = int(c.UID)
 	}

@@ -118,6 +118,7 @@ func (s *VMService) Exec(ctx context.Context, p api.ExecParams) (api.ExecResult,
 	if err != nil {
 		return api.ExecResult{}, err
 	}
+	defer s.idle.begin(rec.ID)() // idle.go: not idle while it runs
 	c, err := s.agentClient(ctx, rec, lv)
 	if err != nil {
 		return api.ExecResult{}, err
@@ -204,7 +205,9 @@ func (s *VMService) proxy(ctx context.Context, raw json.RawMessage) (func(io.Rea
 	if err != nil {
 		return nil, api.Errorf(api.KindUnavailable, "open a channel to the SSH server of %q: %v", rec.Name, err)
 	}
+	end := s.idle.begin(rec.ID) // idle.go: vm exec/ssh/cp hold this open
 	return func(client io.ReadWriteCloser) {
+		defer end()
 		defer guest.Close()
 		defer client.Close()
 		done := make(chan struct{}, 2)
@@ -231,6 +234,7 @@ func (s *VMService) sshInfo(ctx context.Context, p api.SSHInfoParams) (api.SSHIn
 			return api.SSHInfo{}, err
 		}
 	}
+	s.idle.touch(rec.ID) // an ssh through ssh-config asks first
 	kh := filepath.Join(rec.Runtime.Dir, knownHostsName)
 	info := api.SSHInfo{Name: rec.Name, GuestIP: rec.Runtime.GuestIP}
 	// The daemon wrote this file from the agent's first handshake; it is

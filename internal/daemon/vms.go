@@ -38,6 +38,9 @@ type VMService struct {
 	snapMu sync.Mutex
 	// snapInUse counts the restores reading each snapshot (id → n).
 	snapInUse map[string]int
+
+	idle  idleTracker // idle.go: traffic and CPU per VM for --idle-stop
+	stats statsState  // stats.go: the previous CPU reading per VM
 }
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
@@ -179,6 +182,9 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 			return model.VMRecord{}, op.fail(api.Errorf(api.KindInvalidArgument, "ttl %q: want a positive duration such as 30m or 2h", p.TTL))
 		}
 		req.spec.ExpiresAt = time.Now().Add(ttl).UTC()
+	}
+	if req.spec.IdleStop, err = parseIdleStop(p.IdleStop); err != nil { // idle.go
+		return model.VMRecord{}, op.fail(err)
 	}
 	op.stage("resolve_image", req.spec.Image)
 	if err := s.resolveImage(ctx, op, &req.spec); err != nil {

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -384,8 +385,14 @@ func fetchDeb(ctx context.Context, pkg, work string, progress Progress) (kernelP
 		return kernelParts{}, err
 	}
 	progress("download", "apt-get download "+real, 0, -1)
-	if err := runStreaming(ctx, dl, func(line string) { progress("download", line, 0, -1) },
-		"apt-get", "download", "-q", real); err != nil {
+	// apt-get prints no byte counts: the total is the index's Size and
+	// the bytes so far are what has landed in dl.
+	total := debSize(ctx, real)
+	stop := watchBytes(dl, debWatchInterval, func(n int64) { progress("download", real, n, total) })
+	err = runStreaming(ctx, dl, func(line string) { progress("download", line, 0, -1) },
+		"apt-get", "download", "-q", real)
+	stop()
+	if err != nil {
 		return kernelParts{}, fmt.Errorf("apt-get download %s: %w (check the host's apt sources and run apt-get update)", real, err)
 	}
 	debs, _ := filepath.Glob(filepath.Join(dl, "*.deb"))
@@ -393,7 +400,7 @@ func fetchDeb(ctx context.Context, pkg, work string, progress Progress) (kernelP
 		return kernelParts{}, fmt.Errorf("apt-get download %s produced %d .deb files, want 1", real, len(debs))
 	}
 	if st, err := os.Stat(debs[0]); err == nil {
-		progress("download", filepath.Base(debs[0]), st.Size(), st.Size())
+		progress("download", real, st.Size(), st.Size())
 	}
 	root := filepath.Join(work, "root")
 	progress("unpack", "dpkg-deb -x "+filepath.Base(debs[0]), 0, 0)
@@ -674,4 +681,62 @@ func extractBundle(r io.Reader, dir string) (kernelParts, error) {
 		parts.modRoot, parts.closure = moduleRoot(filepath.Join(dir, "modules"))
 	}
 	return parts, nil
+}
+
+// debWatchInterval is how often a deb download's bytes are reported.
+const debWatchInterval = 500 * time.Millisecond
+
+// debSize is the package's .deb size from apt's index ("Size:" of
+// apt-cache show), or -1 (unknown) if apt does not say.
+func debSize(ctx context.Context, pkg string) int64 {
+	out, err := exec.CommandContext(ctx, "apt-cache", "show", "--no-all-versions", pkg).Output()
+	if err != nil {
+		return -1
+	}
+	return parseDebSize(out)
+}
+
+func parseDebSize(out []byte) int64 {
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Size: "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// watchBytes calls report with the bytes of the regular files under dir
+// every interval, when they changed, until the returned stop is called.
+func watchBytes(dir string, interval time.Duration, report func(int64)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			var n int64
+			filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					if info, err := d.Info(); err == nil {
+						n += info.Size()
+					}
+				}
+				return nil
+			})
+			if n != last {
+				last = n
+				report(n)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -76,6 +76,10 @@ type VMSpec struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// ExpiresAt (--ttl): the daemon removes the VM after it; zero: never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// IdleStop (--idle-stop): the daemon stops the running VM after this
+	// long without exec/ssh/proxy/port-forward traffic and without guest
+	// CPU (daemon/idle.go); zero: never.
+	IdleStop time.Duration `json:"idle_stop,omitempty"`
 	// Init is the init mode asked for (guestproto: auto, banger, image);
 	// "" is auto.
 	Init string `json:"init,omitempty"`

@@ -195,12 +195,14 @@ type group struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // accept loops and connection handlers
 
-	// mu guards conns, active and closed. track refuses new connections
-	// once closed is set, so Release never misses one accepted late.
+	// mu guards conns, active, closed and last. track refuses new
+	// connections once closed is set, so Release never misses one
+	// accepted late.
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	active bool
 	closed bool
+	last   time.Time // a connection last opened or closed (idle-stop)
 }
 
 // Reserve validates fs and binds a listener for each, all or nothing: if
@@ -348,6 +350,7 @@ func (g *group) track(c net.Conn) bool {
 		return false
 	}
 	g.conns[c] = struct{}{}
+	g.last = time.Now()
 	return true
 }
 
@@ -358,6 +361,22 @@ func (g *group) untrack(cs ...net.Conn) {
 		delete(g.conns, c)
 		c.Close()
 	}
+	g.last = time.Now()
+}
+
+// Activity reports the owner's open connections (client and guest sides
+// both count) and when one last opened or closed; zero for an owner with
+// no forwards. The daemon's idle-stop treats either as traffic.
+func (m *Manager) Activity(owner string) (open int, last time.Time) {
+	m.mu.Lock()
+	g, ok := m.owners[owner]
+	m.mu.Unlock()
+	if !ok {
+		return 0, time.Time{}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns), g.last
 }
 
 func (g *group) acceptLoop(ln net.Listener, f Forward, timeout time.Duration) {

@@ -320,3 +320,51 @@ func TestReleaseClosesLiveConns(t *testing.T) {
 	roundTrip(t, dial(t, hp), "again")
 	m.Release("web")
 }
+
+// TestActivity: an open forwarded connection is reported while it lives,
+// and its close moves the last-activity time (what idle-stop reads).
+func TestActivity(t *testing.T) {
+	gip, gport := echoServer(t)
+	m := NewManager()
+	if open, last := m.Activity("web"); open != 0 || !last.IsZero() {
+		t.Fatalf("unknown owner: Activity = %d, %v; want 0, zero", open, last)
+	}
+	hp := freePort(t)
+	if err := m.Reserve("web", []Forward{{HostIP: "127.0.0.1", HostPort: hp, GuestIP: gip, GuestPort: gport}}); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Release("web")
+	if err := m.Activate("web"); err != nil {
+		t.Fatal(err)
+	}
+	if open, last := m.Activity("web"); open != 0 || !last.IsZero() {
+		t.Fatalf("no connection yet: Activity = %d, %v", open, last)
+	}
+	c := dial(t, hp)
+	// The echo answering proves the proxy tracks both sides by now.
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	open, opened := m.Activity("web")
+	if open != 2 || opened.IsZero() {
+		t.Fatalf("one live connection: Activity = %d, %v; want 2 (client and guest side), set", open, opened)
+	}
+	roundTrip(t, c, "bye")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		open, closed := m.Activity("web")
+		if open == 0 {
+			if closed.Before(opened) {
+				t.Fatalf("close did not move the activity time: %v before %v", closed, opened)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection still counted open: %d", open)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
