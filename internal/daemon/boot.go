@@ -147,7 +147,7 @@ func (d *Daemon) defaultKernel(imageKernel string) string {
 // vmRuntimeDir is a short per-VM socket dir (unix socket paths are capped
 // at 107 bytes).
 func (s *VMService) vmRuntimeDir(id string) string {
-	return filepath.Join(s.d.cfg.RuntimeDir, "vms", id[:12])
+	return filepath.Join(s.d.cfg.RuntimeDir, s.d.names.VMRunDir, id[:12])
 }
 
 // prepareDisks makes system.cow (formatted ext4, sparse) and root.ext4

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/instance"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
@@ -27,6 +28,7 @@ var Version = "dev"
 // Daemon is one running banger daemon.
 type Daemon struct {
 	cfg       Config
+	names     instance.Names // this instance's taps, tables, VM runtime dir
 	log       *slog.Logger
 	store     *store.Store
 	handlers  map[string]handlerFunc
@@ -84,7 +86,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := cfg.Finish(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
+	d := &Daemon{cfg: cfg, names: instance.For(cfg.StateDir), log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
 	d.bg, d.stopBG = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(d)
