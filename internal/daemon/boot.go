@@ -372,6 +372,7 @@ func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.
 	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
 		errs = append(errs, fmt.Errorf("record state stopped: %w", err))
 	}
+	s.d.saveManifest(rec)
 	return rec, errors.Join(errs...)
 }
 

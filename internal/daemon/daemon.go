@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := d.lockDirs(); err != nil {
 		return nil, err
 	}
-	if err := d.vmDirsWithoutStore(cfg.Reset); err != nil {
+	if err := d.vmDirsWithoutStore(cfg.Reset, cfg.Adopt); err != nil {
 		d.unlockDirs()
 		return nil, err
 	}
@@ -110,6 +110,14 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 		return nil, err
 	}
 	d.store = st
+	if err := d.freshStoreBesideVMs(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.adoptVMDirs(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.keys = &sshKeys{dir: filepath.Join(cfg.StateDir, "ssh")}
 	if err := d.keys.load(); err != nil {
 		d.Close()

@@ -306,6 +306,7 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 		}
 		return model.VMRecord{}, err
 	}
+	s.d.saveManifest(rec)
 	return rec, nil
 }
 
@@ -327,6 +328,11 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force, withSnapsh
 			}
 		}
 		op.stage("remove", rec.Name)
+		if rec.Runtime.Dir != "" {
+			// First: a crash after the row is gone must not leave a
+			// directory that --adopt would bring back.
+			os.Remove(filepath.Join(rec.Runtime.Dir, manifestName))
+		}
 		if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
 			return rec, op.fail(err)
 		}
