@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +83,16 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 	for _, r := range append(s.d.keys.retired(), oldPub) {
 		in += strings.TrimSpace(string(r)) + "\n"
 	}
-	failed := []string{}
+	// In parallel (at most pushKeyParallel at once): the rotation holds
+	// keyUseMu, so creates wait for it, and guests that never answer
+	// must cost one pushKeyTimeout, not one each.
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, pushKeyParallel)
+		failed = []string{}
+	)
+	fail := func(name string) { mu.Lock(); failed = append(failed, name); mu.Unlock() }
 	for _, id := range ids {
 		rec, err := s.d.store.GetVM(ctx, id)
 		lv := s.getLive(id)
@@ -91,17 +101,27 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 		}
 		if rec.State == model.StatePaused {
 			// It cannot answer; it gets the key at its next start.
-			failed = append(failed, rec.Name)
+			fail(rec.Name)
 			continue
 		}
 		op.stage("push_key", rec.Name)
-		if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
-			op.log.Warn("push new key", "vm", rec.Name, "err", err)
-			failed = append(failed, rec.Name)
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
+				op.log.Warn("push new key", "vm", rec.Name, "err", err)
+				fail(rec.Name)
+			}
+		}()
 	}
+	wg.Wait()
+	sort.Strings(failed)
 	return failed
 }
+
+// pushKeyParallel bounds the concurrent key pushes of a rotation.
+const pushKeyParallel = 8
 
 // liveVM is a VM whose VMM this daemon started or adopted.
 type liveVM struct {

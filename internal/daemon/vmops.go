@@ -126,8 +126,18 @@ func (s *VMService) Exec(ctx context.Context, p api.ExecParams) (api.ExecResult,
 	if err != nil {
 		return api.ExecResult{}, err
 	}
-	var out, errb bytes.Buffer
-	code, err := c.Exec(ctx, shellJoin(p.Cmd), env, strings.NewReader(p.Stdin), &out, &errb)
+	// Output is collected for the reply, at most MaxExecOutput a stream:
+	// past it the command is stopped (the session closed) and the call
+	// fails saying so.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	out := &capBuffer{max: MaxExecOutput, onFull: stop}
+	errb := &capBuffer{max: MaxExecOutput, onFull: stop}
+	code, err := c.Exec(runCtx, shellJoin(p.Cmd), env, strings.NewReader(p.Stdin), out, errb)
+	if out.isFull() || errb.isFull() {
+		return api.ExecResult{}, api.Errorf(api.KindInvalidArgument, "exec in %q: the command wrote more than %d MiB to stdout or stderr, the most vm.exec returns: it was stopped; "+
+			"use `banger vm exec` (which streams) or redirect the output to a file in the guest", rec.Name, MaxExecOutput>>20)
+	}
 	if err != nil {
 		return api.ExecResult{}, api.Errorf(api.KindUnavailable, "exec in %q: %v", rec.Name, err)
 	}
