@@ -201,16 +201,23 @@ func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img m
 		}
 		return nil
 	}
-	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work)
+	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work, rec.Spec.UserKeys)
 }
 
 // ensureAuthorizedKeyOnWorkDisk adds the daemon's current key to an
 // existing work disk that lacks it (the key was rotated since the VM was
-// created). The user's other keys stay.
-func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string) error {
+// created), and the owner's recorded CLI keys (authorizeUserKey), which a
+// guest-mangled authorized_keys that was set aside unread lost. The
+// user's other keys stay.
+func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string, userKeys []string) error {
 	_, pub := s.d.keys.current()
 	if _, err := imagebuild.AddAuthorizedKey(ctx, work, pub, s.d.keys.retired()); err != nil {
 		return fmt.Errorf("authorize the daemon's key on the work disk: %w", err)
+	}
+	for _, k := range userKeys {
+		if _, err := imagebuild.AddAuthorizedKey(ctx, work, []byte(k), nil); err != nil {
+			return fmt.Errorf("authorize the owner's key on the work disk: %w", err)
+		}
 	}
 	return nil
 }
