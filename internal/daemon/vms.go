@@ -148,6 +148,11 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 			return r, err
 		}
 	}
+	// The disks against the host's free space now; memory is checked at
+	// each start (a --no-start VM holds none).
+	if err := checkHostDisk(s.d.cfg.StateDir, newDiskSizes(r.spec, "")); err != nil {
+		return r, err
+	}
 	return r, nil
 }
 
