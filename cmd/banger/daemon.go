@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -99,5 +100,14 @@ func defaultDrivers() []vmm.Driver {
 	if _, err := user.Lookup(qemu.DefaultRunAs); err == nil {
 		q.RunAs = qemu.DefaultRunAs
 	}
-	return []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(q)}
+	// Firecracker runs under its jailer where the binary exists, as the
+	// same user (nobody where it does not exist: its files stay under the
+	// 0700 state dir).
+	f := firecracker.Options{JailUID: 65534, JailGID: 65534}
+	if u, err := user.Lookup(qemu.DefaultRunAs); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		f.JailUID, f.JailGID = uid, gid
+	}
+	return []vmm.Driver{firecracker.New(f), qemu.New(q)}
 }
