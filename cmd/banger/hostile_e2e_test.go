@@ -95,8 +95,12 @@ func TestHostileGuest(t *testing.T) {
 	// The sparse authorized_keys. No new SSH connection to the guest
 	// after it: the guest's own sshd would read it whole (the guest's
 	// problem); stop goes over the agent connection the daemon holds.
-	e.mustRun(t, "vm", "exec", "h1", "--", "sh", "-c",
-		"f=/root/.ssh/authorized_keys; cp $f /root/keys.bak; truncate -s 16T $f 2>/dev/null || truncate -s 15T $f; sync")
+	// Sizes in bytes: busybox truncate takes no T suffix. 16 TiB is EFBIG
+	// on ext4 with 4 KiB blocks; 15 TiB is not.
+	if out := e.mustRun(t, "vm", "exec", "h1", "--", "sh", "-c",
+		"f=/root/.ssh/authorized_keys; truncate -s 17592186044416 $f 2>/dev/null || truncate -s 16492674416640 $f; sync; stat -c %s $f"); strings.TrimSpace(out) != "16492674416640" {
+		t.Fatalf("sparse authorized_keys in the guest: size %q", out)
+	}
 	e.mustRun(t, "vm", "stop", "h1")
 	base = vmHWM(t, pid, true)
 	e.mustRun(t, "vm", "start", "h1")
