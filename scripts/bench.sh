@@ -83,7 +83,7 @@ bench_boot() {
     # pidfile move into $bare.
     b=()
     for x in "${a[@]}"; do
-      x=$(echo "$x" | sed -e "s#$work/run/vms/[0-9a-f]*/#$bare/#g" -e 's/ifname=bgr[0-9a-f]*/ifname=bgrbare/')
+      x=$(echo "$x" | sed -e "s#$work/run/vms[-0-9a-f]*/[0-9a-f]*/#$bare/#g" -e 's/ifname=bg[r0-9a-f]*/ifname=bgrbare/')
       b+=("$x")
     done
     ip -n $ns link show bgrbare >/dev/null 2>&1 || {

@@ -148,12 +148,12 @@ build_snapshot() {
 # start_fixture_daemon STATE RUNDIR LOG: a daemon in the root namespace for
 # pulls only (see the top of this file); sets FIXDAEMON_PID and FIXSOCK.
 start_fixture_daemon() {
-	if ip -o link show 2>/dev/null | grep -q ': bgr'; then
-		log "root namespace has banger taps (bgr*): refusing to start the fixture daemon there"
+	if ip -o link show 2>/dev/null | grep -Eq ': bg(r|[0-9a-f]{4})[0-9a-f]+[@:]'; then
+		log "root namespace has banger taps (bgr*, bg<tag>*): refusing to start the fixture daemon there"
 		return 1
 	fi
-	if nft list table inet banger >/dev/null 2>&1; then
-		log "root namespace has an nftables table 'inet banger': refusing to start the fixture daemon there"
+	if nft list tables 2>/dev/null | grep -Eq '^table inet banger(-[0-9a-f]{4})?$'; then
+		log "root namespace has a banger nftables table (inet banger*): refusing to start the fixture daemon there"
 		return 1
 	fi
 	mkdir -p "$2"

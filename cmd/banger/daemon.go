@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/user"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -53,7 +55,10 @@ func newDaemonCmd(a *app) *cobra.Command {
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
-			final.Reset = cfg.Reset
+			final.Reset, final.Adopt = cfg.Reset, cfg.Adopt
+			if final.Reset && final.Adopt {
+				return fmt.Errorf("--reset and --adopt exclude each other: --adopt re-imports the VM directories, --reset moves them to lost+found")
+			}
 			// Everything the daemon writes is private unless it says
 			// otherwise (the socket, the runtime dir): state holds work
 			// disks, keys and layers from private registries.
@@ -79,6 +84,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
 	f.BoolVar(&cfg.Reset, "reset", false, "start on a state dir whose banger.db is lost: move its VM directories to lost+found")
+	f.BoolVar(&cfg.Adopt, "adopt", false, "start on a state dir whose banger.db is lost: re-import its VM directories (from their vm.json) as stopped VMs")
 	return cmd
 }
 
@@ -94,5 +100,14 @@ func defaultDrivers() []vmm.Driver {
 	if _, err := user.Lookup(qemu.DefaultRunAs); err == nil {
 		q.RunAs = qemu.DefaultRunAs
 	}
-	return []vmm.Driver{firecracker.New(firecracker.Options{}), qemu.New(q)}
+	// Firecracker runs under its jailer where the binary exists, as the
+	// same user (nobody where it does not exist: its files stay under the
+	// 0700 state dir).
+	f := firecracker.Options{JailUID: 65534, JailGID: 65534}
+	if u, err := user.Lookup(qemu.DefaultRunAs); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		f.JailUID, f.JailGID = uid, gid
+	}
+	return []vmm.Driver{firecracker.New(f), qemu.New(q)}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/instance"
 	"banger/internal/testenv"
 	"banger/internal/testfixture"
 )
@@ -278,6 +279,9 @@ func (e *vmEnv) nsRun(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// inst is the names of the env daemon's host objects (taps, tables).
+func (e *vmEnv) inst() instance.Names { return instance.For(e.stateDir) }
+
 func (e *vmEnv) inspect(t *testing.T, name string) map[string]any {
 	t.Helper()
 	var vm map[string]any
@@ -300,7 +304,7 @@ func TestNetworkNoLeaksAfterCycles(t *testing.T) {
 			if out := e.nsRun(t, "dig", "+short", "@172.30.0.1", name+".vm"); strings.TrimSpace(out) != ip {
 				t.Fatalf("dig %s.vm = %q, want %s", name, out, ip)
 			}
-			if out := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests"); !strings.Contains(out, ip) {
+			if out := e.nsRun(t, "nft", "list", "set", "inet", e.inst().Table, "nat_guests"); !strings.Contains(out, ip) {
 				t.Fatalf("nat_guests lacks %s: %s", ip, out)
 			}
 			if out := e.nsRun(t, "ss", "-ltn"); !strings.Contains(out, "127.0.0.1:18080") {
@@ -309,10 +313,10 @@ func TestNetworkNoLeaksAfterCycles(t *testing.T) {
 		}
 		e.mustRun(t, "vm", "rm", "-f", name)
 	}
-	if out := e.nsRun(t, "ip", "-o", "link"); strings.Contains(out, "bgr") {
+	if out := e.nsRun(t, "ip", "-o", "link"); strings.Contains(out, e.inst().TapPrefix) {
 		t.Fatalf("taps left: %s", out)
 	}
-	out := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests")
+	out := e.nsRun(t, "nft", "list", "set", "inet", e.inst().Table, "nat_guests")
 	for _, ip := range ips {
 		if strings.Contains(out, ip+",") || strings.Contains(out, ip+" ") {
 			t.Fatalf("NAT set still holds %s: %s", ip, out)
@@ -341,10 +345,10 @@ func TestNATVMsAfterDaemonKill(t *testing.T) {
 		t.Fatalf("dead VM state %v", st)
 	}
 	links := e.nsRun(t, "ip", "-o", "link")
-	if n := strings.Count(links, "bgr"); n != 1 {
+	if n := strings.Count(links, e.inst().TapPrefix); n != 1 {
 		t.Fatalf("want exactly n2's tap, got %d: %s", n, links)
 	}
-	set := e.nsRun(t, "nft", "list", "set", "inet", "banger", "nat_guests")
+	set := e.nsRun(t, "nft", "list", "set", "inet", e.inst().Table, "nat_guests")
 	if strings.Contains(set, v1["guest_ip"].(string)+" ") || strings.Contains(set, v1["guest_ip"].(string)+",") || !strings.Contains(set, v2["guest_ip"].(string)) {
 		t.Fatalf("NAT set after restart: %s", set)
 	}
@@ -430,7 +434,7 @@ func TestGuestCannotSpoof(t *testing.T) {
 
 	dropIP := func() int {
 		t.Helper()
-		out := e.nsRun(t, "nft", "list", "counter", "bridge", "banger", "drop_ip")
+		out := e.nsRun(t, "nft", "list", "counter", "bridge", e.inst().Table, "drop_ip")
 		var n int
 		if i := strings.Index(out, "packets "); i >= 0 {
 			fmt.Sscan(out[i+len("packets "):], &n)
@@ -456,7 +460,7 @@ func TestGuestCannotSpoof(t *testing.T) {
 	e.cmd.Process.Signal(syscall.SIGKILL)
 	e.cmd.Wait()
 	e.daemonProc = startDaemonProcArgs(t, e.stateDir, e.runDir, "--netns", e.ns)
-	set := e.nsRun(t, "nft", "list", "set", "bridge", "banger", "guest_addrs")
+	set := e.nsRun(t, "nft", "list", "set", "bridge", e.inst().Table, "guest_addrs")
 	if !strings.Contains(set, nIP) || !strings.Contains(set, pIP) {
 		t.Fatalf("filter entries after restart:\n%s", set)
 	}
@@ -467,7 +471,7 @@ func TestGuestCannotSpoof(t *testing.T) {
 	// Cause not found yet: log what we can, and allow one retry.
 	if out := e.mustRun(t, "vm", "exec", "sp", "--", "nslookup", "sn.vm", "172.30.0.1"); !strings.Contains(out, nIP) {
 		t.Logf("first lookup after restart failed (retrying):\n%s\ncounters: %s\nconntrack: %s", out,
-			e.nsRun(t, "nft", "list", "counters", "table", "bridge", "banger"), e.nsRun(t, "cat", "/proc/net/stat/nf_conntrack"))
+			e.nsRun(t, "nft", "list", "counters", "table", "bridge", e.inst().Table), e.nsRun(t, "cat", "/proc/net/stat/nf_conntrack"))
 		if out := e.mustRun(t, "vm", "exec", "sp", "--", "nslookup", "-type=a", "sn.vm", "172.30.0.1"); !strings.Contains(out, nIP) {
 			t.Fatalf("sp after restart: nslookup sn.vm:\n%s\nhost dig: %s\ndaemon log:\n%s", out,
 				e.nsRun(t, "dig", "@172.30.0.1", "sn.vm"), tail(e.log.String(), 30))
@@ -475,7 +479,7 @@ func TestGuestCannotSpoof(t *testing.T) {
 	}
 
 	e.mustRun(t, "vm", "rm", "-f", "sn", "sp")
-	set = e.nsRun(t, "nft", "list", "set", "bridge", "banger", "guest_addrs")
+	set = e.nsRun(t, "nft", "list", "set", "bridge", e.inst().Table, "guest_addrs")
 	if strings.Contains(set, nIP) || strings.Contains(set, pIP) {
 		t.Fatalf("filter entries left after rm:\n%s", set)
 	}

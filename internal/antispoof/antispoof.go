@@ -122,6 +122,7 @@ func (p Port) String() string { return fmt.Sprintf("%s (%s %s)", p.Tap, p.MAC, p
 // Manager programs the bridge banger table.
 type Manager struct {
 	tapPrefix string
+	tableName string // TableName unless InTable named another
 
 	// nsFd, when non-zero, is a network namespace fd every netlink socket
 	// is opened in (tests pin it to their namespace); zero means the
@@ -142,7 +143,15 @@ type Manager struct {
 // project's test machines lack it), and the prefix is banger's already
 // (orphan-tap cleanup deletes whatever carries it).
 func New(tapPrefix string) *Manager {
-	return &Manager{tapPrefix: tapPrefix}
+	return &Manager{tapPrefix: tapPrefix, tableName: TableName}
+}
+
+// InTable makes m program the bridge table called name instead of
+// TableName: each daemon instance owns its own table (see
+// internal/instance), so one never edits another's ports.
+func (m *Manager) InTable(name string) *Manager {
+	m.tableName = name
+	return m
 }
 
 func (m *Manager) conn() (*nftables.Conn, error) {
@@ -157,8 +166,8 @@ func (m *Manager) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-func table() *nftables.Table {
-	return &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName}
+func (m *Manager) table() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyBridge, Name: m.tableName}
 }
 
 var (
@@ -187,7 +196,7 @@ func (m *Manager) Ensure() error {
 	if err != nil {
 		return err
 	}
-	t := c.AddTable(table())
+	t := c.AddTable(m.table())
 	macs, addrs := macSet(t), addrSet(t)
 	if err := c.AddSet(macs, nil); err != nil {
 		return fmt.Errorf("antispoof: add set %s: %w", MACSetName, err)
@@ -243,7 +252,7 @@ func (m *Manager) Ensure() error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: guard, Exprs: r})
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("antispoof: create table bridge %s: %w (needs root and nftables bridge-family support in the kernel: nf_tables, CONFIG_NF_TABLES_BRIDGE)", TableName, err)
+		return fmt.Errorf("antispoof: create table bridge %s: %w (needs root and nftables bridge-family support in the kernel: nf_tables, CONFIG_NF_TABLES_BRIDGE)", m.tableName, err)
 	}
 	return nil
 }
@@ -262,10 +271,10 @@ func (m *Manager) AddPort(p Port) error {
 	if err != nil {
 		return err
 	}
-	t := table()
+	t := m.table()
 	oldMACs, oldAddrs, err := m.elementsLocked(c)
 	if errors.Is(err, errNoTable) {
-		return fmt.Errorf("antispoof: add %s: table bridge %s does not exist (call Ensure first)", p, TableName)
+		return fmt.Errorf("antispoof: add %s: table bridge %s does not exist (call Ensure first)", p, m.tableName)
 	}
 	if err != nil {
 		return err
@@ -289,7 +298,7 @@ func (m *Manager) AddPort(p Port) error {
 	}
 	if err := c.Flush(); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("antispoof: add %s: table bridge %s does not exist (call Ensure first): %w", p, TableName, err)
+			return fmt.Errorf("antispoof: add %s: table bridge %s does not exist (call Ensure first): %w", p, m.tableName, err)
 		}
 		return fmt.Errorf("antispoof: add %s: %w", p, err)
 	}
@@ -320,7 +329,7 @@ func (m *Manager) RemovePort(tap string) error {
 	if len(delM)+len(delA) == 0 {
 		return nil
 	}
-	t := table()
+	t := m.table()
 	if len(delM) > 0 {
 		if err := c.SetDeleteElements(macSet(t), delM); err != nil {
 			return fmt.Errorf("antispoof: remove %s: %w", tap, err)
@@ -376,7 +385,7 @@ func (m *Manager) Counters() (map[string]uint64, error) {
 	if ok, err := m.haveTable(c); err != nil || !ok {
 		return out, err
 	}
-	objs, err := c.GetNamedObjects(table())
+	objs, err := c.GetNamedObjects(m.table())
 	if err != nil {
 		return nil, fmt.Errorf("antispoof: list counters: %w", err)
 	}
@@ -399,9 +408,9 @@ func (m *Manager) Teardown() error {
 	if err != nil {
 		return err
 	}
-	c.DelTable(table())
+	c.DelTable(m.table())
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("antispoof: delete table bridge %s: %w", TableName, err)
+		return fmt.Errorf("antispoof: delete table bridge %s: %w", m.tableName, err)
 	}
 	return nil
 }
@@ -416,7 +425,7 @@ func (m *Manager) haveTable(c *nftables.Conn) (bool, error) {
 		return false, fmt.Errorf("antispoof: list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == TableName {
+		if t.Name == m.tableName {
 			return true, nil
 		}
 	}
@@ -434,12 +443,12 @@ func (m *Manager) elementsLocked(c *nftables.Conn) (macs, addrs []nftables.SetEl
 	if !ok {
 		return nil, nil, errNoTable
 	}
-	t := table()
+	t := m.table()
 	if macs, err = c.GetSetElements(macSet(t)); err != nil {
-		return nil, nil, fmt.Errorf("antispoof: list set bridge %s %s: %w", TableName, MACSetName, err)
+		return nil, nil, fmt.Errorf("antispoof: list set bridge %s %s: %w", m.tableName, MACSetName, err)
 	}
 	if addrs, err = c.GetSetElements(addrSet(t)); err != nil {
-		return nil, nil, fmt.Errorf("antispoof: list set bridge %s %s: %w", TableName, AddrSetName, err)
+		return nil, nil, fmt.Errorf("antispoof: list set bridge %s %s: %w", m.tableName, AddrSetName, err)
 	}
 	return macs, addrs, nil
 }

@@ -663,7 +663,7 @@ func assertPorts(t *testing.T, m *Manager, want ...Port) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	macs, err := c.GetSetElements(macSet(table()))
+	macs, err := c.GetSetElements(macSet(m.table()))
 	if err != nil || len(macs) != len(want) {
 		t.Fatalf("%s has %d elements (%v), want %d", MACSetName, len(macs), err, len(want))
 	}

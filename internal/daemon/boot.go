@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +83,16 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 	for _, r := range append(s.d.keys.retired(), oldPub) {
 		in += strings.TrimSpace(string(r)) + "\n"
 	}
-	failed := []string{}
+	// In parallel (at most pushKeyParallel at once): the rotation holds
+	// keyUseMu, so creates wait for it, and guests that never answer
+	// must cost one pushKeyTimeout, not one each.
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, pushKeyParallel)
+		failed = []string{}
+	)
+	fail := func(name string) { mu.Lock(); failed = append(failed, name); mu.Unlock() }
 	for _, id := range ids {
 		rec, err := s.d.store.GetVM(ctx, id)
 		lv := s.getLive(id)
@@ -91,17 +101,27 @@ func (s *VMService) pushKey(ctx context.Context, op *operation, pub []byte) []st
 		}
 		if rec.State == model.StatePaused {
 			// It cannot answer; it gets the key at its next start.
-			failed = append(failed, rec.Name)
+			fail(rec.Name)
 			continue
 		}
 		op.stage("push_key", rec.Name)
-		if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
-			op.log.Warn("push new key", "vm", rec.Name, "err", err)
-			failed = append(failed, rec.Name)
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := s.pushKeyTo(ctx, rec, lv, in); err != nil {
+				op.log.Warn("push new key", "vm", rec.Name, "err", err)
+				fail(rec.Name)
+			}
+		}()
 	}
+	wg.Wait()
+	sort.Strings(failed)
 	return failed
 }
+
+// pushKeyParallel bounds the concurrent key pushes of a rotation.
+const pushKeyParallel = 8
 
 // liveVM is a VM whose VMM this daemon started or adopted.
 type liveVM struct {
@@ -147,7 +167,7 @@ func (d *Daemon) defaultKernel(imageKernel string) string {
 // vmRuntimeDir is a short per-VM socket dir (unix socket paths are capped
 // at 107 bytes).
 func (s *VMService) vmRuntimeDir(id string) string {
-	return filepath.Join(s.d.cfg.RuntimeDir, "vms", id[:12])
+	return filepath.Join(s.d.cfg.RuntimeDir, s.d.names.VMRunDir, id[:12])
 }
 
 // prepareDisks makes system.cow (formatted ext4, sparse) and root.ext4
@@ -181,16 +201,23 @@ func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img m
 		}
 		return nil
 	}
-	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work)
+	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work, rec.Spec.UserKeys)
 }
 
 // ensureAuthorizedKeyOnWorkDisk adds the daemon's current key to an
 // existing work disk that lacks it (the key was rotated since the VM was
-// created). The user's other keys stay.
-func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string) error {
+// created), and the owner's recorded CLI keys (authorizeUserKey), which a
+// guest-mangled authorized_keys that was set aside unread lost. The
+// user's other keys stay.
+func (s *VMService) ensureAuthorizedKeyOnWorkDisk(ctx context.Context, work string, userKeys []string) error {
 	_, pub := s.d.keys.current()
 	if _, err := imagebuild.AddAuthorizedKey(ctx, work, pub, s.d.keys.retired()); err != nil {
 		return fmt.Errorf("authorize the daemon's key on the work disk: %w", err)
+	}
+	for _, k := range userKeys {
+		if _, err := imagebuild.AddAuthorizedKey(ctx, work, []byte(k), nil); err != nil {
+			return fmt.Errorf("authorize the owner's key on the work disk: %w", err)
+		}
 	}
 	return nil
 }
@@ -372,6 +399,7 @@ func (s *VMService) markStopped(ctx context.Context, rec model.VMRecord) (model.
 	if err := s.d.store.UpdateVM(ctx, rec); err != nil {
 		errs = append(errs, fmt.Errorf("record state stopped: %w", err))
 	}
+	s.d.saveManifest(rec)
 	return rec, errors.Join(errs...)
 }
 

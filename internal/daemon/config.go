@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"banger/internal/instance"
 )
 
 // Config is the daemon's configuration. The file (TOML) uses the same keys
@@ -27,12 +29,15 @@ type Config struct {
 	// Reset (flag only) starts on a state dir whose banger.db is gone by
 	// moving its VM directories to lost+found.
 	Reset bool `toml:"-"`
+	// Adopt (flag only) starts on such a state dir by re-importing the VM
+	// directories whose manifest (vm.json) it can read, as stopped VMs.
+	Adopt bool `toml:"-"`
 }
 
 // Defaults.
 const (
 	DefaultConfigPath = "/etc/banger/config.toml"
-	DefaultStateDir   = "/var/lib/banger"
+	DefaultStateDir   = instance.DefaultStateDir
 	DefaultRuntimeDir = "/run/banger"
 	DefaultBridgeName = "banger0"
 	DefaultBridgeIP   = "172.30.0.1/24"

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/instance"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
@@ -27,6 +28,7 @@ var Version = "dev"
 // Daemon is one running banger daemon.
 type Daemon struct {
 	cfg       Config
+	names     instance.Names // this instance's taps, tables, VM runtime dir
 	log       *slog.Logger
 	store     *store.Store
 	handlers  map[string]handlerFunc
@@ -85,7 +87,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := cfg.Finish(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
+	d := &Daemon{cfg: cfg, names: instance.For(cfg.StateDir), log: newLogger(cfg.LogFormat, logOut), upgraders: map[string]upgradeFunc{}}
 	d.bg, d.stopBG = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(d)
@@ -99,7 +101,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 	if err := d.lockDirs(); err != nil {
 		return nil, err
 	}
-	if err := d.vmDirsWithoutStore(cfg.Reset); err != nil {
+	if err := d.vmDirsWithoutStore(cfg.Reset, cfg.Adopt); err != nil {
 		d.unlockDirs()
 		return nil, err
 	}
@@ -109,6 +111,14 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Da
 		return nil, err
 	}
 	d.store = st
+	if err := d.freshStoreBesideVMs(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.adoptVMDirs(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.keys = &sshKeys{dir: filepath.Join(cfg.StateDir, "ssh")}
 	if err := d.keys.load(); err != nil {
 		d.Close()

@@ -32,7 +32,7 @@ func (d *Daemon) moveToLostFound(kind, path string) error {
 // vmDirsWithoutStore refuses a state dir whose banger.db is missing while
 // VM directories exist: starting on an empty store would treat every work
 // disk as an orphan. With reset, the directories go to lost+found instead.
-func (d *Daemon) vmDirsWithoutStore(reset bool) error {
+func (d *Daemon) vmDirsWithoutStore(reset, adopt bool) error {
 	if _, err := os.Stat(filepath.Join(d.cfg.StateDir, "banger.db")); err == nil {
 		return nil
 	}
@@ -44,12 +44,12 @@ func (d *Daemon) vmDirsWithoutStore(reset bool) error {
 			dirs = append(dirs, e.Name())
 		}
 	}
-	if len(dirs) == 0 {
-		return nil
+	if len(dirs) == 0 || adopt {
+		return nil // adopt: adoptVMDirs re-imports them once the store is open
 	}
 	if !reset {
 		return fmt.Errorf("state dir %s has %d VM directories (%s) but no banger.db: refusing to start so no work disk is touched; "+
-			"restore banger.db, or start once with --reset to move them to %s and begin with an empty state (re-import with --adopt is not available yet)",
+			"restore banger.db, or start once with --adopt to re-import them as stopped VMs, or with --reset to move them to %s and begin with an empty state",
 			d.cfg.StateDir, len(dirs), vmsDir, filepath.Join(d.cfg.StateDir, lostFoundDir))
 	}
 	for _, n := range dirs {

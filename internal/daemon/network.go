@@ -38,7 +38,7 @@ type netState struct {
 }
 
 func newNetState(d *Daemon) *netState {
-	return &netState{d: d, fwd: portfwd.NewManager(), guard: antispoof.New(hostnet.TapPrefix)}
+	return &netState{d: d, fwd: portfwd.NewManager(), guard: antispoof.New(d.names.TapPrefix).InTable(d.names.Table)}
 }
 
 // server is the running vmdns server, or nil.
@@ -50,10 +50,18 @@ func (n *netState) server() *vmdns.Server {
 
 // portOf is what rec's tap may send as: the MAC and address the VM boots
 // with (vmSpec derives the MAC from the address the same way).
-func portOf(rec model.VMRecord) antispoof.Port {
+func (n *netState) portOf(rec model.VMRecord) antispoof.Port {
 	ip := net.ParseIP(rec.Runtime.GuestIP)
 	mac, _ := net.ParseMAC(hostnet.MACFromIP(ip))
-	return antispoof.Port{Tap: hostnet.TapName(rec.ID), MAC: mac, IP: ip}
+	return antispoof.Port{Tap: n.tapOf(rec), MAC: mac, IP: ip}
+}
+
+// tapOf is rec's tap: named per daemon instance (internal/instance).
+func (n *netState) tapOf(rec model.VMRecord) string { return n.d.names.TapName(rec.ID) }
+
+// natManager is this instance's NAT table for the bridge.
+func (n *netState) natManager() *nat.Manager {
+	return nat.New(n.d.cfg.BridgeName, n.subnet()).InTable(n.d.names.Table)
 }
 
 func (n *netState) prefix() netip.Prefix { return n.d.cfg.BridgePrefix() }
@@ -77,7 +85,7 @@ func (n *netState) ensure() error {
 	if err := nat.EnableIPForwarding(); err != nil {
 		n.d.log.Warn("enable IP forwarding", "err", err)
 	}
-	m := nat.New(cfg.BridgeName, n.subnet())
+	m := n.natManager()
 	if err := m.Ensure(); err != nil {
 		return api.Errorf(api.KindUnavailable, "set up nftables table: %v", err)
 	}
@@ -115,7 +123,7 @@ func (n *netState) attach(rec model.VMRecord, isolated bool) (string, error) {
 		n.fwd.Release(rec.Name)
 		return "", err
 	}
-	tap := hostnet.TapName(rec.ID)
+	tap := n.tapOf(rec)
 	bridge := n.d.cfg.BridgeName
 	if isolated {
 		bridge = ""
@@ -124,7 +132,7 @@ func (n *netState) attach(rec model.VMRecord, isolated bool) (string, error) {
 		n.fwd.Release(rec.Name)
 		return "", api.Errorf(api.KindUnavailable, "create tap %s: %v", tap, err)
 	}
-	if err := n.guard.AddPort(portOf(rec)); err != nil {
+	if err := n.guard.AddPort(n.portOf(rec)); err != nil {
 		hostnet.DeleteTap(tap)
 		n.fwd.Release(rec.Name)
 		return "", api.Errorf(api.KindUnavailable, "lock tap %s to the VM's addresses: %v", tap, err)
@@ -151,7 +159,7 @@ func (n *netState) detach(rec model.VMRecord) error {
 	if dns := n.server(); dns != nil {
 		dns.RemoveClient(net.ParseIP(rec.Runtime.GuestIP))
 	}
-	tap := hostnet.TapName(rec.ID)
+	tap := n.tapOf(rec)
 	var errs []error
 	if err := hostnet.DeleteTap(tap); err != nil {
 		errs = append(errs, fmt.Errorf("delete tap of %s: %w", rec.Name, err))
@@ -215,14 +223,14 @@ func (n *netState) reconcile(ctx context.Context, running map[string]model.VMRec
 	natKeep := map[string]bool{}
 	dns := n.server()
 	for _, r := range running {
-		keep[hostnet.TapName(r.ID)] = true
+		keep[n.tapOf(r)] = true
 		if r.Spec.NAT {
 			natKeep[r.Runtime.GuestIP] = true
 		}
 		if r.Runtime.Tap == "" {
 			continue
 		}
-		if err := n.guard.AddPort(portOf(r)); err != nil {
+		if err := n.guard.AddPort(n.portOf(r)); err != nil {
 			n.d.log.Warn("restore filter entries of adopted VM", "vm", r.Name, "err", err)
 		}
 		if dns != nil {
@@ -237,16 +245,18 @@ func (n *netState) reconcile(ctx context.Context, running map[string]model.VMRec
 			}
 		}
 	}
-	taps, err := hostnet.ListTaps(hostnet.TapPrefix)
+	// Only this instance's taps: another daemon's (another state dir,
+	// maybe in this namespace) are not orphans of ours.
+	taps, err := hostnet.ListTaps(n.d.names.TapPrefix)
 	if err == nil {
 		for _, t := range taps {
-			if !keep[t] {
+			if !keep[t] && n.d.names.OwnsTap(t) {
 				n.d.log.Info("removing orphan tap", "tap", t)
 				hostnet.DeleteTap(t)
 			}
 		}
 	}
-	m := nat.New(n.d.cfg.BridgeName, n.subnet())
+	m := n.natManager()
 	if guests, err := m.Guests(); err == nil {
 		for _, g := range guests {
 			if !natKeep[g.String()] {

@@ -249,6 +249,13 @@ func (r *startRun) resolve(ctx context.Context) error {
 	if err := checkCapabilities(r.caps, drv.Name(), r.rec.Spec); err != nil {
 		return err
 	}
+	// Then the host's (hostres.go): memory now, the disks not made yet.
+	if err := checkHostMemory(r.rec.Spec.MemoryMiB); err != nil {
+		return err
+	}
+	if err := checkHostDisk(r.s.d.cfg.StateDir, newDiskSizes(r.rec.Spec, r.rec.Runtime.Dir)); err != nil {
+		return err
+	}
 	if r.km, err = r.s.d.kernels.readOrAutoPullKernel(ctx, r.rec.Spec.Kernel); err != nil {
 		return err
 	}

@@ -127,8 +127,18 @@ func (s *VMService) Exec(ctx context.Context, p api.ExecParams) (api.ExecResult,
 	if err != nil {
 		return api.ExecResult{}, err
 	}
-	var out, errb bytes.Buffer
-	code, err := c.Exec(ctx, shellJoin(p.Cmd), env, strings.NewReader(p.Stdin), &out, &errb)
+	// Output is collected for the reply, at most MaxExecOutput a stream:
+	// past it the command is stopped (the session closed) and the call
+	// fails saying so.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	out := &capBuffer{max: MaxExecOutput, onFull: stop}
+	errb := &capBuffer{max: MaxExecOutput, onFull: stop}
+	code, err := c.Exec(runCtx, shellJoin(p.Cmd), env, strings.NewReader(p.Stdin), out, errb)
+	if out.isFull() || errb.isFull() {
+		return api.ExecResult{}, api.Errorf(api.KindInvalidArgument, "exec in %q: the command wrote more than %d MiB to stdout or stderr, the most vm.exec returns: it was stopped; "+
+			"use `banger vm exec` (which streams) or redirect the output to a file in the guest", rec.Name, MaxExecOutput>>20)
+	}
 	if err != nil {
 		return api.ExecResult{}, api.Errorf(api.KindUnavailable, "exec in %q: %v", rec.Name, err)
 	}
@@ -331,14 +341,15 @@ func (s *VMService) republish(ctx context.Context, running map[string]model.VMRe
 // moves VM dirs without a row (the daemon died between delete and
 // RemoveAll, or rows were lost) to lost+found: kept, never deleted.
 func (s *VMService) cleanOrphanDirs(recs []model.VMRecord, running map[string]model.VMRecord) {
-	entries, _ := os.ReadDir(filepath.Join(s.d.cfg.RuntimeDir, "vms"))
+	runRoot := filepath.Join(s.d.cfg.RuntimeDir, s.d.names.VMRunDir) // this instance's only
+	entries, _ := os.ReadDir(runRoot)
 	keep := map[string]bool{}
 	for id := range running {
 		keep[id[:12]] = true
 	}
 	for _, e := range entries {
 		if !keep[e.Name()] {
-			os.RemoveAll(filepath.Join(s.d.cfg.RuntimeDir, "vms", e.Name()))
+			os.RemoveAll(filepath.Join(runRoot, e.Name()))
 		}
 	}
 	vmDirs, _ := os.ReadDir(filepath.Join(s.d.cfg.StateDir, "vms"))
@@ -372,9 +383,13 @@ func (s *VMService) adopt(rec model.VMRecord) (vmm.Handle, error) {
 }
 
 // killOrphanVMMs kills VMM processes started for this state dir's VMs that
-// no record claims (e.g. a daemon died between spawn and persisting).
+// no record claims (e.g. a daemon died between spawn and persisting). A
+// VMM is this instance's when a path under its VM runtime dir (named per
+// state dir, internal/instance) starts one of its arguments or follows a
+// '=', ',' or ':' in one: a substring match would also take the VMMs of a
+// daemon whose runtime dir merely ends with ours ("/x/run/banger").
 func (s *VMService) killOrphanVMMs(running map[string]model.VMRecord) {
-	marker := filepath.Join(s.d.cfg.RuntimeDir, "vms") + "/"
+	marker := filepath.Join(s.d.cfg.RuntimeDir, s.d.names.VMRunDir) + "/"
 	pids := map[int]bool{}
 	for _, r := range running {
 		pids[r.Runtime.PID] = true
@@ -386,7 +401,7 @@ func (s *VMService) killOrphanVMMs(running map[string]model.VMRecord) {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(cmd, []byte(marker)) {
+		if err != nil || !cmdlineHasPath(cmd, marker) {
 			continue
 		}
 		if proc, err := os.FindProcess(pid); err == nil {
@@ -394,6 +409,25 @@ func (s *VMService) killOrphanVMMs(running map[string]model.VMRecord) {
 			proc.Kill()
 		}
 	}
+}
+
+// cmdlineHasPath says whether a /proc cmdline (NUL-separated arguments)
+// names a path under dir (which ends in '/') as a whole path.
+func cmdlineHasPath(cmdline []byte, dir string) bool {
+	for _, arg := range bytes.Split(cmdline, []byte{0}) {
+		for i := 0; ; {
+			j := bytes.Index(arg[i:], []byte(dir))
+			if j < 0 {
+				break
+			}
+			j += i
+			if j == 0 || bytes.IndexByte([]byte("=,:"), arg[j-1]) >= 0 {
+				return true
+			}
+			i = j + 1
+		}
+	}
+	return false
 }
 
 func atoiOr(s string, def int) int {

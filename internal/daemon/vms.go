@@ -151,6 +151,11 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 			return r, err
 		}
 	}
+	// The disks against the host's free space now; memory is checked at
+	// each start (a --no-start VM holds none).
+	if err := checkHostDisk(s.d.cfg.StateDir, newDiskSizes(r.spec, "")); err != nil {
+		return r, err
+	}
 	return r, nil
 }
 
@@ -312,6 +317,7 @@ func (s *VMService) reserveVM(ctx context.Context, req createRequest) (model.VMR
 		}
 		return model.VMRecord{}, err
 	}
+	s.d.saveManifest(rec)
 	return rec, nil
 }
 
@@ -333,6 +339,11 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force, withSnapsh
 			}
 		}
 		op.stage("remove", rec.Name)
+		if rec.Runtime.Dir != "" {
+			// First: a crash after the row is gone must not leave a
+			// directory that --adopt would bring back.
+			os.Remove(filepath.Join(rec.Runtime.Dir, manifestName))
+		}
 		if err := s.d.store.DeleteVM(ctx, rec.ID); err != nil {
 			return rec, op.fail(err)
 		}

@@ -110,12 +110,23 @@ func RefreshWorkSeed(ctx context.Context, seed string, authorizedKey []byte) (st
 	return fp, nil
 }
 
+// MaxAuthorizedKeys bounds what the host reads of .ssh/authorized_keys
+// on a work disk: the guest writes that file (a 16 TiB sparse one costs it
+// nothing), and the host reads it at every start.
+const MaxAuthorizedKeys = 1 << 20
+
 // AuthorizedKeysOnDisk returns .ssh/authorized_keys from a work seed or a
 // work disk (both have the guest's /root as their root), so a caller can
-// notice a rotated key. A missing file matches fs.ErrNotExist.
+// notice a rotated key. A missing file matches fs.ErrNotExist; one over
+// MaxAuthorizedKeys (disk.ErrTooLarge) or not a regular file
+// (disk.ErrNotRegular) is refused before anything of it is read.
 func AuthorizedKeysOnDisk(ctx context.Context, img string) ([]byte, error) {
-	return disk.ReadFileFromExt4(ctx, img, authKeysInSeed)
+	return disk.ReadSmallFileFromExt4(ctx, img, authKeysInSeed, MaxAuthorizedKeys)
 }
+
+// SetAsideSuffix is appended to an authorized_keys that AddAuthorizedKey
+// would not read (too large, not a regular file): kept, never read.
+const SetAsideSuffix = ".banger-unread"
 
 // KeyFingerprint returns the SHA256 fingerprint of one OpenSSH public key
 // line, as recorded in Result.KeyFingerprint.
@@ -162,6 +173,14 @@ func AddAuthorizedKey(ctx context.Context, img string, key []byte, retire [][]by
 		}
 	}
 	have, err := AuthorizedKeysOnDisk(ctx, img)
+	if errors.Is(err, disk.ErrTooLarge) || errors.Is(err, disk.ErrNotRegular) {
+		// Not an authorized_keys the host will read: kept under another
+		// name for the guest's owner, replaced by the daemon's key alone.
+		if err := disk.SetAsideInExt4(ctx, img, authKeysInSeed, SetAsideSuffix); err != nil {
+			return false, err
+		}
+		have, err = nil, nil
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"banger/internal/disk"
 	"banger/internal/model"
+	"banger/internal/testenv"
 )
 
 // seedImage builds a small image from a tree with a /root and returns its
@@ -243,5 +245,48 @@ func TestAddAuthorizedKey(t *testing.T) {
 	got, _ = AuthorizedKeysOnDisk(context.Background(), img)
 	if bytes.Contains(got, bytes.TrimSpace(keyA)) || !bytes.Contains(got, bytes.TrimSpace(keyB)) || !bytes.Contains(got, bytes.TrimSpace(keyC)) || !bytes.Contains(got, []byte("# user's own")) {
 		t.Fatalf("after retiring A:\n%s", got)
+	}
+}
+
+// A guest's 15 TiB sparse authorized_keys (ext4's largest file, near
+// enough, and free for the guest to make) is not read: it is set aside
+// under SetAsideSuffix, unread and intact, and the daemon's key gets a
+// fresh file.
+func TestAddAuthorizedKeyRefusesHugeFile(t *testing.T) {
+	needE2fs(t)
+	key := testKey(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, ".ssh"), 0o700)
+	const huge = 15 << 40
+	f, err := os.Create(filepath.Join(src, ".ssh", "authorized_keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(huge); err != nil {
+		testenv.Skip(t, "this filesystem holds no 15 TiB sparse file: %v", err)
+	}
+	f.Close()
+	img := filepath.Join(dir, "work.ext4")
+	if err := disk.MkfsExt4FromDir(context.Background(), src, img, 64<<20, "work"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AuthorizedKeysOnDisk(context.Background(), img); !errors.Is(err, disk.ErrTooLarge) {
+		t.Fatalf("read of a 15 TiB authorized_keys: %v", err)
+	}
+	changed, err := AddAuthorizedKey(context.Background(), img, key, nil)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	got, err := AuthorizedKeysOnDisk(context.Background(), img)
+	if err != nil || !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(key)) {
+		t.Fatalf("authorized_keys now %q %v", got, err)
+	}
+	out, err := exec.Command("debugfs", "-R", "stat /.ssh/authorized_keys"+SetAsideSuffix, img).Output()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("Size: %d", int64(huge))) {
+		t.Fatalf("set-aside file: %v\n%s", err, out)
+	}
+	if err := disk.Fsck(context.Background(), img); err != nil {
+		t.Fatal(err)
 	}
 }

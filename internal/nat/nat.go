@@ -74,8 +74,9 @@ const (
 
 // Manager programs the banger table for one bridge and guest subnet.
 type Manager struct {
-	bridge string
-	subnet *net.IPNet
+	bridge    string
+	subnet    *net.IPNet
+	tableName string // TableName unless InTable named another
 
 	// nsFd, when non-zero, is a network namespace fd every netlink socket
 	// is opened in (tests pin it to their namespace); zero means the
@@ -90,7 +91,15 @@ type Manager struct {
 // New returns a Manager for the bridge named bridge whose guests live in
 // subnet. Nothing is touched until Ensure.
 func New(bridge string, subnet *net.IPNet) *Manager {
-	return &Manager{bridge: bridge, subnet: subnet}
+	return &Manager{bridge: bridge, subnet: subnet, tableName: TableName}
+}
+
+// InTable makes m program the inet table called name instead of
+// TableName: each daemon instance owns its own table (see
+// internal/instance), so one never edits another's NAT members.
+func (m *Manager) InTable(name string) *Manager {
+	m.tableName = name
+	return m
 }
 
 func (m *Manager) conn() (*nftables.Conn, error) {
@@ -106,7 +115,7 @@ func (m *Manager) conn() (*nftables.Conn, error) {
 }
 
 func (m *Manager) table() *nftables.Table {
-	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: m.tableName}
 }
 
 func (m *Manager) set(t *nftables.Table) *nftables.Set {
@@ -165,7 +174,7 @@ func (m *Manager) Ensure() error {
 		ipv4(), saddrIn(set), meta(expr.MetaKeyOIFNAME), neq(br), counter(), masquerade(),
 	)})
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nat: create table inet %s: %w (needs root and nftables support in the kernel: nf_tables, nft_masq)", TableName, err)
+		return fmt.Errorf("nat: create table inet %s: %w (needs root and nftables support in the kernel: nf_tables, nft_masq)", m.tableName, err)
 	}
 	return nil
 }
@@ -188,7 +197,7 @@ func (m *Manager) AddGuest(ip net.IP) error {
 	}
 	if err := c.Flush(); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("nat: add %s: set inet %s %s does not exist (call Ensure first): %w", ip, TableName, SetName, err)
+			return fmt.Errorf("nat: add %s: set inet %s %s does not exist (call Ensure first): %w", ip, m.tableName, SetName, err)
 		}
 		return fmt.Errorf("nat: add %s: %w", ip, err)
 	}
@@ -233,14 +242,14 @@ func (m *Manager) Guests() ([]net.IP, error) {
 	}
 	found := false
 	for _, t := range tables {
-		found = found || t.Name == TableName
+		found = found || t.Name == m.tableName
 	}
 	if !found {
 		return nil, nil
 	}
 	elems, err := c.GetSetElements(m.set(m.table()))
 	if err != nil {
-		return nil, fmt.Errorf("nat: list set inet %s %s: %w", TableName, SetName, err)
+		return nil, fmt.Errorf("nat: list set inet %s %s: %w", m.tableName, SetName, err)
 	}
 	out := make([]net.IP, 0, len(elems))
 	for _, e := range elems {
@@ -263,7 +272,7 @@ func (m *Manager) Teardown() error {
 	}
 	c.DelTable(m.table())
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("nat: delete table inet %s: %w", TableName, err)
+		return fmt.Errorf("nat: delete table inet %s: %w", m.tableName, err)
 	}
 	return nil
 }

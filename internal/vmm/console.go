@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // The guest's serial console is untrusted output: a guest that floods it
@@ -196,3 +197,54 @@ func ReadConsole(path string, off int64, max int) ([]byte, int64, error) {
 // ConsoleSocket is the unix socket a VMM serves its console on, inside the
 // VM's runtime dir (drivers that stream the console).
 func ConsoleSocket(runtimeDir string) string { return filepath.Join(runtimeDir, "console.sock") }
+
+// ConsoleFIFO is the named pipe a VMM whose console is its stdout
+// (Firecracker) writes to, in the VM's runtime dir.
+func ConsoleFIFO(runtimeDir string) string { return filepath.Join(runtimeDir, "console.fifo") }
+
+// MakeConsoleFIFO makes a fresh console FIFO in runtimeDir and opens both
+// ends without blocking: the read end for PumpConsoleFile, the write end
+// (non-blocking, so a full pipe drops the guest's bytes instead of
+// stalling the VMM) to hand to the VMM as stdout and then close. With no
+// reader (no daemon) the VMM's writes fail with EPIPE: dropped, never
+// written to the host's disk.
+func MakeConsoleFIFO(runtimeDir string) (r, w *os.File, err error) {
+	p := ConsoleFIFO(runtimeDir)
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		return nil, nil, fmt.Errorf("console fifo %s: %w", p, err)
+	}
+	if r, err = OpenConsoleFIFO(runtimeDir); err != nil {
+		return nil, nil, err
+	}
+	if w, err = os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err != nil {
+		r.Close()
+		return nil, nil, fmt.Errorf("console fifo %s: %w", p, err)
+	}
+	return r, w, nil
+}
+
+// OpenConsoleFIFO opens the read end of runtimeDir's console FIFO (a
+// daemon re-attaching to a running VMM).
+func OpenConsoleFIFO(runtimeDir string) (*os.File, error) {
+	f, err := os.OpenFile(ConsoleFIFO(runtimeDir), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("console fifo: %w", err)
+	}
+	return f, nil
+}
+
+// PumpConsoleFile is PumpConsole for a pipe: it copies r into log until
+// every writer is gone (the VMM exited), then closes both.
+func PumpConsoleFile(r *os.File, log *ConsoleLog) (done <-chan struct{}) {
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		defer log.Close()
+		defer r.Close()
+		io.Copy(log, r)
+	}()
+	return ch
+}

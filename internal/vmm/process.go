@@ -29,7 +29,10 @@ type SpawnConfig struct {
 	Path   string
 	Args   []string
 	Stdout string // file the process's stdout goes to (appended, created 0640)
-	Stderr string // same for stderr; may equal Stdout
+	// StdoutFile, when set, is the process's stdout instead of Stdout (a
+	// pipe the driver reads, e.g. a console it caps).
+	StdoutFile *os.File
+	Stderr     string // same for stderr; may equal Stdout
 	// ExtraFiles are inherited as fds 3, 4, … (exec.Cmd.ExtraFiles).
 	ExtraFiles []*os.File
 }
@@ -39,11 +42,15 @@ type SpawnConfig struct {
 // stdout and stderr on files (a pipe would break when the daemon dies), and
 // no context (a daemon context ending must not kill VMs).
 func Spawn(c SpawnConfig) (*Process, error) {
-	stdout, err := os.OpenFile(c.Stdout, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		return nil, err
+	stdout := c.StdoutFile
+	if stdout == nil {
+		var err error
+		if stdout, err = os.OpenFile(c.Stdout, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+			return nil, err
+		}
+		defer stdout.Close()
 	}
-	defer stdout.Close()
+	var err error
 	stderr := stdout
 	if c.Stderr != "" && c.Stderr != c.Stdout {
 		stderr, err = os.OpenFile(c.Stderr, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
@@ -238,6 +245,9 @@ func (b *Base) Kill() error                    { return b.Proc.Kill() }
 func AttachState(driver string, st StateInfo) (*Process, error) {
 	if st.Driver != driver {
 		return nil, fmt.Errorf("state is for driver %q, not %s", st.Driver, driver)
+	}
+	if st.Mention != "" {
+		return Attach(st.PID, st.StartTime, st.Mention)
 	}
 	return Attach(st.PID, st.StartTime, st.ControlSocket)
 }

@@ -111,6 +111,10 @@ type StateInfo struct {
 	CID         uint32 `json:"cid,omitempty"`
 	Dir         string `json:"dir"`
 	RuntimeDir  string `json:"runtime_dir"`
+	// Mention, when set, is what the process's command line must carry
+	// instead of ControlSocket (a jailed Firecracker knows its socket by
+	// a path inside its chroot only).
+	Mention string `json:"mention,omitempty"`
 }
 
 // ProbeResult says whether a driver can run on this host.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // fakeFirecracker stands in for the Firecracker API server, which cannot
@@ -232,11 +233,23 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (f *fakeFirecracker) start() error {
 	f.started = true
 	fmt.Fprintln(f.console, "fake-firecracker: guest booted")
+	// "fake.flood=N" in boot_args: the guest writes N bytes to its console.
+	if b, ok := f.bodies["/boot-source"]["boot_args"].(string); ok {
+		for _, a := range strings.Fields(b) {
+			if v, ok := strings.CutPrefix(a, "fake.flood="); ok {
+				n, _ := strconv.Atoi(v)
+				line := []byte(strings.Repeat("x", 1023) + "\n")
+				for ; n > 0; n -= len(line) {
+					f.console.Write(line)
+				}
+			}
+		}
+	}
 	v, ok := f.bodies["/vsock"]
 	if !ok {
 		return nil
 	}
-	ln, err := net.Listen("unix", v["uds_path"].(string))
+	ln, err := net.Listen("unix", hostPath(v["uds_path"].(string)))
 	if err != nil {
 		return err
 	}
@@ -287,11 +300,54 @@ func exists(body map[string]any, key string, required bool) string {
 		}
 		return ""
 	}
-	fi, err := os.Stat(p)
+	fi, err := os.Stat(hostPath(p))
 	if err != nil || !fi.Mode().IsRegular() {
 		return fmt.Sprintf("%s %q: not an existing file", key, p)
 	}
+	if jailed.root != "" {
+		write := key == "path_on_host" && body["is_read_only"] != true || key == "log_path" || key == "metrics_path"
+		if !jailed.may(fi, write) {
+			return fmt.Sprintf("%s %q: mode %v owner %d:%d, not usable by the jail's %d:%d", key, p, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, fi.Sys().(*syscall.Stat_t).Gid, jailed.uid, jailed.gid)
+		}
+	}
 	return ""
+}
+
+// jailed is the stand-in jailer's chroot and credentials, handed to the
+// stand-in Firecracker in the environment (it cannot chroot: it is this
+// test binary, which lives outside): every path it is given is resolved
+// under root, and must be usable by uid:gid.
+var jailed jailInfo
+
+type jailInfo struct {
+	root     string
+	uid, gid uint32
+}
+
+func hostPath(p string) string {
+	if jailed.root == "" {
+		return p
+	}
+	if !strings.HasPrefix(p, "/") {
+		return p // relative: the jailer's cwd is the chroot
+	}
+	return jailed.root + p
+}
+
+// may says whether the jail's uid:gid may read (and write) a file.
+func (j *jailInfo) may(fi os.FileInfo, write bool) bool {
+	st := fi.Sys().(*syscall.Stat_t)
+	m := fi.Mode().Perm()
+	var bits os.FileMode
+	switch {
+	case st.Uid == j.uid:
+		bits = m >> 6
+	case st.Gid == j.gid:
+		bits = m >> 3
+	default:
+		bits = m
+	}
+	return bits&4 != 0 && (!write || bits&2 != 0)
 }
 
 // validate checks body against the named definition.
@@ -356,6 +412,11 @@ func contains(s []string, x string) bool {
 // runFakeBinary is main() when the test binary is re-executed as
 // "firecracker --api-sock PATH": the driver's real spawn path runs it.
 func runFakeBinary(args []string) int {
+	if r := os.Getenv(fakeRootEnv); r != "" {
+		jailed.root = r
+		fmt.Sscan(os.Getenv(fakeUIDEnv), &jailed.uid)
+		fmt.Sscan(os.Getenv(fakeGIDEnv), &jailed.gid)
+	}
 	sock := ""
 	for i := 0; i+1 < len(args); i++ {
 		if args[i] == "--api-sock" {
@@ -366,6 +427,7 @@ func runFakeBinary(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake firecracker: --api-sock missing")
 		return 2
 	}
+	sock = hostPath(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake firecracker:", err)
@@ -381,4 +443,94 @@ func runFakeBinary(args []string) int {
 	os.Remove(sock)
 	fmt.Println("fake-firecracker: guest powered off")
 	return 0
+}
+
+const (
+	fakeJailerEnv = "BANGER_TEST_FAKE_JAILER"
+	fakeRootEnv   = "BANGER_TEST_FAKE_FC_ROOT"
+	fakeUIDEnv    = "BANGER_TEST_FAKE_FC_UID"
+	fakeGIDEnv    = "BANGER_TEST_FAKE_FC_GID"
+)
+
+// runFakeJailer is main() when the test binary is re-executed as the
+// jailer. It checks the documented command line (docs/jailer.md): --id
+// of [A-Za-z0-9-]{1,64}; --exec-file an existing file whose name has
+// "firecracker" in it; numeric --uid and --gid; an absolute, existing
+// --chroot-base-dir; Firecracker's own arguments after "--". Then it
+// does what the jailer does that the stand-in can: the chroot dir
+// BASE/<exec name>/ID/root, and Firecracker's command line (`--id ID
+// --start-time-us …` before the given arguments). Chroot and the uid drop
+// it leaves to the stand-in Firecracker's path and permission checks.
+func runFakeJailer(args []string) int {
+	flags := map[string]string{}
+	i := 0
+	for ; i < len(args) && args[i] != "--"; i += 2 {
+		if i+1 >= len(args) || !strings.HasPrefix(args[i], "--") {
+			fmt.Fprintf(os.Stderr, "fake jailer: bad argument %q\n", args[i])
+			return 2
+		}
+		flags[args[i]] = args[i+1]
+	}
+	if i >= len(args) {
+		fmt.Fprintln(os.Stderr, "fake jailer: no -- before the firecracker arguments")
+		return 2
+	}
+	fc := args[i+1:]
+	for _, k := range []string{"--id", "--exec-file", "--uid", "--gid", "--chroot-base-dir"} {
+		if flags[k] == "" {
+			fmt.Fprintf(os.Stderr, "fake jailer: %s missing\n", k)
+			return 2
+		}
+	}
+	for k := range flags {
+		if !contains([]string{"--id", "--exec-file", "--uid", "--gid", "--chroot-base-dir", "--netns", "--daemonize", "--new-pid-ns", "--cgroup", "--resource-limit", "--cgroup-version", "--parent-cgroup"}, k) {
+			fmt.Fprintf(os.Stderr, "fake jailer: unknown argument %s\n", k)
+			return 2
+		}
+	}
+	id := flags["--id"]
+	if len(id) > 64 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+		fmt.Fprintf(os.Stderr, "fake jailer: invalid --id %q\n", id)
+		return 2
+	}
+	exe := flags["--exec-file"]
+	if fi, err := os.Stat(exe); err != nil || !fi.Mode().IsRegular() || !strings.Contains(filepathBase(exe), "firecracker") {
+		fmt.Fprintf(os.Stderr, "fake jailer: --exec-file %q: not a file named *firecracker*\n", exe)
+		return 2
+	}
+	var uid, gid uint32
+	if _, err := fmt.Sscan(flags["--uid"], &uid); err != nil {
+		fmt.Fprintln(os.Stderr, "fake jailer: --uid not a number")
+		return 2
+	}
+	if _, err := fmt.Sscan(flags["--gid"], &gid); err != nil {
+		fmt.Fprintln(os.Stderr, "fake jailer: --gid not a number")
+		return 2
+	}
+	base := flags["--chroot-base-dir"]
+	if !strings.HasPrefix(base, "/") {
+		fmt.Fprintln(os.Stderr, "fake jailer: --chroot-base-dir not absolute")
+		return 2
+	}
+	root := base + "/" + filepathBase(exe) + "/" + id + "/root"
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "fake jailer:", err)
+		return 1
+	}
+	if err := os.Chdir(root); err != nil {
+		fmt.Fprintln(os.Stderr, "fake jailer:", err)
+		return 1
+	}
+	env := []string{fakeEnv + "=1", fakeRootEnv + "=" + root, fmt.Sprintf("%s=%d", fakeUIDEnv, uid), fmt.Sprintf("%s=%d", fakeGIDEnv, gid)}
+	argv := append([]string{"firecracker", "--id", id, "--start-time-us", "0", "--start-time-cpu-us", "0"}, fc...)
+	err := syscall.Exec(exe, argv, env)
+	fmt.Fprintln(os.Stderr, "fake jailer: exec:", err)
+	return 1
+}
+
+func filepathBase(p string) string {
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		return p[i+1:]
+	}
+	return p
 }

@@ -1,7 +1,9 @@
 // Package firecracker runs VMs with Firecracker through a thin client over
 // its API socket. Firecracker needs a working /dev/kvm and boots an ELF
-// vmlinux (Spec.Vmlinux); its serial console is its stdout, which goes to
-// console.log. The agent channel is Firecracker's hybrid vsock.
+// vmlinux (Spec.Vmlinux); its serial console is its stdout, a FIFO the
+// driver copies into the capped console log (vmm.ConsoleLog). The agent
+// channel is Firecracker's hybrid vsock. Where the jailer binary exists,
+// Firecracker runs under it (jail.go).
 package firecracker
 
 import (
@@ -40,6 +42,14 @@ const (
 type Options struct {
 	Binary      string        // default DefaultBinary, looked up on PATH
 	StopTimeout time.Duration // how long Stop waits after SendCtrlAltDel
+	// Jailer is the jailer binary, default DefaultJailer, looked up on
+	// PATH at each start: found, Firecracker runs under it as
+	// JailUID:JailGID. "none" never jails.
+	Jailer           string
+	JailUID, JailGID int
+	// ConsoleMaxBytes caps each of the two console log generations
+	// (default vmm.ConsoleMaxBytes).
+	ConsoleMaxBytes int64
 }
 
 // Driver is the Firecracker driver.
@@ -62,6 +72,9 @@ func New(o Options) *Driver {
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.Jailer == "" {
+		o.Jailer = DefaultJailer
 	}
 	return &Driver{opt: o, kvm: vmm.KVM}
 }
@@ -184,49 +197,80 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := pathsFor(s)
 	for _, dir := range []string{s.Dir, s.RuntimeDir} {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, err
 		}
 	}
-	// A socket that answers means a Firecracker for this VM still runs.
-	if c, err := net.DialTimeout("unix", p.api, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("a Firecracker already serves %s: stop it (or adopt it) first", p.api)
+	// in is the Spec as Firecracker sees it, host maps its paths back:
+	// the same without a jailer, inside the chroot with one.
+	in, host := s, func(p string) string { return p }
+	spawn := vmm.SpawnConfig{Path: bin}
+	var mention string
+	if jailer := d.jailer(); jailer != "" {
+		j := newJail(s, bin, d.opt.JailUID, d.opt.JailGID)
+		var err error
+		if in, err = j.prepare(s); err != nil {
+			return nil, err
+		}
+		host = j.host
+		spawn.Path, spawn.Args = jailer, j.args(bin, pathsFor(in).api)
+		mention = jailedMention(j.id)
 	}
-	for _, f := range []string{p.api, p.vsock} {
+	p := pathsFor(in)
+	api, vsock := host(p.api), host(p.vsock)
+	// A socket that answers means a Firecracker for this VM still runs.
+	if c, err := net.DialTimeout("unix", api, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("a Firecracker already serves %s: stop it (or adopt it) first", api)
+	}
+	for _, f := range []string{api, vsock} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
 	}
-	// The logger and metrics targets must exist before PUT /logger and
-	// /metrics: Firecracker opens them without O_CREAT.
-	for _, f := range []string{p.log, p.metrics} {
-		fh, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return nil, err
+	if mention == "" {
+		spawn.Args = []string{"--api-sock", api}
+		// The logger and metrics targets must exist before PUT /logger
+		// and /metrics: Firecracker opens them without O_CREAT (the
+		// jail made its own).
+		for _, f := range []string{p.log, p.metrics} {
+			fh, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+			if err != nil {
+				return nil, err
+			}
+			fh.Close()
 		}
-		fh.Close()
 	}
-	proc, err := vmm.Spawn(vmm.SpawnConfig{
-		Path: bin, Args: []string{"--api-sock", p.api},
-		Stdout: p.console, Stderr: p.stderr,
-	})
+	// The console: Firecracker's stdout is a FIFO this driver copies into
+	// the capped log, never a file the guest could grow without bound.
+	cr, cw, err := vmm.MakeConsoleFIFO(s.RuntimeDir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.stderr, 10))
+		return nil, err
+	}
+	stderr := filepath.Join(s.Dir, StderrFile)
+	spawn.StdoutFile, spawn.Stderr = cw, stderr
+	proc, err := vmm.Spawn(spawn)
+	cw.Close()
+	if err != nil {
+		cr.Close()
+		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(stderr, 10))
 	}
 	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: vmm.StateInfo{
 		Driver: Name, PID: proc.PID(), StartTime: proc.StartTime(),
-		ControlSocket: p.api, AgentSocket: p.vsock, AgentMode: vmm.AgentVsock, CID: s.CID,
-		Dir: s.Dir, RuntimeDir: s.RuntimeDir,
+		ControlSocket: api, AgentSocket: vsock, AgentMode: vmm.AgentVsock, CID: s.CID,
+		Dir: s.Dir, RuntimeDir: s.RuntimeDir, Mention: mention,
 	}}}
+	if err := h.pumpConsole(cr, true); err != nil {
+		proc.Kill()
+		return nil, err
+	}
 	fail := func(err error) (vmm.Handle, error) {
 		proc.Kill()
-		return nil, fmt.Errorf("start firecracker: %w\n%s\n%s", err, vmm.Tail(p.stderr, 10), vmm.Tail(p.log, 10))
+		return nil, fmt.Errorf("start firecracker: %w\n%s\n%s", err, vmm.Tail(stderr, 10), vmm.Tail(host(p.log), 10))
 	}
 	if _, err := vmm.WaitForSocket(ctx, proc, "firecracker API", func() (struct{}, error) {
-		c, err := net.Dial("unix", p.api)
+		c, err := net.Dial("unix", api)
 		if err == nil {
 			c.Close()
 		}
@@ -234,10 +278,22 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if err := Configure(ctx, NewClient(p.api), s); err != nil {
+	if err := Configure(ctx, NewClient(api), in); err != nil {
 		return fail(err)
 	}
 	return h, nil
+}
+
+// jailer is the jailer binary to use, "" for none.
+func (d *Driver) jailer() string {
+	if d.opt.Jailer == "none" {
+		return ""
+	}
+	p, err := exec.LookPath(d.opt.Jailer)
+	if err != nil {
+		return ""
+	}
+	return p
 }
 
 // Adopt re-attaches to a Firecracker started by an earlier daemon.
@@ -246,12 +302,49 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}, nil
+	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}
+	// Take the console over from the earlier daemon (without one the
+	// guest's console bytes were dropped).
+	if r, err := vmm.OpenConsoleFIFO(st.RuntimeDir); err == nil {
+		h.pumpConsole(r, false)
+	}
+	return h, nil
 }
 
 type handle struct {
 	vmm.Base
 	d *Driver
+	// consoleDone is closed once the console copy has ended (nil: none).
+	consoleDone <-chan struct{}
+}
+
+// pumpConsole copies the console FIFO r into the VM's capped log (fresh:
+// a new boot's log).
+func (h *handle) pumpConsole(r *os.File, fresh bool) error {
+	log, err := vmm.OpenConsoleLog(filepath.Join(h.St.Dir, "console.log"), h.d.opt.ConsoleMaxBytes, fresh)
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("console log: %w", err)
+	}
+	h.consoleDone = vmm.PumpConsoleFile(r, log)
+	return nil
+}
+
+// consoleDrain bounds how long Wait lets the console copy finish after
+// Firecracker exited.
+const consoleDrain = 5 * time.Second
+
+// Wait returns when Firecracker is gone and its console is in the log.
+func (h *handle) Wait(ctx context.Context) error {
+	err := h.Proc.Wait(ctx)
+	if h.consoleDone != nil && h.Proc.Exited() {
+		select {
+		case <-h.consoleDone:
+		case <-time.After(consoleDrain):
+		case <-ctx.Done():
+		}
+	}
+	return err
 }
 
 // Stop sends Ctrl+Alt+Del (the guest's i8042 sees it; the kernel then
