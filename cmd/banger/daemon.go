@@ -50,6 +50,9 @@ func newDaemonCmd(a *app) *cobra.Command {
 			set("image-catalog", &final.ImageCatalog, cfg.ImageCatalog)
 			set("apt-mirror", &final.AptMirror, cfg.AptMirror)
 			set("ready-timeout", &final.ReadyTimeout, cfg.ReadyTimeout)
+			if fl.Changed("warm-start") {
+				final.WarmStart = cfg.WarmStart
+			}
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
@@ -78,6 +81,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
+	f.BoolVar(&cfg.WarmStart, "warm-start", false, "creates restore a boot snapshot of their shape instead of booting, unless --cold (config warm_start)")
 	f.BoolVar(&cfg.Reset, "reset", false, "start on a state dir whose banger.db is lost: move its VM directories to lost+found")
 	return cmd
 }

@@ -24,6 +24,10 @@ type Config struct {
 	ImageCatalog  string `toml:"image_catalog"`
 	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
 	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
+	// WarmStart: creates restore the boot snapshot of their shape
+	// (warm.go) unless --cold. Off by default: opt in per create with
+	// --warm.
+	WarmStart bool `toml:"warm_start"`
 	// Reset (flag only) starts on a state dir whose banger.db is gone by
 	// moving its VM directories to lost+found.
 	Reset bool `toml:"-"`
