@@ -144,9 +144,12 @@ func Configure(ctx context.Context, c *Client, s vmm.Spec) error {
 		{"/machine-config", MachineConfig{VCPUCount: s.VCPU, MemSizeMiB: s.MemoryMiB}},
 		{"/boot-source", BootSource{KernelImagePath: s.Vmlinux, InitrdPath: s.Initrd, BootArgs: BootArgs(s)}},
 	}
+	if err := linkDrives(s); err != nil {
+		return err
+	}
 	for i, d := range s.Disks {
 		id := vmm.DiskName(i)
-		puts = append(puts, put{"/drives/" + id, Drive{DriveID: id, PathOnHost: d.Path, IsReadOnly: d.ReadOnly}})
+		puts = append(puts, put{"/drives/" + id, Drive{DriveID: id, PathOnHost: driveLink(id), IsReadOnly: d.ReadOnly}})
 	}
 	if s.Net != nil && s.Net.Tap != "" {
 		puts = append(puts, put{"/network-interfaces/eth0", NetworkInterface{IfaceID: "eth0", GuestMAC: s.Net.MAC, HostDevName: s.Net.Tap}})
@@ -157,6 +160,25 @@ func Configure(ctx context.Context, c *Client, s vmm.Spec) error {
 	for _, r := range puts {
 		if err := c.Put(ctx, r.path, r.body); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// driveLink is the path Firecracker is given for drive id: relative to
+// its working directory (the VM's runtime dir), where a symlink points at
+// the disk. A snapshot's state records the drives' paths, so a restore
+// into another VM's runtime dir opens that VM's own disks (what the
+// jailer's chroot gives its users).
+func driveLink(id string) string { return "drive-" + id }
+
+// linkDrives makes s's drive symlinks in its runtime dir.
+func linkDrives(s vmm.Spec) error {
+	for i, d := range s.Disks {
+		l := filepath.Join(s.RuntimeDir, driveLink(vmm.DiskName(i)))
+		os.Remove(l)
+		if err := os.Symlink(d.Path, l); err != nil {
+			return fmt.Errorf("drive link: %w", err)
 		}
 	}
 	return nil
@@ -211,7 +233,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	}
 	proc, err := vmm.Spawn(vmm.SpawnConfig{
 		Path: bin, Args: []string{"--api-sock", p.api},
-		Stdout: p.console, Stderr: p.stderr,
+		Stdout: p.console, Stderr: p.stderr, Dir: s.RuntimeDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.stderr, 10))
@@ -234,7 +256,13 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if err := Configure(ctx, NewClient(p.api), s); err != nil {
+	if s.Incoming != nil {
+		err = Restore(ctx, NewClient(p.api), s)
+	} else {
+		os.Remove(filepath.Join(s.Dir, MemoryFile)) // an earlier restore's
+		err = Configure(ctx, NewClient(p.api), s)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	return h, nil
