@@ -29,6 +29,6 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		// PATCH /vm, PUT /snapshot/create and /snapshot/load
 		// (snapshot.go), contract-tested against the stand-in only.
 		Snapshots: true,
-		Verified:    false,
+		Verified:  false,
 	}
 }
