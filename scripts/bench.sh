@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|pull|cp|snap|initmodes]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|pull|cp|snap|initmodes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -66,12 +66,18 @@ bench_boot() {
   declare -A fdpath
   for f in /proc/$pid/fd/*; do n=${f##*/}; [ "$n" -ge 3 ] && fdpath[$n]=$(readlink "$f"); done
   "$bin" vm stop warm >/dev/null 2>&1
+  # The shape's boot snapshot (warm start), taken by this first --warm create.
+  "$bin" vm create --warm --image busybox --name wseed >/dev/null 2>&1; "$bin" vm rm -f wseed >/dev/null 2>&1
   bare=$work/bare; mkdir -p $bare
-  bt=(); bg=()
+  bt=(); bg=(); bw=()
   for i in $(seq $runs); do
     s=$(date +%s%N); "$bin" vm create --image busybox --name b$i >/dev/null 2>&1 || echo "create b$i failed"; e=$(date +%s%N)
     bg+=($(( (e-s)/1000000 )))
     "$bin" vm rm -f b$i >/dev/null 2>&1
+    s=$(date +%s%N); "$bin" vm create --warm --image busybox --name w$i >/dev/null 2>&1 || echo "warm create w$i failed"; e=$(date +%s%N)
+    bw+=($(( (e-s)/1000000 )))
+    "$bin" vm inspect w$i -o json | grep -q '"start": "warm"' || echo "w$i did not start warm"
+    "$bin" vm rm -f w$i >/dev/null 2>&1
     cp --sparse=always "$vmdir/system.cow" "$vmdir/root.ext4" $bare/
     a=()
     for x in "${qargs[@]}"; do
@@ -102,10 +108,53 @@ bench_boot() {
     e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null || true
     bt+=($(( (e-s)/1000000 )))
   done
-  echo "vm create -> ready (ms):     ${bg[*]}"
-  echo "bare qemu -> ready (ms):     ${bt[*]}"
-  sb=0; st=0; for v in "${bg[@]}"; do sb=$((sb+v)); done; for v in "${bt[@]}"; do st=$((st+v)); done
-  echo "mean: banger $((sb/runs)) ms, bare $((st/runs)) ms, ratio $(awk "BEGIN{printf \"%.2f\", $sb/$st}")"
+  echo "vm create -> ready (ms):        ${bg[*]}"
+  echo "vm create --warm -> ready (ms): ${bw[*]}"
+  echo "bare qemu -> ready (ms):        ${bt[*]}"
+  sb=0; st=0; sw=0; for v in "${bg[@]}"; do sb=$((sb+v)); done; for v in "${bt[@]}"; do st=$((st+v)); done; for v in "${bw[@]}"; do sw=$((sw+v)); done
+  echo "mean: banger $((sb/runs)) ms, warm $((sw/runs)) ms, bare $((st/runs)) ms, ratio cold/bare $(awk "BEGIN{printf \"%.2f\", $sb/$st}"), warm/bare $(awk "BEGIN{printf \"%.2f\", $sw/$st}")"
+}
+
+# bench_hostcost: the host's share of a cold `vm create`, per stage, from
+# the daemon's op log (each stage line carries the previous stage's
+# duration): everything from the RPC to the VMM's QMP socket answering
+# (`boot` is QEMU's own start-up: exec, machine set-up, kernel load).
+# HOST_RUNS creates after one that builds the initramfs and disk templates.
+bench_hostcost() {
+  runs=${HOST_RUNS:-10}
+  setup_ns
+  "$bin" vm create --image busybox --name hseed >/dev/null 2>&1; "$bin" vm rm -f hseed >/dev/null 2>&1
+  for i in $(seq $runs); do
+    "$bin" vm create --image busybox --name h$i >/dev/null 2>&1 || echo "create h$i failed"
+    "$bin" vm rm -f h$i >/dev/null 2>&1
+  done
+  echo "host-side stages of a cold vm create, $runs runs (ms: median, then all):"
+  awk '/op=vm.create/ && / name=h[0-9]+ / && /msg=stage/ {
+      op=""; st=""; prev=0
+      for (i=1; i<=NF; i++) {
+        if ($i ~ /^op_id=/) op=substr($i,7)
+        if ($i ~ /^stage=/) st=substr($i,7)
+        if ($i ~ /^prev_stage_ms=/) prev=substr($i,15)
+      }
+      if (done[op]) next
+      if ((op SUBSEP st) in had) st = st "(again)"
+      had[op SUBSEP st] = 1
+      name = (op in last) ? last[op] : "validate"
+      d[name] = d[name] " " prev; tot[op] += prev
+      if (st == "wait_ready") { done[op]=1; t = t " " tot[op]; next }
+      if (!(st in seen)) { seen[st]=1; order[++n]=st }
+      last[op]=st
+    }
+    function med(list,   a, k, i, j, x) {
+      k = split(list, a, " ")
+      for (i=2; i<=k; i++) { x=a[i]; for (j=i-1; j>=1 && a[j]+0>x+0; j--) a[j+1]=a[j]; a[j+1]=x }
+      return a[int((k+1)/2)]
+    }
+    END {
+      printf "  %-22s %5s  %s\n", "validate", med(d["validate"]), d["validate"]
+      for (i=1; i<=n; i++) printf "  %-22s %5s  %s\n", order[i], med(d[order[i]]), d[order[i]]
+      printf "  %-22s %5s  %s\n", "TOTAL to QMP up", med(t), t
+    }' "$work/daemon.log"
 }
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -324,6 +373,7 @@ case "$which" in
   pull) bench_pull ;;
   cp) bench_cp ;;
   boot) bench_boot ;;
+  hostcost) bench_hostcost ;;
   snap) bench_snap ;;
   initmodes) bench_initmodes ;;
   vmls|all) bench_vmls ;;
