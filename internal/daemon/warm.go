@@ -211,6 +211,26 @@ func (s *VMService) removeWarm(sn model.Snapshot) error {
 	return os.RemoveAll(gone)
 }
 
+// dropWarm removes the warm snapshots match selects (of a removed image
+// or kernel: no create can use them again). One a restore is reading is
+// left, and goes as stale at the next lookup of its shape.
+func (s *VMService) dropWarm(match func(model.Snapshot) bool) {
+	s.warmMu.Lock()
+	defer s.warmMu.Unlock()
+	ents, _ := os.ReadDir(s.warmDir())
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		sn, err := readSnapshot(filepath.Join(s.warmDir(), e.Name()))
+		if err == nil && match(sn) {
+			if err := s.removeWarm(sn); err != nil {
+				s.d.log.Warn("warm snapshot of a removed image or kernel kept", "slot", sn.ID, "err", err)
+			}
+		}
+	}
+}
+
 // warmDone unpins the snapshot a warm start read and frees the slot this
 // start was to fill.
 func (r *startRun) warmDone() {
@@ -283,6 +303,10 @@ func (r *startRun) takeWarmSnapshot(ctx context.Context) error {
 	return nil
 }
 
+// pid1Probe prints the agent's pid as its sessions see it (a variable:
+// the tests' stand-in guest runs sessions on the host, under no PID 1).
+var pid1Probe = "echo $PPID"
+
 // agentNotPID1 says why the guest is not run by banger-init as PID 1
 // ("" when it is): in auto mode the guest decides, after boot, whether
 // the image's init (systemd) takes PID 1, and the agent is then its
@@ -296,7 +320,7 @@ func (r *startRun) agentNotPID1(ctx context.Context) string {
 		return err.Error()
 	}
 	var out strings.Builder
-	code, err := c.Exec(ctx, "echo $PPID", nil, strings.NewReader(""), &out, io.Discard)
+	code, err := c.Exec(ctx, pid1Probe, nil, strings.NewReader(""), &out, io.Discard)
 	switch {
 	case err != nil:
 		return err.Error()
