@@ -17,7 +17,7 @@ run() {
 	assert_eq running "$(vm_state "$n")" "source after the snapshot"
 	assert_contains "$(bg snapshot ls)" "$s" "snapshot ls"
 	assert_contains "$(bg snapshot ls -o json)" "\"name\": \"$s\"" "snapshot ls -o json"
-	assert_contains "$(bg snapshot inspect "$s" -o json)" "\"source_name\": \"$n\"" "snapshot inspect"
+	assert_contains "$(bg snapshot inspect "$s" -o json)" "\"source_vm\": \"$n\"" "snapshot inspect"
 	must_fail bg vm snapshot "$n" --name "$s"
 	assert_contains "$OUT" "already exists" "a second snapshot of the same name"
 	track "$r"
