@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|hostcost|pull|cp|snap|initmodes]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -155,6 +155,42 @@ bench_hostcost() {
       for (i=1; i<=n; i++) printf "  %-22s %5s  %s\n", order[i], med(d[order[i]]), d[order[i]]
       printf "  %-22s %5s  %s\n", "TOTAL to QMP up", med(t), t
     }' "$work/daemon.log"
+}
+
+# bench_density: DENSITY_VMS idle busybox VMs (256 MiB) per round, one
+# round per TCG translation cache size in TB_SIZES (MiB; 0: QEMU's
+# default), each with a daemon started with --tcg-tb-size: every VM's
+# QEMU RSS and idle CPU (utime+stime over 30 s, 20 s after the last one
+# was ready), the host's available memory, and create -> ready of one
+# more VM with the others idle. The 100-VM figure needs a quiet host.
+bench_density() {
+  n=${DENSITY_VMS:-5}
+  setup_ns
+  hz=$(getconf CLK_TCK)
+  for tb in ${TB_SIZES:-0 32}; do
+    kill $dpid; wait $dpid 2>/dev/null || true
+    ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --tcg-tb-size "$tb" 2>>"$work/daemon.log" & dpid=$!
+    for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+    t=$(date +%s%N)
+    for i in $(seq $n); do "$bin" vm create --image busybox --memory 256 --name d$i >/dev/null 2>&1 || echo "create d$i failed"; done
+    all=$(ms_since $t)
+    sleep 20
+    pids=(); for i in $(seq $n); do pids+=($("$bin" vm inspect d$i -o json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')); done
+    ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+    declare -A t0; for p in "${pids[@]}"; do t0[$p]=$(ticks $p); done
+    sleep 30
+    rss=(); cpu=()
+    for p in "${pids[@]}"; do
+      rss+=($(awk '/VmRSS/{print int($2/1024)}' /proc/$p/status))
+      cpu+=($(awk -v a=${t0[$p]} -v b=$(ticks $p) -v hz=$hz 'BEGIN{printf "%.2f", (b-a)/hz/30*100}'))
+    done
+    t=$(date +%s%N); "$bin" vm create --image busybox --memory 256 --name dn >/dev/null 2>&1 || echo "create dn failed"; one=$(ms_since $t)
+    echo "tb-size ${tb} MiB (0: QEMU's default), $n idle VMs:"
+    echo "  QEMU RSS (MiB):            ${rss[*]}"
+    echo "  idle CPU (% of a core):    ${cpu[*]}"
+    echo "  host MemAvailable: $(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo) MiB; $n creates: $all ms; one more with them idle: $one ms"
+    for i in $(seq $n) n; do "$bin" vm rm -f d$i >/dev/null 2>&1; done
+  done
 }
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -374,6 +410,7 @@ case "$which" in
   cp) bench_cp ;;
   boot) bench_boot ;;
   hostcost) bench_hostcost ;;
+  density) bench_density ;;
   snap) bench_snap ;;
   initmodes) bench_initmodes ;;
   vmls|all) bench_vmls ;;
