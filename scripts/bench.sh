@@ -62,9 +62,14 @@ bench_boot() {
   echo "idle VM qemu RSS: $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status) (1 vCPU, 512 MiB guest, TCG)"
   mapfile -d '' qargs < /proc/$pid/cmdline
   vmdir=$("$bin" vm inspect warm -o json | sed -n 's/.*"dir": "\(.*\)".*/\1/p')
-  # QEMU gets its disks as fds 3.. (-add-fd): note what each one is.
-  declare -A fdpath
-  for f in /proc/$pid/fd/*; do n=${f##*/}; [ "$n" -ge 3 ] && fdpath[$n]=$(readlink "$f"); done
+  # QEMU gets its disks as fdsets (-add-fd fd=N,set=S; set S is disk S in
+  # vda.. order: rootfs, overlay, work disk, modules disk): find their
+  # files among the running QEMU's open files.
+  declare -A disk
+  for f in /proc/$pid/fd/*; do
+    p=$(readlink "$f")
+    case "${p##*/}" in rootfs.ext4) disk[1]=$p;; system.cow) disk[2]=$p;; root.ext4) disk[3]=$p;; modules.ext4) disk[4]=$p;; esac
+  done
   "$bin" vm stop warm >/dev/null 2>&1
   # The shape's boot snapshot (warm start), taken by this first --warm create.
   "$bin" vm create --warm --image busybox --name wseed >/dev/null 2>&1; "$bin" vm rm -f wseed >/dev/null 2>&1
@@ -95,12 +100,13 @@ bench_boot() {
     ip -n $ns link show bgrbare >/dev/null 2>&1 || {
       ip -n $ns tuntap add bgrbare mode tap; ip -n $ns link set bgrbare master banger0 up; }
     rm -f $bare/console.log
-    # The same fds, the VM's own disks replaced by the copies.
-    redir=""
+    # The same fds, the VM's own disks replaced by the copies: a set's
+    # first fd read-only, a writable disk's second read-write.
+    redir=""; declare -A seen=()
     for x in "${b[@]}"; do
-      case "$x" in fd=*,set=*) n=${x#fd=}; n=${n%%,*}; p=${fdpath[$n]}
+      case "$x" in fd=*,set=*) n=${x#fd=}; n=${n%%,*}; set=${x##*set=}; p=${disk[$set]}
         p=${p/$vmdir\/system.cow/$bare/system.cow}; p=${p/$vmdir\/root.ext4/$bare/root.ext4}
-        redir+=" $n<>$p";; esac
+        if [ -n "${seen[$set]:-}" ]; then redir+=" $n<>$p"; else redir+=" $n<$p"; seen[$set]=1; fi;; esac
     done
     s=$(date +%s%N)
     eval "ip netns exec $ns \"\${b[@]}\" >/dev/null 2>&1 $redir &"; qp=$!
