@@ -92,9 +92,11 @@ bench_boot() {
     done
     # Same devices, with a tap of its own on the bridge; sockets and the
     # pidfile move into $bare.
+    # The console is a socket QEMU waits on (wait=on): a file here.
     b=()
     for x in "${a[@]}"; do
       x=$(echo "$x" | sed -e "s#$work/run/vms/[0-9a-f]*/#$bare/#g" -e 's/ifname=bgr[0-9a-f]*/ifname=bgrbare/')
+      case "$x" in socket,id=console,*) x="file,id=console,path=$bare/console.log";; esac
       b+=("$x")
     done
     ip -n $ns link show bgrbare >/dev/null 2>&1 || {
