@@ -99,6 +99,12 @@ type VMCreateParams struct {
 	// the image, kernel, vCPUs, memory, disks and processes are the
 	// snapshot's, so only Name, NAT and Ports may be given with it.
 	From string `json:"from,omitempty"`
+	// Warm and Cold choose a fresh create's start: Warm restores the
+	// daemon's boot snapshot of the VM's shape (taken at the first boot
+	// of that shape) even when the daemon's warm_start is off; Cold
+	// always boots.
+	Warm bool `json:"warm,omitempty"`
+	Cold bool `json:"cold,omitempty"`
 	// Foreground: the caller (`vm run`) runs the command attached, so
 	// banger-init must not start it; it is still resolved and returned
 	// as the VM's main (attached).
@@ -257,6 +263,9 @@ type VM struct {
 	// Provision is the first-boot provisioning: "" (none), "pending",
 	// "running" (began; never re-run), "done" or "failed".
 	Provision string `json:"provision,omitempty"`
+	// Start is how the last start got the guest running: cold (boot),
+	// warm (the daemon's boot snapshot of this shape) or snapshot.
+	Start string `json:"start,omitempty"`
 }
 
 // VMFromRecord flattens a record for the wire.
@@ -269,7 +278,7 @@ func VMFromRecord(r model.VMRecord) VM {
 		LastError: r.Runtime.LastError, CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
 		Init: r.Spec.Init, InitRunning: r.Runtime.Init, InitPath: r.Runtime.InitPath,
 		Env: r.Spec.Env, Main: r.Spec.Main, MainExitCode: r.Runtime.MainExit,
-		Labels: r.Spec.Labels, Provision: r.ProvisionState(),
+		Labels: r.Spec.Labels, Provision: r.ProvisionState(), Start: r.Runtime.Start,
 	}
 	if !r.Spec.ExpiresAt.IsZero() {
 		v.ExpiresAt = r.Spec.ExpiresAt.UTC().Format(time.RFC3339)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|pull|cp|snap|initmodes]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -62,16 +62,27 @@ bench_boot() {
   echo "idle VM qemu RSS: $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$pid/status) (1 vCPU, 512 MiB guest, TCG)"
   mapfile -d '' qargs < /proc/$pid/cmdline
   vmdir=$("$bin" vm inspect warm -o json | sed -n 's/.*"dir": "\(.*\)".*/\1/p')
-  # QEMU gets its disks as fds 3.. (-add-fd): note what each one is.
-  declare -A fdpath
-  for f in /proc/$pid/fd/*; do n=${f##*/}; [ "$n" -ge 3 ] && fdpath[$n]=$(readlink "$f"); done
+  # QEMU gets its disks as fdsets (-add-fd fd=N,set=S; set S is disk S in
+  # vda.. order: rootfs, overlay, work disk, modules disk): find their
+  # files among the running QEMU's open files.
+  declare -A disk
+  for f in /proc/$pid/fd/*; do
+    p=$(readlink "$f")
+    case "${p##*/}" in rootfs.ext4) disk[1]=$p;; system.cow) disk[2]=$p;; root.ext4) disk[3]=$p;; modules.ext4) disk[4]=$p;; esac
+  done
   "$bin" vm stop warm >/dev/null 2>&1
+  # The shape's boot snapshot (warm start), taken by this first --warm create.
+  "$bin" vm create --warm --image busybox --name wseed >/dev/null 2>&1; "$bin" vm rm -f wseed >/dev/null 2>&1
   bare=$work/bare; mkdir -p $bare
-  bt=(); bg=()
+  bt=(); bg=(); bw=()
   for i in $(seq $runs); do
     s=$(date +%s%N); "$bin" vm create --image busybox --name b$i >/dev/null 2>&1 || echo "create b$i failed"; e=$(date +%s%N)
     bg+=($(( (e-s)/1000000 )))
     "$bin" vm rm -f b$i >/dev/null 2>&1
+    s=$(date +%s%N); "$bin" vm create --warm --image busybox --name w$i >/dev/null 2>&1 || echo "warm create w$i failed"; e=$(date +%s%N)
+    bw+=($(( (e-s)/1000000 )))
+    "$bin" vm inspect w$i -o json | grep -q '"start": "warm"' || echo "w$i did not start warm"
+    "$bin" vm rm -f w$i >/dev/null 2>&1
     cp --sparse=always "$vmdir/system.cow" "$vmdir/root.ext4" $bare/
     a=()
     for x in "${qargs[@]}"; do
@@ -81,20 +92,23 @@ bench_boot() {
     done
     # Same devices, with a tap of its own on the bridge; sockets and the
     # pidfile move into $bare.
+    # The console is a socket QEMU waits on (wait=on): a file here.
     b=()
     for x in "${a[@]}"; do
       x=$(echo "$x" | sed -e "s#$work/run/vms[-0-9a-f]*/[0-9a-f]*/#$bare/#g" -e 's/ifname=bg[r0-9a-f]*/ifname=bgrbare/')
+      case "$x" in socket,id=console,*) x="file,id=console,path=$bare/console.log";; esac
       b+=("$x")
     done
     ip -n $ns link show bgrbare >/dev/null 2>&1 || {
       ip -n $ns tuntap add bgrbare mode tap; ip -n $ns link set bgrbare master banger0 up; }
     rm -f $bare/console.log
-    # The same fds, the VM's own disks replaced by the copies.
-    redir=""
+    # The same fds, the VM's own disks replaced by the copies: a set's
+    # first fd read-only, a writable disk's second read-write.
+    redir=""; declare -A seen=()
     for x in "${b[@]}"; do
-      case "$x" in fd=*,set=*) n=${x#fd=}; n=${n%%,*}; p=${fdpath[$n]}
+      case "$x" in fd=*,set=*) n=${x#fd=}; n=${n%%,*}; set=${x##*set=}; p=${disk[$set]}
         p=${p/$vmdir\/system.cow/$bare/system.cow}; p=${p/$vmdir\/root.ext4/$bare/root.ext4}
-        redir+=" $n<>$p";; esac
+        if [ -n "${seen[$set]:-}" ]; then redir+=" $n<>$p"; else redir+=" $n<$p"; seen[$set]=1; fi;; esac
     done
     s=$(date +%s%N)
     eval "ip netns exec $ns \"\${b[@]}\" >/dev/null 2>&1 $redir &"; qp=$!
@@ -102,10 +116,89 @@ bench_boot() {
     e=$(date +%s%N); kill -9 $qp 2>/dev/null; wait $qp 2>/dev/null || true
     bt+=($(( (e-s)/1000000 )))
   done
-  echo "vm create -> ready (ms):     ${bg[*]}"
-  echo "bare qemu -> ready (ms):     ${bt[*]}"
-  sb=0; st=0; for v in "${bg[@]}"; do sb=$((sb+v)); done; for v in "${bt[@]}"; do st=$((st+v)); done
-  echo "mean: banger $((sb/runs)) ms, bare $((st/runs)) ms, ratio $(awk "BEGIN{printf \"%.2f\", $sb/$st}")"
+  echo "vm create -> ready (ms):        ${bg[*]}"
+  echo "vm create --warm -> ready (ms): ${bw[*]}"
+  echo "bare qemu -> ready (ms):        ${bt[*]}"
+  sb=0; st=0; sw=0; for v in "${bg[@]}"; do sb=$((sb+v)); done; for v in "${bt[@]}"; do st=$((st+v)); done; for v in "${bw[@]}"; do sw=$((sw+v)); done
+  echo "mean: banger $((sb/runs)) ms, warm $((sw/runs)) ms, bare $((st/runs)) ms, ratio cold/bare $(awk "BEGIN{printf \"%.2f\", $sb/$st}"), warm/bare $(awk "BEGIN{printf \"%.2f\", $sw/$st}")"
+}
+
+# bench_hostcost: the host's share of a cold `vm create`, per stage, from
+# the daemon's op log (each stage line carries the previous stage's
+# duration): everything from the RPC to the VMM's QMP socket answering
+# (`boot` is QEMU's own start-up: exec, machine set-up, kernel load).
+# HOST_RUNS creates after one that builds the initramfs and disk templates.
+bench_hostcost() {
+  runs=${HOST_RUNS:-10}
+  setup_ns
+  "$bin" vm create --image busybox --name hseed >/dev/null 2>&1; "$bin" vm rm -f hseed >/dev/null 2>&1
+  for i in $(seq $runs); do
+    "$bin" vm create --image busybox --name h$i >/dev/null 2>&1 || echo "create h$i failed"
+    "$bin" vm rm -f h$i >/dev/null 2>&1
+  done
+  echo "host-side stages of a cold vm create, $runs runs (ms: median, then all):"
+  awk '/op=vm.create/ && / name=h[0-9]+ / && /msg=stage/ {
+      op=""; st=""; prev=0
+      for (i=1; i<=NF; i++) {
+        if ($i ~ /^op_id=/) op=substr($i,7)
+        if ($i ~ /^stage=/) st=substr($i,7)
+        if ($i ~ /^prev_stage_ms=/) prev=substr($i,15)
+      }
+      if (done[op]) next
+      if ((op SUBSEP st) in had) st = st "(again)"
+      had[op SUBSEP st] = 1
+      name = (op in last) ? last[op] : "validate"
+      d[name] = d[name] " " prev; tot[op] += prev
+      if (st == "wait_ready") { done[op]=1; t = t " " tot[op]; next }
+      if (!(st in seen)) { seen[st]=1; order[++n]=st }
+      last[op]=st
+    }
+    function med(list,   a, k, i, j, x) {
+      k = split(list, a, " ")
+      for (i=2; i<=k; i++) { x=a[i]; for (j=i-1; j>=1 && a[j]+0>x+0; j--) a[j+1]=a[j]; a[j+1]=x }
+      return a[int((k+1)/2)]
+    }
+    END {
+      printf "  %-22s %5s  %s\n", "validate", med(d["validate"]), d["validate"]
+      for (i=1; i<=n; i++) printf "  %-22s %5s  %s\n", order[i], med(d[order[i]]), d[order[i]]
+      printf "  %-22s %5s  %s\n", "TOTAL to QMP up", med(t), t
+    }' "$work/daemon.log"
+}
+
+# bench_density: DENSITY_VMS idle busybox VMs (256 MiB) per round, one
+# round per TCG translation cache size in TB_SIZES (MiB; 0: QEMU's
+# default), each with a daemon started with --tcg-tb-size: every VM's
+# QEMU RSS and idle CPU (utime+stime over 30 s, 20 s after the last one
+# was ready), the host's available memory, and create -> ready of one
+# more VM with the others idle. The 100-VM figure needs a quiet host.
+bench_density() {
+  n=${DENSITY_VMS:-5}
+  setup_ns
+  hz=$(getconf CLK_TCK)
+  for tb in ${TB_SIZES:-0 32}; do
+    kill $dpid; wait $dpid 2>/dev/null || true
+    ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --tcg-tb-size "$tb" 2>>"$work/daemon.log" & dpid=$!
+    for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+    t=$(date +%s%N)
+    for i in $(seq $n); do "$bin" vm create --image busybox --memory 256 --name d$i >/dev/null 2>&1 || echo "create d$i failed"; done
+    all=$(ms_since $t)
+    sleep 20
+    pids=(); for i in $(seq $n); do pids+=($("$bin" vm inspect d$i -o json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')); done
+    ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+    declare -A t0; for p in "${pids[@]}"; do t0[$p]=$(ticks $p); done
+    sleep 30
+    rss=(); cpu=()
+    for p in "${pids[@]}"; do
+      rss+=($(awk '/VmRSS/{print int($2/1024)}' /proc/$p/status))
+      cpu+=($(awk -v a=${t0[$p]} -v b=$(ticks $p) -v hz=$hz 'BEGIN{printf "%.2f", (b-a)/hz/30*100}'))
+    done
+    t=$(date +%s%N); "$bin" vm create --image busybox --memory 256 --name dn >/dev/null 2>&1 || echo "create dn failed"; one=$(ms_since $t)
+    echo "tb-size ${tb} MiB (0: QEMU's default), $n idle VMs:"
+    echo "  QEMU RSS (MiB):            ${rss[*]}"
+    echo "  idle CPU (% of a core):    ${cpu[*]}"
+    echo "  host MemAvailable: $(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo) MiB; $n creates: $all ms; one more with them idle: $one ms"
+    for i in $(seq $n) n; do "$bin" vm rm -f d$i >/dev/null 2>&1; done
+  done
 }
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -324,6 +417,8 @@ case "$which" in
   pull) bench_pull ;;
   cp) bench_cp ;;
   boot) bench_boot ;;
+  hostcost) bench_hostcost ;;
+  density) bench_density ;;
   snap) bench_snap ;;
   initmodes) bench_initmodes ;;
   vmls|all) bench_vmls ;;

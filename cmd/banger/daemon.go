@@ -52,6 +52,12 @@ func newDaemonCmd(a *app) *cobra.Command {
 			set("image-catalog", &final.ImageCatalog, cfg.ImageCatalog)
 			set("apt-mirror", &final.AptMirror, cfg.AptMirror)
 			set("ready-timeout", &final.ReadyTimeout, cfg.ReadyTimeout)
+			if fl.Changed("warm-start") {
+				final.WarmStart = cfg.WarmStart
+			}
+			if fl.Changed("tcg-tb-size") {
+				final.TCGTBSizeMiB = cfg.TCGTBSizeMiB
+			}
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
 				final.Socket = os.Getenv("BANGER_SOCKET")
 			}
@@ -63,7 +69,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 			// otherwise (the socket, the runtime dir): state holds work
 			// disks, keys and layers from private registries.
 			syscall.Umask(0o077)
-			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers()...))
+			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers(final)...))
 			if err != nil {
 				return err
 			}
@@ -83,6 +89,8 @@ func newDaemonCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
+	f.BoolVar(&cfg.WarmStart, "warm-start", false, "creates restore a boot snapshot of their shape instead of booting, unless --cold (config warm_start)")
+	f.IntVar(&cfg.TCGTBSizeMiB, "tcg-tb-size", 0, "cap of QEMU's TCG translation cache per VM, MiB (0: QEMU's default; config tcg_tb_size_mib)")
 	f.BoolVar(&cfg.Reset, "reset", false, "start on a state dir whose banger.db is lost: move its VM directories to lost+found")
 	f.BoolVar(&cfg.Adopt, "adopt", false, "start on a state dir whose banger.db is lost: re-import its VM directories (from their vm.json) as stopped VMs")
 	return cmd
@@ -93,10 +101,10 @@ func fileExistsCLI(p string) bool { _, err := os.Stat(p); return err == nil }
 // defaultDrivers are the hypervisors `banger daemon` offers, Firecracker
 // first: with KVM both are hardware accelerated and Firecracker boots
 // leaner; without KVM only QEMU (TCG) is usable.
-func defaultDrivers() []vmm.Driver {
+func defaultDrivers(cfg daemon.Config) []vmm.Driver {
 	// QEMU drops root once its devices are open, to the banger-vmm system
 	// user where it exists (scripts/install-deps.sh creates it).
-	q := qemu.Options{}
+	q := qemu.Options{TBSizeMiB: cfg.TCGTBSizeMiB}
 	if _, err := user.Lookup(qemu.DefaultRunAs); err == nil {
 		q.RunAs = qemu.DefaultRunAs
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -193,4 +194,114 @@ func stageLines(log, match string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// parallelRestores is how many `vm create --from` run at once in
+// TestSnapshotParallelRestores (the acceptance asks 8;
+// BANGER_PARALLEL_RESTORES lowers it on a host that cannot hold 8 TCG
+// guests).
+func parallelRestores() int {
+	if n, err := strconv.Atoi(os.Getenv("BANGER_PARALLEL_RESTORES")); err == nil && n > 1 {
+		return n
+	}
+	return 8
+}
+
+// TestSnapshotParallelRestores: N creates --from one snapshot at once all
+// come up with the snapshot's files and process (no torn read of the
+// snapshot) and with N distinct identities.
+func TestSnapshotParallelRestores(t *testing.T) {
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "ps", "--memory", "256")
+	e.mustRun(t, "vm", "exec", "ps", "--", "sh", "-c",
+		"echo before > /root/f; sync; sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /root/pid")
+	e.mustRun(t, "vm", "snapshot", "ps", "--name", "ps1")
+	e.mustRun(t, "vm", "rm", "-f", "ps") // the host's CPU goes to the restores
+
+	n := parallelRestores()
+	t0 := time.Now()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, stderr, err := e.run("vm", "create", "--from", "ps1", "--name", "pr"+strconv.Itoa(i))
+			if err != nil {
+				err = fmt.Errorf("pr%d: %v: %s", i, err, stderr)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("daemon log tail:\n%s", tail(e.log.String(), 40))
+	}
+	t.Logf("%d parallel creates --from → all ready: %s", n, time.Since(t0))
+	seen := map[string]map[string]string{}
+	for i := range n {
+		name := "pr" + strconv.Itoa(i)
+		if out := e.mustRun(t, "vm", "exec", name, "--", "sh", "-c", "cat /root/f; kill -0 $(cat /root/pid) && echo alive"); out != "before\nalive\n" {
+			t.Errorf("%s: %q", name, out)
+		}
+		id := e.guestIdentity(t, name)
+		if id["hostname"] != name {
+			t.Errorf("%s has hostname %q", name, id["hostname"])
+		}
+		for k, v := range id {
+			if seen[k] == nil {
+				seen[k] = map[string]string{}
+			}
+			if other, dup := seen[k][v]; dup {
+				t.Errorf("%s and %s share their %s: %s", other, name, k, v)
+			}
+			seen[k][v] = name
+		}
+	}
+	for i := range n {
+		e.mustRun(t, "vm", "rm", "-f", "pr"+strconv.Itoa(i))
+	}
+	e.mustRun(t, "snapshot", "rm", "ps1")
+}
+
+// TestSnapshotDaemonKilled: a daemon SIGKILLed while `vm snapshot` writes
+// the state leaves no snapshot (listed or on disk) once the next daemon
+// runs, and the source VM running and answering.
+func TestSnapshotDaemonKilled(t *testing.T) {
+	e := newVMEnv(t)
+	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "ks", "--memory", "512")
+	// Fill memory so that writing the state takes a while.
+	e.mustRun(t, "vm", "exec", "ks", "--", "sh", "-c",
+		"mkdir -p /mnt/t; mount -t tmpfs -o size=300m tmpfs /mnt/t; dd if=/dev/urandom of=/mnt/t/fill bs=1M count=200 2>/dev/null; echo ok")
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.run("vm", "snapshot", "ks", "--name", "killed")
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Minute)
+	for !strings.Contains(e.log.String(), "stage=save_state") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the snapshot never reached save_state:\n%s", tail(e.log.String(), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.restartDaemon(t) // SIGKILL, then a new daemon on the same state
+	if err := <-done; err == nil {
+		t.Log("the snapshot finished before the kill landed: the check below still holds")
+	}
+	if ls := e.mustRun(t, "snapshot", "ls", "-o", "json"); strings.Contains(ls, "killed") {
+		t.Fatalf("a snapshot killed while its state was written is listed: %s", ls)
+	}
+	ents, _ := os.ReadDir(filepath.Join(e.stateDir, "snapshots"))
+	for _, en := range ents {
+		t.Errorf("left in snapshots/: %s", en.Name())
+	}
+	if st := e.inspect(t, "ks")["state"]; st != "running" {
+		t.Fatalf("source after the kill and a restart: %v", st)
+	}
+	if out := e.mustRun(t, "vm", "exec", "ks", "--", "sh", "-c", "ls /mnt/t; echo alive"); out != "fill\nalive\n" {
+		t.Fatalf("source after the kill: %q", out)
+	}
+	e.mustRun(t, "vm", "rm", "-f", "ks")
 }

@@ -50,6 +50,8 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringVar(&c.p.IdleStop, "idle-stop", "", "stop the VM after this long with no exec/ssh/port-forward traffic and no guest CPU (e.g. 10m)")
 	c.prov.add(cmd)
 	f.StringVar(&c.p.From, "from", "", "start from a snapshot (its machine, memory, processes and disks, with a new identity) instead of booting")
+	f.BoolVar(&c.p.Warm, "warm", false, "restore the daemon's boot snapshot of this VM's shape instead of booting (taken the first time one boots; the daemon's warm_start makes it the default)")
+	f.BoolVar(&c.p.Cold, "cold", false, "boot, even when the daemon's warm_start is on")
 }
 
 // validate checks flags locally for a fast, clear error; the daemon checks
@@ -230,6 +232,9 @@ func newVMInspectCmd(a *app) *cobra.Command {
 				row("VMM", fmt.Sprintf("%s (pid %d)", vm.VMM, vm.PID))
 			}
 			row("Dir", vm.Dir)
+			if vm.Start != "" {
+				row("Started", vm.Start+map[string]string{"cold": " (booted)", "warm": " (restored from the boot snapshot of its shape)", "snapshot": " (restored from a snapshot)"}[vm.Start])
+			}
 			init := vm.Init
 			if vm.InitRunning != "" {
 				init += " (last boot: " + vm.InitRunning

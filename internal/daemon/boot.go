@@ -13,7 +13,6 @@ import (
 
 	"banger/api"
 	"banger/internal/agent"
-	"banger/internal/disk"
 	"banger/internal/guestproto"
 	"banger/internal/imagebuild"
 	"banger/internal/kernelcat"
@@ -171,37 +170,50 @@ func (s *VMService) vmRuntimeDir(id string) string {
 }
 
 // prepareDisks makes system.cow (formatted ext4, sparse) and root.ext4
-// (from the image's work seed) unless they exist from an earlier boot.
+// (from the image's work seed) unless they exist from an earlier boot,
+// both at once, each a clone of a template built once (disktmpl.go).
 func (s *VMService) prepareDisks(ctx context.Context, rec *model.VMRecord, img model.Image) error {
 	dir := rec.Runtime.Dir
-	cow := filepath.Join(dir, cowName)
-	if _, err := os.Stat(cow); os.IsNotExist(err) {
-		empty, err := os.MkdirTemp(dir, ".empty-")
+	cow, work := filepath.Join(dir, cowName), filepath.Join(dir, workDiskName)
+	cowErr := make(chan error, 1)
+	go func() {
+		if _, err := os.Stat(cow); !os.IsNotExist(err) {
+			cowErr <- nil
+			return
+		}
+		tmpl, err := s.cowTemplate(ctx, rec.Spec.SystemOverlaySize)
+		if err == nil {
+			err = cloneInto(tmpl, cow)
+		}
 		if err != nil {
-			return err
+			err = fmt.Errorf("create system overlay: %w", err)
 		}
-		defer os.RemoveAll(empty)
-		tmp := disk.TempSibling(cow, "mkfs")
-		if err := disk.MkfsExt4FromDir(ctx, empty, tmp, rec.Spec.SystemOverlaySize, "banger-cow"); err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("create system overlay: %w", err)
-		}
-		if err := os.Rename(tmp, cow); err != nil {
-			return err
-		}
+		cowErr <- err
+	}()
+	var err error
+	if _, serr := os.Stat(work); os.IsNotExist(serr) {
+		err = s.materializeWork(ctx, img, work, rec.Spec.WorkDiskSize)
+	} else {
+		err = s.ensureAuthorizedKeyOnWorkDisk(ctx, work, rec.Spec.UserKeys)
 	}
-	work := filepath.Join(dir, workDiskName)
-	if _, err := os.Stat(work); os.IsNotExist(err) {
-		img, err := s.d.images.ensureSeedKey(ctx, img)
-		if err != nil {
-			return err
-		}
-		if err := imagebuild.MaterializeWorkDisk(ctx, filepath.Join(img.Dir, imagebuild.WorkSeedName), work, rec.Spec.WorkDiskSize); err != nil {
-			return fmt.Errorf("create work disk: %w", err)
-		}
-		return nil
+	return errors.Join(err, <-cowErr)
+}
+
+// materializeWork makes a new VM's work disk: a clone of the image's
+// work template of that size, after the seed got the daemon's key.
+func (s *VMService) materializeWork(ctx context.Context, img model.Image, work string, size int64) error {
+	img, err := s.d.images.ensureSeedKey(ctx, img)
+	if err != nil {
+		return err
 	}
-	return s.ensureAuthorizedKeyOnWorkDisk(ctx, work, rec.Spec.UserKeys)
+	tmpl, err := s.workTemplate(ctx, img, size)
+	if err == nil {
+		err = cloneInto(tmpl, work)
+	}
+	if err != nil {
+		return fmt.Errorf("create work disk: %w", err)
+	}
+	return nil
 }
 
 // ensureAuthorizedKeyOnWorkDisk adds the daemon's current key to an

@@ -26,6 +26,14 @@ type Config struct {
 	ImageCatalog  string `toml:"image_catalog"`
 	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
 	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
+	// WarmStart: creates restore the boot snapshot of their shape
+	// (warm.go) unless --cold. Off by default: opt in per create with
+	// --warm.
+	WarmStart bool `toml:"warm_start"`
+	// TCGTBSizeMiB caps QEMU's TCG translation cache per VM (MiB; 0:
+	// QEMU's default). Read by `banger daemon` when it builds the QEMU
+	// driver.
+	TCGTBSizeMiB int `toml:"tcg_tb_size_mib"`
 	// Reset (flag only) starts on a state dir whose banger.db is gone by
 	// moving its VM directories to lost+found.
 	Reset bool `toml:"-"`
@@ -92,6 +100,9 @@ func (c *Config) Finish() error {
 		if d, err := time.ParseDuration(c.ReadyTimeout); err != nil || d <= 0 {
 			return fmt.Errorf("invalid ready_timeout %q: want a duration like 90s", c.ReadyTimeout)
 		}
+	}
+	if c.TCGTBSizeMiB < 0 || c.TCGTBSizeMiB > 4096 {
+		return fmt.Errorf("invalid tcg_tb_size_mib %d: want 0 (QEMU's default) to 4096", c.TCGTBSizeMiB)
 	}
 	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket} {
 		abs, err := filepath.Abs(*p)

@@ -74,6 +74,7 @@ func (d *Daemon) doctor() api.DoctorResult {
 	} else {
 		add("nftables-bridge", true, "bridge-family nftables usable (taps locked to their VM's MAC and IP)")
 	}
+	add("warm-start", true, d.vms.warmSummary())
 	initPath, err := initramfs.LocateInit()
 	add("banger-init", err == nil, orMsg(initPath, err, ""))
 	vs, vwhy := vmm.VhostVsockUsable()

@@ -412,6 +412,7 @@ func (s *ImageService) RemoveImage(ctx context.Context, name string) (model.Imag
 	if err := os.Rename(img.Dir, trash); err == nil {
 		os.RemoveAll(trash)
 	}
+	s.d.vms.dropWarm(func(sn model.Snapshot) bool { return sn.Spec.ImageID == img.ID })
 	return img, nil
 }
 

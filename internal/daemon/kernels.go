@@ -186,6 +186,7 @@ func (s *KernelService) Remove(ctx context.Context, name string) (model.Kernel, 
 	if err := kernelcat.Remove(s.dir, name); err != nil {
 		return k, err
 	}
+	s.d.vms.dropWarm(func(sn model.Snapshot) bool { return sn.Spec.Kernel == name })
 	return k, s.d.store.DeleteKernel(ctx, name)
 }
 

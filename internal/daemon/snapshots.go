@@ -188,6 +188,14 @@ func (s *VMService) saveSnapshotLocked(ctx context.Context, op *operation, rec m
 	} else if lv == nil {
 		return sn, "", api.Errorf(api.KindConflict, "VM %q has no running VMM", rec.Name)
 	}
+	return s.saveSnapshotIn(ctx, op, rec, lv, wasPaused, s.snapshotsDir(), model.NewID(), name)
+}
+
+// saveSnapshotIn writes a snapshot of rec (live as lv) into
+// parent/.tmp-<id>, which it returns; on error nothing is left.
+//
+// caller holds s.vmLocks[rec.ID].
+func (s *VMService) saveSnapshotIn(ctx context.Context, op *operation, rec model.VMRecord, lv *liveVM, wasPaused bool, parent, id, name string) (sn model.Snapshot, dir string, err error) {
 	snap, err := s.snapshotter(lv)
 	if err != nil {
 		return sn, "", err
@@ -198,8 +206,7 @@ func (s *VMService) saveSnapshotLocked(ctx context.Context, op *operation, rec m
 	if err != nil {
 		return sn, "", err
 	}
-	id := model.NewID()
-	dir = filepath.Join(s.snapshotsDir(), snapTmpPrefix+id)
+	dir = filepath.Join(parent, snapTmpPrefix+id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return sn, "", fmt.Errorf("snapshot dir: %w", err)
 	}
@@ -393,12 +400,14 @@ func (s *VMService) deleteSnapshotsOf(id string) error {
 // cleanSnapshotTemps removes what interrupted snapshots, forks and
 // removals left (runs at start, before any RPC is served).
 func (s *VMService) cleanSnapshotTemps() {
-	ents, _ := os.ReadDir(s.snapshotsDir())
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), snapTmpPrefix) {
-			p := filepath.Join(s.snapshotsDir(), e.Name())
-			s.d.log.Info("removing an interrupted snapshot", "dir", p)
-			os.RemoveAll(p)
+	for _, dir := range []string{s.snapshotsDir(), s.warmDir()} {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), snapTmpPrefix) {
+				p := filepath.Join(dir, e.Name())
+				s.d.log.Info("removing an interrupted snapshot", "dir", p)
+				os.RemoveAll(p)
+			}
 		}
 	}
 }

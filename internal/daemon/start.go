@@ -98,6 +98,15 @@ type startRun struct {
 	incoming *os.File
 	// lv is the live VM once wait_ready registered it.
 	lv *liveVM
+
+	// warm: a create that may start warm (warm.go). When warm_lookup
+	// found the shape's snapshot, snap is it and unpin releases it;
+	// takeWarm is the slot this cold boot fills at agent-ready, with the
+	// inputs to record.
+	warm       bool
+	unpin      func()
+	takeWarm   string
+	warmInputs string
 }
 
 func (r *startRun) holdKey() {
@@ -391,6 +400,13 @@ func (r *startRun) boot(ctx context.Context) error {
 	r.rec.Runtime.CID, r.rec.Runtime.VMM, r.rec.Runtime.LastError = r.spec.CID, r.drv.Name(), ""
 	r.rec.Runtime.MAC = ""
 	r.rec.Runtime.MainExit, r.rec.Runtime.Init, r.rec.Runtime.InitPath = nil, "", ""
+	r.rec.Runtime.Start = model.StartCold
+	if r.incoming != nil {
+		r.rec.Runtime.Start = model.StartSnapshot
+		if r.warm {
+			r.rec.Runtime.Start = model.StartWarm
+		}
+	}
 	if r.spec.Net != nil {
 		r.rec.Runtime.MAC = r.spec.Net.MAC
 	}

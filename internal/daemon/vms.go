@@ -41,6 +41,16 @@ type VMService struct {
 
 	idle  idleTracker // idle.go: traffic and CPU per VM for --idle-stop
 	stats statsState  // stats.go: the previous CPU reading per VM
+
+	// warmMu guards the warm slots (warm.go): lookup, invalidation,
+	// publication and warmTaking, the slots a cold boot is filling.
+	// Never held across a copy or a VMM call. Lock order: warmMu, then
+	// snapMu.
+	warmMu     sync.Mutex
+	warmTaking map[string]bool
+
+	// tmplLocks: one build of each disk template at a time (disktmpl.go).
+	tmplLocks keylock.Map
 }
 
 func newVMService(d *Daemon) *VMService { return &VMService{d: d} }
@@ -198,6 +208,10 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if err := s.resolveProcess(ctx, &req.spec, p); err != nil { // mainproc.go
 		return model.VMRecord{}, op.fail(err)
 	}
+	warm, err := s.wantWarm(p, req.spec) // warm.go
+	if err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
 	op.stage("reserve_vm", req.name)
 	rec, err := s.reserveVM(ctx, req)
 	if err != nil {
@@ -215,7 +229,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 		op.done()
 		return rec, nil
 	}
-	return s.bootReserved(ctx, op, rec, s.startLocked)
+	return s.bootReserved(ctx, op, rec, s.startFresh(warm))
 }
 
 // bootReserved is phase 3 of a create: boot the reserved rec under its

@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 
 	"banger/internal/guestproto"
 )
@@ -167,7 +169,7 @@ func Ensure(ctx context.Context, initBinary, kernelDir string, modules []string)
 	if err := checkModules(modules); err != nil {
 		return "", err
 	}
-	sum, err := hashInputs(initBinary, kernelDir, modules)
+	sum, err := cachedHash(initBinary, kernelDir, modules)
 	if err != nil {
 		return "", err
 	}
@@ -179,6 +181,54 @@ func Ensure(ctx context.Context, initBinary, kernelDir string, modules []string)
 		return "", err
 	}
 	return out, nil
+}
+
+// hashCache remembers hashInputs' answer for inputs whose files have
+// not changed since (same inode, size, mtime, ctime): hashing banger-init
+// and the modules was most of a start's host-side time, for an answer
+// that changes only when banger is rebuilt or a kernel re-pulled.
+var hashCache struct {
+	sync.Mutex
+	m map[string]hashEntry
+}
+
+type hashEntry struct {
+	stamp string
+	sum   string
+}
+
+// cachedHash is hashInputs, remembered by the inputs' stat stamps.
+func cachedHash(initBinary, kernelDir string, modules []string) (string, error) {
+	key := initBinary + "\x00" + kernelDir + "\x00" + strings.Join(modules, "\x00")
+	var stamp strings.Builder
+	for _, p := range append([]string{initBinary}, modules...) {
+		src := p
+		if p != initBinary {
+			src = filepath.Join(kernelDir, filepath.FromSlash(p))
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(src, &st); err != nil {
+			return "", fmt.Errorf("initramfs: %w", &os.PathError{Op: "stat", Path: src, Err: err})
+		}
+		fmt.Fprintf(&stamp, "%d:%d:%d:%d.%d:%d.%d;", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	hashCache.Lock()
+	e, ok := hashCache.m[key]
+	hashCache.Unlock()
+	if ok && e.stamp == stamp.String() {
+		return e.sum, nil
+	}
+	sum, err := hashInputs(initBinary, kernelDir, modules)
+	if err != nil {
+		return "", err
+	}
+	hashCache.Lock()
+	if hashCache.m == nil {
+		hashCache.m = map[string]hashEntry{}
+	}
+	hashCache.m[key] = hashEntry{stamp.String(), sum}
+	hashCache.Unlock()
+	return sum, nil
 }
 
 func hashInputs(initBinary, kernelDir string, modules []string) (string, error) {

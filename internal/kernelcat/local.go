@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -81,7 +83,47 @@ func ReadLocal(kernelsDir, name string) (*Manifest, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(kernelsDir, name, ManifestFile))
+	path := filepath.Join(kernelsDir, name, ManifestFile)
+	// Every start reads the manifest (twice); a kernel with its module
+	// tree lists thousands of files, so the parsed manifest is kept while
+	// the file is unchanged (it is only ever replaced by rename).
+	var st syscall.Stat_t
+	stamp := ""
+	if syscall.Stat(path, &st) == nil {
+		stamp = fmt.Sprintf("%d:%d:%d:%d.%d:%d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+		manifestCache.Lock()
+		e, ok := manifestCache.m[path]
+		manifestCache.Unlock()
+		if ok && e.stamp == stamp {
+			m := *e.m // callers get their own struct; Files and Modules are shared, read-only
+			return &m, nil
+		}
+	}
+	m, err := readLocal(path, name)
+	if err == nil && stamp != "" {
+		manifestCache.Lock()
+		if manifestCache.m == nil {
+			manifestCache.m = map[string]cachedManifest{}
+		}
+		c := *m
+		manifestCache.m[path] = cachedManifest{stamp, &c}
+		manifestCache.Unlock()
+	}
+	return m, err
+}
+
+var manifestCache struct {
+	sync.Mutex
+	m map[string]cachedManifest
+}
+
+type cachedManifest struct {
+	stamp string
+	m     *Manifest
+}
+
+func readLocal(path, name string) (*Manifest, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("kernel %q is not pulled (run: banger kernel pull %s): %w", name, name, err)

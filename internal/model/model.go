@@ -131,7 +131,18 @@ type VMRuntime struct {
 	// runs twice.
 	ProvisionState string    `json:"provision_state,omitempty"`
 	ProvisionedAt  time.Time `json:"provisioned_at,omitempty"`
+	// Start is how the last start got the guest running: StartCold (a
+	// boot), StartWarm (restored from the daemon's boot snapshot of its
+	// shape) or StartSnapshot (create --from, fork).
+	Start string `json:"start,omitempty"`
 }
+
+// VMRuntime.Start values.
+const (
+	StartCold     = "cold"
+	StartWarm     = "warm"
+	StartSnapshot = "snapshot"
+)
 
 // VMRecord is one row of the vms table.
 type VMRecord struct {
@@ -222,6 +233,10 @@ type Snapshot struct {
 	// Paused is how long the source was paused for it.
 	Paused    time.Duration `json:"paused_ns"`
 	CreatedAt time.Time     `json:"created_at"`
+	// Warm, for a warm-start boot snapshot (state/warm/), is what it was
+	// made from beyond its shape (image digest, kernel, banger-init
+	// build, daemon key, VMM): it is stale when any of them changes.
+	Warm string `json:"warm,omitempty"`
 	// Dir is where it lives (filled in when read, not stored).
 	Dir string `json:"-"`
 }

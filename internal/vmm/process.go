@@ -35,6 +35,8 @@ type SpawnConfig struct {
 	Stderr     string // same for stderr; may equal Stdout
 	// ExtraFiles are inherited as fds 3, 4, … (exec.Cmd.ExtraFiles).
 	ExtraFiles []*os.File
+	// Dir is the working directory ("": the daemon's).
+	Dir string
 }
 
 // Spawn starts a VMM that survives its parent: a new session (so a signal
@@ -63,6 +65,7 @@ func Spawn(c SpawnConfig) (*Process, error) {
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = c.ExtraFiles
+	cmd.Dir = c.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)

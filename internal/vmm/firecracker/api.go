@@ -70,6 +70,51 @@ type InstanceAction struct {
 	ActionType string `json:"action_type"` // InstanceStart, SendCtrlAltDel, FlushMetrics
 }
 
+// Vm is PATCH /vm: pause or resume the vCPUs.
+type Vm struct {
+	State string `json:"state"` // Paused, Resumed
+}
+
+// InstanceInfo is GET /'s answer (the fields banger reads).
+type InstanceInfo struct {
+	ID    string `json:"id"`
+	State string `json:"state"` // Not started, Running, Paused
+}
+
+// SnapshotCreateParams is PUT /snapshot/create (the VM must be paused).
+type SnapshotCreateParams struct {
+	SnapshotType string `json:"snapshot_type,omitempty"` // Full, Diff
+	SnapshotPath string `json:"snapshot_path"`
+	MemFilePath  string `json:"mem_file_path"`
+}
+
+// MemoryBackend is SnapshotLoadParams.mem_backend.
+type MemoryBackend struct {
+	BackendType string `json:"backend_type"` // File, Uffd
+	BackendPath string `json:"backend_path"`
+}
+
+// NetworkOverride points a restored interface at another tap.
+type NetworkOverride struct {
+	IfaceID     string `json:"iface_id"`
+	HostDevName string `json:"host_dev_name"`
+}
+
+// VsockOverride gives a restored vsock device another unix socket.
+type VsockOverride struct {
+	UDSPath string `json:"uds_path"`
+}
+
+// SnapshotLoadParams is PUT /snapshot/load, on a Firecracker that was
+// given nothing but its logger and metrics.
+type SnapshotLoadParams struct {
+	SnapshotPath     string            `json:"snapshot_path"`
+	MemBackend       *MemoryBackend    `json:"mem_backend,omitempty"`
+	ResumeVM         bool              `json:"resume_vm"`
+	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
+	VsockOverride    *VsockOverride    `json:"vsock_override,omitempty"`
+}
+
 // Client talks to one Firecracker API socket.
 type Client struct {
 	sock string
@@ -101,32 +146,58 @@ func (e *APIError) Error() string {
 
 // Put sends body as JSON to path and wants 204 No Content.
 func (c *Client) Put(ctx context.Context, path string, body any) error {
-	b, err := json.Marshal(body)
+	return c.do(ctx, http.MethodPut, path, body, nil)
+}
+
+// Patch is Put with PATCH (PATCH /vm).
+func (c *Client) Patch(ctx context.Context, path string, body any) error {
+	return c.do(ctx, http.MethodPatch, path, body, nil)
+}
+
+// Get reads path's JSON answer (200) into out.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://localhost"+path, rd)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://localhost"+path, bytes.NewReader(b))
-	if err != nil {
-		return err
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("firecracker PUT %s: %w", path, err)
+		return fmt.Errorf("firecracker %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNoContent {
+	if out == nil && resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(msg, out); err != nil {
+			return fmt.Errorf("firecracker %s %s: %w", method, path, err)
+		}
+		return nil
+	}
 	var fe struct {
 		FaultMessage string `json:"fault_message"`
 	}
 	if json.Unmarshal(msg, &fe) == nil && fe.FaultMessage != "" {
 		msg = []byte(fe.FaultMessage)
 	}
-	return &APIError{Method: http.MethodPut, Path: path, Status: resp.StatusCode, Fault: strings.TrimSpace(string(msg))}
+	return &APIError{Method: method, Path: path, Status: resp.StatusCode, Fault: strings.TrimSpace(string(msg))}
 }
 
 // DialHybridVsock connects to port in the guest through Firecracker's

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,17 +29,23 @@ type fakeFirecracker struct {
 	console io.Writer // the guest serial console (Firecracker's stdout)
 	onStop  func()    // SendCtrlAltDel: the guest powers off
 
+	// dir is Firecracker's working directory: relative paths (the
+	// driver's drive links) are resolved against it.
+	dir string
+
 	mu         sync.Mutex
 	requests   []string // "PUT /path" in arrival order, accepted ones only
 	bodies     map[string]map[string]any
 	bootSource bool
 	started    bool
+	paused     bool
 	vsockLn    net.Listener
 	violations []string
 }
 
 type field struct {
-	typ      string // string, integer, boolean, object
+	typ      string // string, integer, boolean, object, array
+	def      string // an object's (or an array's items') definition, checked too
 	required bool
 	enum     []string
 	min, max int // integers; max 0 = unbounded
@@ -94,10 +101,44 @@ var schemas = map[string]map[string]field{
 	"InstanceActionInfo": {
 		"action_type": {typ: "string", required: true, enum: []string{"FlushMetrics", "InstanceStart", "SendCtrlAltDel"}},
 	},
+	"Vm": {"state": {typ: "string", required: true, enum: []string{"Paused", "Resumed"}}},
+	"SnapshotCreateParams": {
+		"mem_file_path": {typ: "string", required: true},
+		"snapshot_path": {typ: "string", required: true},
+		"snapshot_type": {typ: "string", enum: []string{"Full", "Diff"}},
+	},
+	"SnapshotLoadParams": {
+		"enable_diff_snapshots": {typ: "boolean"},
+		"track_dirty_pages":     {typ: "boolean"},
+		"mem_file_path":         {typ: "string"},
+		"mem_backend":           {typ: "object", def: "MemoryBackend"},
+		"snapshot_path":         {typ: "string", required: true},
+		"resume_vm":             {typ: "boolean"},
+		"network_overrides":     {typ: "array", def: "NetworkOverride"},
+		"vsock_override":        {typ: "object", def: "VsockOverride"},
+		"clock_realtime":        {typ: "boolean"},
+	},
+	"MemoryBackend": {
+		"backend_type": {typ: "string", required: true, enum: []string{"File", "Uffd"}},
+		"backend_path": {typ: "string", required: true},
+	},
+	"NetworkOverride": {
+		"iface_id":      {typ: "string", required: true},
+		"host_dev_name": {typ: "string", required: true},
+	},
+	"VsockOverride": {"uds_path": {typ: "string", required: true}},
 }
 
-func newFake(console io.Writer, onStop func()) *fakeFirecracker {
-	return &fakeFirecracker{console: console, onStop: onStop, bodies: map[string]map[string]any{}}
+func newFake(console io.Writer, onStop func(), dir string) *fakeFirecracker {
+	return &fakeFirecracker{console: console, onStop: onStop, dir: dir, bodies: map[string]map[string]any{}}
+}
+
+// abs resolves p against the working directory.
+func (f *fakeFirecracker) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(f.dir, p)
 }
 
 func (f *fakeFirecracker) fail(w http.ResponseWriter, format string, a ...any) {
@@ -111,8 +152,19 @@ func (f *fakeFirecracker) fail(w http.ResponseWriter, format string, a ...any) {
 func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if r.Method != http.MethodPut {
-		f.fail(w, "%s %s: the driver only ever needs PUT", r.Method, r.URL.Path)
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/":
+		state := "Not started"
+		if f.started {
+			state = map[bool]string{true: "Paused", false: "Running"}[f.paused]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": "anonymous-instance", "state": state, "vmm_version": "1.12.0", "app_name": "Firecracker"})
+		return
+	case r.Method == http.MethodPatch && r.URL.Path == "/vm":
+	case r.Method == http.MethodPut:
+	default:
+		f.fail(w, "%s %s: not an operation the driver needs", r.Method, r.URL.Path)
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
@@ -121,6 +173,12 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	def, id := "", ""
 	switch p := r.URL.Path; {
+	case p == "/vm":
+		def = "Vm"
+	case p == "/snapshot/create":
+		def = "SnapshotCreateParams"
+	case p == "/snapshot/load":
+		def = "SnapshotLoadParams"
 	case p == "/logger":
 		def = "Logger"
 	case p == "/metrics":
@@ -141,7 +199,7 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, "unknown path %s", p)
 		return
 	}
-	if def != "InstanceActionInfo" && f.started {
+	if def != "InstanceActionInfo" && def != "Vm" && def != "SnapshotCreateParams" && f.started {
 		f.fail(w, "PUT %s is pre-boot only", r.URL.Path)
 		return
 	}
@@ -157,12 +215,28 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch def {
+	case "Vm":
+		if !f.started {
+			f.fail(w, "PATCH /vm: the microVM is not running")
+			return
+		}
+		f.paused = body["state"] == "Paused"
+	case "SnapshotCreateParams":
+		if msg := f.createSnapshot(body); msg != "" {
+			f.fail(w, "%s", msg)
+			return
+		}
+	case "SnapshotLoadParams":
+		if msg := f.loadSnapshot(body); msg != "" {
+			f.fail(w, "%s", msg)
+			return
+		}
 	case "Drive":
 		if body["drive_id"] != id || id == "" {
 			f.fail(w, "drive_id %v does not match path id %q", body["drive_id"], id)
 			return
 		}
-		if msg := exists(body, "path_on_host", true); msg != "" {
+		if msg := exists(map[string]any{"path_on_host": f.abs(fmt.Sprint(body["path_on_host"])), "is_read_only": body["is_read_only"]}, "path_on_host", true); msg != "" {
 			f.fail(w, "%s", msg)
 			return
 		}
@@ -221,12 +295,102 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	f.requests = append(f.requests, "PUT "+r.URL.Path)
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path)
 	f.bodies[r.URL.Path] = body
 	w.WriteHeader(http.StatusNoContent)
 	if fl, ok := w.(http.Flusher); ok {
 		fl.Flush() // before a deferred onStop ends the process
 	}
+}
+
+// fakeState is what the stand-in's snapshot_path holds: the
+// configuration a real state file carries (drive paths as given, the
+// interfaces, the vsock socket).
+type fakeState struct {
+	Drives map[string]string `json:"drives"`
+	Ifaces []string          `json:"ifaces"`
+	Vsock  string            `json:"vsock"`
+}
+
+// createSnapshot writes the state and a memory file; the VM must be paused.
+func (f *fakeFirecracker) createSnapshot(body map[string]any) string {
+	if !f.started || !f.paused {
+		return "PUT /snapshot/create: the microVM must be paused (PATCH /vm Paused) first"
+	}
+	st := fakeState{Drives: map[string]string{}}
+	for path, b := range f.bodies {
+		switch {
+		case strings.HasPrefix(path, "/drives/"):
+			st.Drives[b["drive_id"].(string)] = b["path_on_host"].(string)
+		case strings.HasPrefix(path, "/network-interfaces/"):
+			st.Ifaces = append(st.Ifaces, b["iface_id"].(string))
+		case path == "/vsock":
+			st.Vsock = b["uds_path"].(string)
+		}
+	}
+	j, _ := json.Marshal(st)
+	if err := os.WriteFile(body["snapshot_path"].(string), j, 0o600); err != nil {
+		return "snapshot_path: " + err.Error()
+	}
+	if err := os.WriteFile(body["mem_file_path"].(string), []byte("fake guest memory"), 0o600); err != nil {
+		return "mem_file_path: " + err.Error()
+	}
+	return ""
+}
+
+// loadSnapshot restores on a Firecracker given only its logger and
+// metrics: the files exist, exactly one memory source, the saved drives
+// open from this process's working directory, overrides name what the
+// state has.
+func (f *fakeFirecracker) loadSnapshot(body map[string]any) string {
+	for p := range f.bodies {
+		if p != "/logger" && p != "/metrics" {
+			return "PUT /snapshot/load: only the logger and metrics may be configured before a load, not " + p
+		}
+	}
+	_, file := body["mem_file_path"]
+	_, backend := body["mem_backend"]
+	if file == backend {
+		return "PUT /snapshot/load: exactly one of mem_file_path and mem_backend"
+	}
+	mem, _ := body["mem_file_path"].(string)
+	if backend {
+		mem = body["mem_backend"].(map[string]any)["backend_path"].(string)
+	}
+	if _, err := os.Stat(mem); err != nil {
+		return "memory file: " + err.Error()
+	}
+	j, err := os.ReadFile(body["snapshot_path"].(string))
+	if err != nil {
+		return "snapshot_path: " + err.Error()
+	}
+	var st fakeState
+	if err := json.Unmarshal(j, &st); err != nil {
+		return "snapshot_path: not a state file"
+	}
+	for id, p := range st.Drives {
+		if fi, err := os.Stat(f.abs(p)); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Sprintf("restore drive %s: %s does not open from %s", id, p, f.dir)
+		}
+		f.bodies["/drives/"+id] = map[string]any{"drive_id": id, "path_on_host": p}
+	}
+	if nos, ok := body["network_overrides"].([]any); ok {
+		for _, no := range nos {
+			if !contains(st.Ifaces, no.(map[string]any)["iface_id"].(string)) {
+				return fmt.Sprintf("network_overrides: no interface %v in the snapshot", no.(map[string]any)["iface_id"])
+			}
+		}
+	}
+	vs := st.Vsock
+	if vo, ok := body["vsock_override"].(map[string]any); ok {
+		vs = vo["uds_path"].(string)
+	}
+	f.bodies["/vsock"] = map[string]any{"uds_path": vs}
+	if err := f.start(); err != nil {
+		return "restore: " + err.Error()
+	}
+	f.paused = body["resume_vm"] != true
+	return ""
 }
 
 // start "boots": console output, and the vsock uds starts listening.
@@ -249,6 +413,7 @@ func (f *fakeFirecracker) start() error {
 	if !ok {
 		return nil
 	}
+	os.Remove(hostPath(v["uds_path"].(string)))
 	ln, err := net.Listen("unix", hostPath(v["uds_path"].(string)))
 	if err != nil {
 		return err
@@ -392,8 +557,28 @@ func validate(def string, body map[string]any) string {
 				return fmt.Sprintf("%s.%s: %d out of range", def, k, i)
 			}
 		case "object":
-			if _, ok := v.(map[string]any); !ok {
+			m, ok := v.(map[string]any)
+			if !ok {
 				return fmt.Sprintf("%s.%s: want an object, got %T", def, k, v)
+			}
+			if f.def != "" {
+				if msg := validate(f.def, m); msg != "" {
+					return msg
+				}
+			}
+		case "array":
+			items, ok := v.([]any)
+			if !ok {
+				return fmt.Sprintf("%s.%s: want an array, got %T", def, k, v)
+			}
+			for _, it := range items {
+				m, ok := it.(map[string]any)
+				if !ok {
+					return fmt.Sprintf("%s.%s: want objects, got %T", def, k, it)
+				}
+				if msg := validate(f.def, m); msg != "" {
+					return msg
+				}
 			}
 		}
 	}
@@ -435,7 +620,8 @@ func runFakeBinary(args []string) int {
 	}
 	stop := make(chan struct{})
 	var once sync.Once
-	fake := newFake(os.Stdout, func() { once.Do(func() { close(stop) }) })
+	wd, _ := os.Getwd()
+	fake := newFake(os.Stdout, func() { once.Do(func() { close(stop) }) }, wd)
 	go http.Serve(ln, fake)
 	<-stop
 	fake.close()

@@ -150,6 +150,16 @@ type put struct {
 // later errors are logged), machine, boot source, drives, network, vsock,
 // then InstanceStart.
 func Configure(ctx context.Context, c *Client, s vmm.Spec) error {
+	return configure(ctx, c, s, true)
+}
+
+// errJailedSnapshot: the snapshot paths are host paths, outside a jail.
+var errJailedSnapshot = errors.New("firecracker snapshots under the jailer are not supported yet (banger uses the jailer when it is on PATH): snapshot and fork on the QEMU driver, or run Firecracker without its jailer")
+
+// configure is Configure; links: the drives as links in the runtime dir
+// (driveLink), which a snapshot records; without (jailed), the drives'
+// paths inside the jail.
+func configure(ctx context.Context, c *Client, s vmm.Spec, links bool) error {
 	p := pathsFor(s)
 	puts := []put{
 		{"/logger", Logger{LogPath: p.log, Level: "Info", ShowLevel: true}},
@@ -157,9 +167,18 @@ func Configure(ctx context.Context, c *Client, s vmm.Spec) error {
 		{"/machine-config", MachineConfig{VCPUCount: s.VCPU, MemSizeMiB: s.MemoryMiB}},
 		{"/boot-source", BootSource{KernelImagePath: s.Vmlinux, InitrdPath: s.Initrd, BootArgs: BootArgs(s)}},
 	}
+	if links {
+		if err := linkDrives(s); err != nil {
+			return err
+		}
+	}
 	for i, d := range s.Disks {
 		id := vmm.DiskName(i)
-		puts = append(puts, put{"/drives/" + id, Drive{DriveID: id, PathOnHost: d.Path, IsReadOnly: d.ReadOnly}})
+		path := d.Path
+		if links {
+			path = driveLink(id)
+		}
+		puts = append(puts, put{"/drives/" + id, Drive{DriveID: id, PathOnHost: path, IsReadOnly: d.ReadOnly}})
 	}
 	if s.Net != nil && s.Net.Tap != "" {
 		puts = append(puts, put{"/network-interfaces/eth0", NetworkInterface{IfaceID: "eth0", GuestMAC: s.Net.MAC, HostDevName: s.Net.Tap}})
@@ -170,6 +189,25 @@ func Configure(ctx context.Context, c *Client, s vmm.Spec) error {
 	for _, r := range puts {
 		if err := c.Put(ctx, r.path, r.body); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// driveLink is the path Firecracker is given for drive id: relative to
+// its working directory (the VM's runtime dir), where a symlink points at
+// the disk. A snapshot's state records the drives' paths, so a restore
+// into another VM's runtime dir opens that VM's own disks (what the
+// jailer's chroot gives its users).
+func driveLink(id string) string { return "drive-" + id }
+
+// linkDrives makes s's drive symlinks in its runtime dir.
+func linkDrives(s vmm.Spec) error {
+	for i, d := range s.Disks {
+		l := filepath.Join(s.RuntimeDir, driveLink(vmm.DiskName(i)))
+		os.Remove(l)
+		if err := os.Symlink(d.Path, l); err != nil {
+			return fmt.Errorf("drive link: %w", err)
 		}
 	}
 	return nil
@@ -230,7 +268,9 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 		}
 	}
 	if mention == "" {
-		spawn.Args = []string{"--api-sock", api}
+		// Firecracker runs in the runtime dir: the drive links are
+		// relative to it (driveLink). The jailer chroots instead.
+		spawn.Args, spawn.Dir = []string{"--api-sock", api}, s.RuntimeDir
 		// The logger and metrics targets must exist before PUT /logger
 		// and /metrics: Firecracker opens them without O_CREAT (the
 		// jail made its own).
@@ -278,7 +318,16 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if err := Configure(ctx, NewClient(api), in); err != nil {
+	if s.Incoming != nil {
+		if mention != "" {
+			return fail(errJailedSnapshot)
+		}
+		err = Restore(ctx, NewClient(api), in)
+	} else {
+		os.Remove(filepath.Join(s.Dir, MemoryFile)) // an earlier restore's
+		err = configure(ctx, NewClient(api), in, mention == "")
+	}
+	if err != nil {
 		return fail(err)
 	}
 	return h, nil

@@ -69,7 +69,7 @@ func serveFake(t *testing.T, sock string) *fakeFirecracker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := newFake(&bytes.Buffer{}, nil)
+	fake := newFake(&bytes.Buffer{}, nil, filepath.Dir(sock))
 	srv := &http.Server{Handler: fake}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close(); fake.close() })
@@ -108,8 +108,11 @@ func TestConfigureContract(t *testing.T) {
 		}
 	}
 	if b["/drives/vda"]["is_read_only"] != true || b["/drives/vdb"]["is_read_only"] != false ||
-		b["/drives/vdc"]["path_on_host"] != s.Disks[2].Path || b["/drives/vda"]["is_root_device"] != false {
+		b["/drives/vdc"]["path_on_host"] != "drive-vdc" || b["/drives/vda"]["is_root_device"] != false {
 		t.Errorf("drives %v %v %v", b["/drives/vda"], b["/drives/vdb"], b["/drives/vdc"])
+	}
+	if l, _ := os.Readlink(filepath.Join(s.RuntimeDir, "drive-vdc")); l != s.Disks[2].Path {
+		t.Errorf("drive-vdc links to %q, want %s", l, s.Disks[2].Path)
 	}
 	if b["/network-interfaces/eth0"]["host_dev_name"] != "bgr123" || b["/network-interfaces/eth0"]["guest_mac"] != s.Net.MAC {
 		t.Errorf("network %v", b["/network-interfaces/eth0"])
@@ -296,6 +299,9 @@ func TestDriverJailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Kill()
+	if err := h.(vmm.Snapshotter).SaveState(ctx, nil); !errors.Is(err, errJailedSnapshot) {
+		t.Fatalf("a jailed snapshot: %v, want it refused (its paths are outside the jail)", err)
+	}
 	st, _ := h.State()
 	jailRoot := filepath.Join(s.Dir, "jail", filepath.Base(exe), "id1", "root")
 	if st.ControlSocket != filepath.Join(jailRoot, "run", APISocket) || st.AgentSocket != filepath.Join(jailRoot, "run", VsockSocket) {
@@ -381,4 +387,97 @@ func tail(b []byte) []byte {
 		return b[len(b)-200:]
 	}
 	return b
+}
+
+// TestSnapshotContract: pause, snapshot, resume and a restore into another
+// VM's directories (its own disks, tap and vsock socket, the source's
+// disks gone) through the schema-checking stand-in.
+func TestSnapshotContract(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := testSpec(t)
+	os.MkdirAll(a.Dir, 0o750)
+	pa := pathsFor(a)
+	for _, f := range []string{pa.log, pa.metrics} {
+		os.WriteFile(f, nil, 0o640)
+	}
+	fa := serveFake(t, pa.api)
+	if err := Configure(ctx, NewClient(pa.api), a); err != nil {
+		t.Fatal(err)
+	}
+	h := &handle{Base: vmm.Base{St: vmm.StateInfo{ControlSocket: pa.api, Dir: a.Dir}}}
+	state, err := os.Create(filepath.Join(t.TempDir(), "state.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SaveState(ctx, state); err == nil {
+		t.Fatal("a snapshot of a running VM was accepted")
+	}
+	if err := h.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := h.Paused(ctx); err != nil || !p {
+		t.Fatalf("Paused after Pause: %v %v", p, err)
+	}
+	if err := h.SaveState(ctx, state); err != nil {
+		t.Fatalf("SaveState: %v (violations %v)", err, fa.violations)
+	}
+	if err := h.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := h.Paused(ctx); p {
+		t.Fatal("still paused after Resume")
+	}
+	if ents, _ := os.ReadDir(a.Dir); len(ents) != 2 { // the log and metrics only
+		t.Errorf("left in the VM dir: %v", ents)
+	}
+
+	// Another VM restores it; the source's disks are gone.
+	b := testSpec(t)
+	b.Net.Tap = "bgr456"
+	os.MkdirAll(b.Dir, 0o750)
+	pb := pathsFor(b)
+	for _, f := range []string{pb.log, pb.metrics} {
+		os.WriteFile(f, nil, 0o640)
+	}
+	for _, d := range a.Disks {
+		os.Remove(d.Path)
+	}
+	fb := serveFake(t, pb.api)
+	state.Seek(0, 0)
+	b.Incoming = state
+	if err := Restore(ctx, NewClient(pb.api), b); err != nil {
+		t.Fatalf("Restore: %v (violations %v)", err, fb.violations)
+	}
+	want := "PUT /logger,PUT /metrics,PUT /snapshot/load"
+	if got := strings.Join(fb.requests, ","); got != want {
+		t.Fatalf("restore requests %s, want %s", got, want)
+	}
+	load := fb.bodies["/snapshot/load"]
+	if load["resume_vm"] != true || load["mem_backend"].(map[string]any)["backend_path"] != filepath.Join(b.Dir, MemoryFile) ||
+		load["network_overrides"].([]any)[0].(map[string]any)["host_dev_name"] != "bgr456" {
+		t.Errorf("load %v", load)
+	}
+	if _, err := os.Stat(filepath.Join(b.Dir, "restore-state.tmp")); err == nil {
+		t.Error("the unpacked state was left behind")
+	}
+	c, err := DialHybridVsock(ctx, pb.vsock, vmm.AgentPort)
+	if err != nil {
+		t.Fatalf("agent of the restored VM: %v", err)
+	}
+	c.Close()
+
+	// A load on a configured Firecracker, and a state of another format.
+	if err := NewClient(pb.api).Put(ctx, "/snapshot/load", SnapshotLoadParams{SnapshotPath: "x"}); err == nil {
+		t.Error("a second load was accepted")
+	}
+	bad := testSpec(t)
+	os.MkdirAll(bad.Dir, 0o750)
+	junk, _ := os.Create(filepath.Join(t.TempDir(), "junk"))
+	junk.WriteString("QEVM\x00\x00\x00\x03")
+	junk.Seek(0, 0)
+	bad.Incoming = junk
+	if err := Restore(ctx, NewClient(pathsFor(bad).api), bad); err == nil || !strings.Contains(err.Error(), "another hypervisor") {
+		t.Errorf("restore of a QEMU state: %v", err)
+	}
 }

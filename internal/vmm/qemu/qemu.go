@@ -68,6 +68,9 @@ type Options struct {
 	// RunAs is the unprivileged user QEMU drops to once its devices
 	// (tap, disks, sockets) are open; empty keeps root.
 	RunAs string
+	// TBSizeMiB caps TCG's translation cache (-accel tcg,tb-size=), which
+	// is most of an idle TCG guest's QEMU RSS; 0 keeps QEMU's default.
+	TBSizeMiB int
 }
 
 // Driver is the QEMU microvm driver.
@@ -184,9 +187,15 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	// pit/pic on: measured to boot reliably on TCG. rtc=on with base=utc:
 	// the guest's rtc_cmos sets its clock from the host's at boot (with
 	// rtc=off a guest starts in 1970).
+	// -accel and -M accel= cannot be mixed: -accel only when it carries
+	// an option.
+	machine, accelArgs := "microvm,accel="+accel+",", []string(nil)
+	if accel == "tcg" && d.opt.TBSizeMiB > 0 {
+		machine, accelArgs = "microvm,", []string{"-accel", "tcg,tb-size=" + strconv.Itoa(d.opt.TBSizeMiB)}
+	}
 	a := []string{
 		"-name", "guest=" + qemuEscape(s.Name),
-		"-M", "microvm,accel=" + accel + ",acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+		"-M", machine + "acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
 		"-rtc", "base=utc",
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.VCPU),
@@ -203,6 +212,7 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		"-serial", "chardev:console",
 		"-kernel", s.Kernel,
 	}
+	a = append(a, accelArgs...)
 	if s.Initrd != "" {
 		a = append(a, "-initrd", s.Initrd)
 	}

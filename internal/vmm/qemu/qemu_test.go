@@ -416,6 +416,16 @@ func TestArgs(t *testing.T) {
 			t.Errorf("args lack %q:\n%s", want, got)
 		}
 	}
+	// A translation cache cap moves the accelerator to -accel (QEMU
+	// refuses both forms at once); KVM has no translation cache.
+	capped := New(Options{TSCKHz: 1234, TBSizeMiB: 48})
+	tb := strings.Join(capped.Args(s, "tcg", vmm.AgentSerial), " ")
+	if !strings.Contains(tb, "-M microvm,acpi=on,") || !strings.Contains(tb, "-accel tcg,tb-size=48") || strings.Contains(tb, "accel=tcg") {
+		t.Errorf("tb-size args:\n%s", tb)
+	}
+	if k := strings.Join(capped.Args(s, "kvm", vmm.AgentVsock), " "); strings.Contains(k, "tb-size") || !strings.Contains(k, "accel=kvm") {
+		t.Errorf("tb-size on kvm:\n%s", k)
+	}
 	kvm := strings.Join(d.Args(s, "kvm", vmm.AgentVsock), " ")
 	for _, want := range []string{"accel=kvm", "-cpu host", "-device vhost-vsock-device,guest-cid=7"} {
 		if !strings.Contains(kvm, want) {
