@@ -86,6 +86,10 @@ type VMSpec struct {
 	Main *MainProcess `json:"main,omitempty"`
 	// Provision is the first-boot provisioning, if any.
 	Provision *ProvisionSpec `json:"provision,omitempty"`
+	// Shares are the host directories the guest mounts (-v), in order:
+	// the i-th has tag ShareTag(i). Part of the spec's JSON column, so
+	// the store needs no migration.
+	Shares []Share `json:"shares,omitempty"`
 }
 
 // MainProcess is the command a VM runs as its service: the image's
@@ -127,6 +131,9 @@ type VMRuntime struct {
 	// runs twice.
 	ProvisionState string    `json:"provision_state,omitempty"`
 	ProvisionedAt  time.Time `json:"provisioned_at,omitempty"`
+	// ShareTransport is how the last start served Spec.Shares
+	// (virtiofs or 9p); "" before a start or without shares.
+	ShareTransport string `json:"share_transport,omitempty"`
 }
 
 // VMRecord is one row of the vms table.

@@ -32,6 +32,12 @@ type SpawnConfig struct {
 	Stderr string // same for stderr; may equal Stdout
 	// ExtraFiles are inherited as fds 3, 4, … (exec.Cmd.ExtraFiles).
 	ExtraFiles []*os.File
+	// Argv0, when set, is the process's argv[0] instead of Path (a
+	// re-exec of this binary as a helper, see internal/vmm/sharefs).
+	Argv0 string
+	// Attr, when set, adds namespaces and credentials; Setsid is always
+	// set on top.
+	Attr *syscall.SysProcAttr
 }
 
 // Spawn starts a VMM that survives its parent: a new session (so a signal
@@ -56,7 +62,15 @@ func Spawn(c SpawnConfig) (*Process, error) {
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = c.ExtraFiles
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c.Argv0 != "" {
+		cmd.Args[0] = c.Argv0
+	}
+	attr := syscall.SysProcAttr{}
+	if c.Attr != nil {
+		attr = *c.Attr
+	}
+	attr.Setsid = true
+	cmd.SysProcAttr = &attr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}

@@ -31,5 +31,9 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		Snapshots:   false,
 		NoSnapshots: "banger's firecracker driver does not wire Firecracker's snapshot API (PUT /snapshot/create, /snapshot/load) yet",
 		Verified:    false,
+		// Firecracker has no shared-filesystem device (virtio-fs was
+		// declined upstream, firecracker#1180).
+		Shares:   false,
+		NoShares: "Firecracker has no shared-filesystem device: copy files in and out with `banger vm cp` instead",
 	}
 }
