@@ -252,7 +252,7 @@ func validateFrom(p api.VMCreateParams) error {
 		{p.SystemOverlaySize != "", "--system-overlay-size"}, {p.WorkDiskSize != "", "--work-disk-size"},
 		{p.Init != "", "--init"}, {len(p.Cmd) > 0, "a command"}, {p.Entrypoint != nil, "--entrypoint"},
 		{len(p.Env) > 0, "-e"}, {p.WorkingDir != "", "-w"}, {p.User != "", "-u"}, {p.Restart != "", "--restart"},
-		{p.NoStart, "--no-start"}, {p.Foreground, "a foreground command"},
+		{p.NoStart, "--no-start"}, {p.Foreground, "a foreground command"}, {len(p.Shares) > 0, "-v"},
 	} {
 		if f.set {
 			bad = append(bad, f.flag)

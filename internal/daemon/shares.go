@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/asuser"
+	"banger/internal/model"
+)
+
+// Host directory shares (-v): the daemon resolves each HOSTDIR with the
+// caller's rights at create (asuser.CheckDir: a user shares only what they
+// may read, and write unless :ro), records the resolved path and the
+// caller's identity in the VM's spec, and hands both to the driver at every
+// start, which serves the directory with that identity only (see
+// internal/vmm/virtiofs for the sandbox).
+
+// parseShares reads the -v values of a create.
+func parseShares(vals []string) ([]model.Share, error) {
+	var out []model.Share
+	for _, v := range vals {
+		sh, err := model.ParseShare(v)
+		if err != nil {
+			return nil, api.Errorf(api.KindInvalidArgument, "%v", err)
+		}
+		out = append(out, sh)
+	}
+	if err := model.CheckShares(out); err != nil {
+		return nil, api.Errorf(api.KindInvalidArgument, "%v", err)
+	}
+	return out, nil
+}
+
+// resolveSharesFor checks each share as the caller of ctx and fills in
+// the resolved host path and the identity to serve it with.
+func resolveSharesFor(ctx context.Context, shares []model.Share) error {
+	if len(shares) == 0 {
+		return nil
+	}
+	c := callerOf(ctx)
+	creds := asuser.Creds{}
+	if !c.root() {
+		creds = asuser.CredsOf(c.UID, c.GID, c.PID)
+	}
+	for i := range shares {
+		sh := &shares[i]
+		sh.UID, sh.GID, sh.Groups = creds.UID, creds.GID, creds.Groups
+		if err := resolveShare(sh); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveShare checks sh.HostPath with the identity recorded in sh and
+// replaces it with the directory it resolves to.
+func resolveShare(sh *model.Share) error {
+	creds := asuser.Creds{UID: sh.UID, GID: sh.GID, Groups: sh.Groups}
+	real, err := asuser.CheckDir(creds, sh.HostPath, !sh.ReadOnly)
+	if err != nil {
+		kind := api.KindInvalidArgument
+		if errors.Is(err, asuser.ErrNotAllowed) {
+			kind = api.KindPermissionDenied
+		}
+		hint := ""
+		if !sh.ReadOnly && strings.Contains(err.Error(), "write") {
+			hint = " (share it read-only with :ro)"
+		}
+		return api.Errorf(kind, "-v %s:%s: %v%s", sh.HostPath, sh.GuestPath, err, hint)
+	}
+	if strings.ContainsAny(real, ",:\n") {
+		return api.Errorf(api.KindInvalidArgument, "-v %s:%s: the directory resolves to %q, and a shared path cannot hold ',' ':' or a newline", sh.HostPath, sh.GuestPath, real)
+	}
+	sh.HostPath = real
+	return nil
+}
+
+func (r *startRun) noShares() bool { return len(r.rec.Spec.Shares) == 0 }
+
+func (r *startRun) sharesMsg() string {
+	return fmt.Sprintf("%d over %s", len(r.rec.Spec.Shares), r.caps.ShareTransport)
+}
+
+// checkShares re-checks every share with its owner's recorded identity
+// (the directory may have gone, or its permissions changed, since the
+// create) and records the transport this start serves them over.
+func (r *startRun) checkShares(ctx context.Context) error {
+	for i := range r.rec.Spec.Shares {
+		sh := r.rec.Spec.Shares[i] // a copy: the recorded path stays as resolved at create
+		if err := resolveShare(&sh); err != nil {
+			return err
+		}
+	}
+	r.rec.Runtime.ShareTransport = r.caps.ShareTransport
+	return nil
+}
