@@ -194,7 +194,12 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		// virtiofsd reads and writes guest memory directly (vhost-user):
 		// the RAM must be a shared mapping it can map too.
 		machine += ",memory-backend=mem"
-		mem = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", s.MemoryMiB)}
+		mem = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", s.MemoryMiB),
+			// microvm's virtio-mmio is legacy (v1) by default, which
+			// libvhost-user (virtiofsd) refuses: "virtio legacy devices
+			// aren't supported". Only these VMs get modern transports, so
+			// the saved states of the others keep their layout.
+			"-global", "virtio-mmio.force-legacy=false"}
 	}
 	a := []string{
 		"-name", "guest=" + qemuEscape(s.Name),

@@ -432,7 +432,7 @@ func TestArgsShares(t *testing.T) {
 		Shares: []vmm.Share{{Tag: "banger0", HostPath: "/srv/a,b"}, {Tag: "banger1", HostPath: "/srv/ro", ReadOnly: true}}}
 	vfs := strings.Join(New(Options{ShareTransport: vmm.ShareVirtiofs}).Args(s, "tcg", vmm.AgentSerial), " ")
 	for _, want := range []string{
-		",memory-backend=mem ", "-object memory-backend-memfd,id=mem,size=256M,share=on",
+		",memory-backend=mem ", "-object memory-backend-memfd,id=mem,size=256M,share=on -global virtio-mmio.force-legacy=false",
 		"-chardev socket,id=fs0,path=/r/fs0.sock -device vhost-user-fs-device,chardev=fs0,tag=banger0",
 		"-chardev socket,id=fs1,path=/r/fs1.sock -device vhost-user-fs-device,chardev=fs1,tag=banger1",
 	} {
@@ -452,7 +452,7 @@ func TestArgsShares(t *testing.T) {
 	// Shared memory only where virtiofsd needs it: it is what snapshots
 	// of other VMs never see.
 	for _, a := range []string{p9, strings.Join(New(Options{}).Args(vmm.Spec{Name: "a", Dir: "/v", RuntimeDir: "/r", VCPU: 1, MemoryMiB: 256}, "tcg", vmm.AgentSerial), " ")} {
-		if strings.Contains(a, "memory-backend") {
+		if strings.Contains(a, "memory-backend") || strings.Contains(a, "force-legacy") {
 			t.Errorf("shared memory without virtio-fs:\n%s", a)
 		}
 	}
