@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,7 +27,8 @@ func shareDir(t *testing.T, mode os.FileMode, uid, gid int) string {
 	return d
 }
 
-// helpersServing lists the pids whose command line serves dir (virtiofsd).
+// helpersServing lists the pids whose command line serves dir: virtiofsd
+// and, with its namespace sandbox, the child it forks.
 func helpersServing(dir string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
@@ -142,13 +144,13 @@ func TestVMShares(t *testing.T) {
 	check("after restart")
 
 	before := helpersServing(rw)
-	if len(before) != 1 {
-		t.Fatalf("virtiofsd for %s: %v, want one", rw, before)
+	if len(before) == 0 {
+		t.Fatalf("no virtiofsd serves %s", rw)
 	}
 	e.restartDaemon(t)
 	check("after daemon restart")
-	if after := helpersServing(rw); len(after) != 1 || after[0] != before[0] {
-		t.Fatalf("virtiofsd after the daemon restart: %v, want %v", after, before)
+	if after := helpersServing(rw); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("virtiofsd after the daemon restart: %v, want the same %v", after, before)
 	}
 	e.mustRun(t, "vm", "rm", "-f", "shr")
 	if p := helpersServing(rw); len(p) != 0 {
