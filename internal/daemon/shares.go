@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 
 	"banger/internal/api"
 	"banger/internal/asuser"
@@ -51,8 +53,31 @@ func resolveSharesFor(ctx context.Context, shares []model.Share) error {
 		if err := resolveShare(sh); err != nil {
 			return err
 		}
+		sh.GID = serveGID(sh.HostPath, creds)
 	}
 	return nil
+}
+
+// serveGID is the group a share is served with: virtiofsd drops every
+// supplementary group at start (QEMU 7.0 on, CVE-2022-0358), so a
+// directory the caller reaches through one of their other groups (a team
+// directory, group-writable) is served with that group as the primary
+// one; otherwise the caller's own.
+func serveGID(dir string, c asuser.Creds) uint32 {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return c.GID
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Gid == c.GID || st.Uid == c.UID {
+		return c.GID
+	}
+	for _, g := range c.Groups {
+		if g == st.Gid {
+			return g
+		}
+	}
+	return c.GID
 }
 
 // resolveShare checks sh.HostPath with the identity recorded in sh and
