@@ -357,10 +357,12 @@ bench_shares() {
   kill $dpid; wait $dpid 2>/dev/null || true
   ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --share-transport 9p 2>"$work/daemon9p.log" & dpid=$!
   for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
-  "$bin" vm create --image busybox --name sh9 -v "$work/share:/mnt/share" >/dev/null
+  # Debian's cloud kernel has no 9p: the daemon refuses such a VM.
+  if ! "$bin" vm create --image busybox --name sh9 -v "$work/share:/mnt/share" >/dev/null 2>"$work/sh9.err"; then
+    echo "share over 9p: $(grep -i 9p "$work/sh9.err" | tail -1)"
+    return
+  fi
   tr=$("$bin" vm inspect sh9 -o json | sed -n 's/.*"transport": "\(.*\)".*/\1/p' | head -1)
-  "$bin" vm logs sh9 | grep -i 'share' || true
-  "$bin" vm exec sh9 -- "grep /mnt/share /proc/mounts; touch /mnt/share/probe && ls -ln /mnt/share" || true
   measure sh9 /mnt/share "share over $tr (msize 512 KiB)"
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"banger/internal/api"
 	"banger/internal/asuser"
 	"banger/internal/model"
+	"banger/internal/vmm"
 )
 
 // Host directory shares (-v): the daemon resolves each HOSTDIR with the
@@ -119,6 +121,23 @@ func (r *startRun) checkShares(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.caps.ShareTransport == vmm.Share9p && r.km.ModulesTree != "" && !kernelHas(r.km.Path(r.s.d.kernels.dir, r.km.ModulesTree), "9pnet_virtio") {
+		// Debian's cloud kernel is built without 9p (measured): a boot
+		// would only end in a guest without its shares.
+		return api.Errorf(api.KindUnavailable, "-v: shares here go over 9p (no virtiofsd on this host), and kernel %q has no 9p support: install virtiofsd (Debian: qemu-system-common) or use a kernel with CONFIG_NET_9P_VIRTIO", r.km.Name)
+	}
 	r.rec.Runtime.ShareTransport = r.caps.ShareTransport
 	return nil
+}
+
+// kernelHas reports whether a module tree (modules.order, modules.builtin)
+// lists module mod, as a module or built in.
+func kernelHas(tree, mod string) bool {
+	for _, f := range []string{"modules.order", "modules.builtin"} {
+		b, err := os.ReadFile(filepath.Join(tree, f))
+		if err == nil && strings.Contains(string(b), "/"+mod+".ko") {
+			return true
+		}
+	}
+	return false
 }

@@ -58,3 +58,12 @@ func TestParseShares(t *testing.T) {
 		t.Fatalf("a file: %v", err)
 	}
 }
+
+func TestKernelHas(t *testing.T) {
+	tree := t.TempDir()
+	os.WriteFile(tree+"/modules.order", []byte("kernel/fs/fuse/virtiofs.ko\n"), 0o644)
+	os.WriteFile(tree+"/modules.builtin", []byte("kernel/net/9p/9pnet.ko\n"), 0o644)
+	if !kernelHas(tree, "virtiofs") || !kernelHas(tree, "9pnet") || kernelHas(tree, "9pnet_virtio") {
+		t.Fatal("kernelHas misread the module lists")
+	}
+}
