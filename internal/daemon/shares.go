@@ -124,7 +124,7 @@ func (r *startRun) checkShares(ctx context.Context) error {
 	if r.caps.ShareTransport == vmm.Share9p && r.km.ModulesTree != "" && !kernelHas(r.km.Path(r.s.d.kernels.dir, r.km.ModulesTree), "9pnet_virtio") {
 		// Debian's cloud kernel is built without 9p (measured): a boot
 		// would only end in a guest without its shares.
-		return api.Errorf(api.KindUnavailable, "-v: shares here go over 9p (no virtiofsd on this host), and kernel %q has no 9p support: install virtiofsd (Debian: qemu-system-common) or use a kernel with CONFIG_NET_9P_VIRTIO", r.km.Name)
+		return api.Errorf(api.KindUnavailable, "-v: this daemon serves shares over 9p (no virtiofsd found, or --share-transport 9p), and kernel %q has no 9p support: install virtiofsd (Debian: qemu-system-common) or use a kernel with CONFIG_NET_9P_VIRTIO", r.km.Name)
 	}
 	r.rec.Runtime.ShareTransport = r.caps.ShareTransport
 	return nil
