@@ -126,6 +126,10 @@ type VMCreateParams struct {
 	// (the CLI's --copy HOST:GUEST; entry names are guest paths without
 	// the leading slash).
 	CopyTar []byte `json:"copy_tar,omitempty"`
+	// Shares are host directories the guest mounts at every boot, each
+	// HOSTDIR:GUESTDIR[:ro] with an absolute HOSTDIR (-v). The daemon
+	// checks them with the caller's rights.
+	Shares []string `json:"shares,omitempty"`
 }
 
 // ProvisionScript is one first-boot script.
@@ -266,6 +270,18 @@ type VM struct {
 	// Start is how the last start got the guest running: cold (boot),
 	// warm (the daemon's boot snapshot of this shape) or snapshot.
 	Start string `json:"start,omitempty"`
+	// Shares are the host directories the guest mounts (-v).
+	Shares []Share `json:"shares,omitempty"`
+}
+
+// Share is one -v share as vm inspect shows it.
+type Share struct {
+	Host     string `json:"host"`
+	Guest    string `json:"guest"`
+	ReadOnly bool   `json:"read_only"`
+	// Transport is virtiofs or 9p: how the last start served it ("" before
+	// the first start).
+	Transport string `json:"transport,omitempty"`
 }
 
 // VMFromRecord flattens a record for the wire.
@@ -288,6 +304,9 @@ func VMFromRecord(r model.VMRecord) VM {
 	}
 	if v.Init == "" {
 		v.Init = "auto"
+	}
+	for _, sh := range r.Spec.Shares {
+		v.Shares = append(v.Shares, Share{Host: sh.HostPath, Guest: sh.GuestPath, ReadOnly: sh.ReadOnly, Transport: r.Runtime.ShareTransport})
 	}
 	return v
 }

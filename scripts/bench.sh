@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes|shares]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -413,7 +413,54 @@ PY
   echo "  modules disk mount in the guest: ${mm[*]}; boot waited for it: ${wm[*]}"
 }
 
+# bench_shares: sequential write (dd 64 MiB, fsync) and read (after
+# dropping the guest's page cache) inside a 1 vCPU guest, on a virtio-fs
+# share, on the work disk (/root) and on a 9p share of the same host
+# directory, in one run: the daemon is restarted with --share-transport 9p
+# for the last. MiB/s, timed in the guest (/proc/uptime).
+bench_shares() {
+  runs=${SHARE_RUNS:-3}
+  setup_ns
+  # 9p is served by QEMU after it drops to banger-vmm: the directory (and
+  # the path to it) must be reachable by that user.
+  chmod 755 "$work"; mkdir -m 777 "$work/share"
+  # The guest's busybox dd prints no rate: time each dd with the guest's
+  # /proc/uptime (10 ms steps; a 64 MiB dd takes seconds under TCG).
+  gdd() { # VM CMD: MiB/s of one 64 MiB dd, or the error
+    local t
+    t=$("$bin" vm exec "$1" -- "a=\$(cut -d' ' -f1 /proc/uptime); $2 2>/dev/null || exit 1; b=\$(cut -d' ' -f1 /proc/uptime); echo \$a \$b" 2>&1) || { echo "failed($t)"; return; }
+    echo "$t" | awk '{printf "%.1f", 64/($2-$1)}'
+  }
+  measure() { # VM DIR LABEL
+    local w=() r=()
+    for _ in $(seq $runs); do
+      w+=("$(gdd "$1" "dd if=/dev/zero of=$2/bench bs=1M count=64 conv=fsync")")
+      "$bin" vm exec "$1" -- "sync; echo 3 > /proc/sys/vm/drop_caches" || true
+      r+=("$(gdd "$1" "dd if=$2/bench of=/dev/null bs=1M")")
+      "$bin" vm exec "$1" -- "rm -f $2/bench" || true
+    done
+    echo "$3: write ${w[*]}; read ${r[*]} (MiB/s)"
+  }
+  "$bin" vm create --image busybox --name shv -v "$work/share:/mnt/share" >/dev/null
+  tr=$("$bin" vm inspect shv -o json | sed -n 's/.*"transport": "\(.*\)".*/\1/p' | head -1)
+  echo "64 MiB sequential dd, 1 vCPU TCG guest, $runs runs each:"
+  measure shv /mnt/share "share over $tr"
+  measure shv /root "work disk (ext4 on virtio-blk)"
+  "$bin" vm rm -f shv >/dev/null
+  kill $dpid; wait $dpid 2>/dev/null || true
+  ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --share-transport 9p 2>"$work/daemon9p.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  # Debian's cloud kernel has no 9p: the daemon refuses such a VM.
+  if ! "$bin" vm create --image busybox --name sh9 -v "$work/share:/mnt/share" >/dev/null 2>"$work/sh9.err"; then
+    echo "share over 9p: $(grep -i 9p "$work/sh9.err" | tail -1)"
+    return
+  fi
+  tr=$("$bin" vm inspect sh9 -o json | sed -n 's/.*"transport": "\(.*\)".*/\1/p' | head -1)
+  measure sh9 /mnt/share "share over $tr (msize 512 KiB)"
+}
+
 case "$which" in
+  shares) bench_shares ;;
   pull) bench_pull ;;
   cp) bench_cp ;;
   boot) bench_boot ;;

@@ -121,6 +121,9 @@ func boot(procs *procTable, start time.Time) error {
 	waitStart := time.Now()
 	<-modsDone
 	modsWait := time.Since(waitStart)
+	// Shares need their driver modules (from the modules disk), and must
+	// be there before the image's init or any service runs.
+	mountShares(cfg)
 	// Who stays PID 1 (initmode.go): in InitImage mode this hands PID 1
 	// to the image's init and does not return unless that failed.
 	mode, initPath, note := resolveInitMode(cfg.Init, "/")

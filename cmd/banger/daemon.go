@@ -16,7 +16,7 @@ import (
 )
 
 func newDaemonCmd(a *app) *cobra.Command {
-	var configPath string
+	var configPath, shareTransport string
 	cfg := daemon.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -69,7 +69,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 			// otherwise (the socket, the runtime dir): state holds work
 			// disks, keys and layers from private registries.
 			syscall.Umask(0o077)
-			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers(final)...))
+			d, err := daemon.New(cmd.Context(), final, os.Stderr, daemon.WithDrivers(defaultDrivers(final, shareTransport)...))
 			if err != nil {
 				return err
 			}
@@ -87,6 +87,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.VMM, "vmm", cfg.VMM, "hypervisor: auto, firecracker or qemu")
 	f.StringVar(&cfg.KernelCatalog, "kernel-catalog", "", "extra kernel catalog file (JSON)")
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
+	f.StringVar(&shareTransport, "share-transport", "", "how QEMU serves -v shares: virtiofs, 9p, or empty for virtiofs where virtiofsd exists, else 9p")
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
 	f.BoolVar(&cfg.WarmStart, "warm-start", false, "creates restore a boot snapshot of their shape instead of booting, unless --cold (config warm_start)")
@@ -101,10 +102,10 @@ func fileExistsCLI(p string) bool { _, err := os.Stat(p); return err == nil }
 // defaultDrivers are the hypervisors `banger daemon` offers, Firecracker
 // first: with KVM both are hardware accelerated and Firecracker boots
 // leaner; without KVM only QEMU (TCG) is usable.
-func defaultDrivers(cfg daemon.Config) []vmm.Driver {
+func defaultDrivers(cfg daemon.Config, shareTransport string) []vmm.Driver {
 	// QEMU drops root once its devices are open, to the banger-vmm system
 	// user where it exists (scripts/install-deps.sh creates it).
-	q := qemu.Options{TBSizeMiB: cfg.TCGTBSizeMiB}
+	q := qemu.Options{TBSizeMiB: cfg.TCGTBSizeMiB, ShareTransport: shareTransport}
 	if _, err := user.Lookup(qemu.DefaultRunAs); err == nil {
 		q.RunAs = qemu.DefaultRunAs
 	}

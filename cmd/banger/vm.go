@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"text/template"
@@ -32,6 +33,7 @@ type createFlags struct {
 	p      api.VMCreateParams
 	labels []string
 	prov   provisionFlags
+	shares []string
 }
 
 func (c *createFlags) add(cmd *cobra.Command) {
@@ -49,6 +51,7 @@ func (c *createFlags) add(cmd *cobra.Command) {
 	f.StringVar(&c.p.TTL, "ttl", "", "remove the VM this long after its creation (e.g. 30m, 2h), also across daemon restarts")
 	f.StringVar(&c.p.IdleStop, "idle-stop", "", "stop the VM after this long with no exec/ssh/port-forward traffic and no guest CPU (e.g. 10m)")
 	c.prov.add(cmd)
+	f.StringArrayVarP(&c.shares, "volume", "v", nil, "share host directory HOSTDIR at GUESTDIR in the guest, HOSTDIR:GUESTDIR[:ro] (repeatable; QEMU only: virtio-fs, else 9p)")
 	f.StringVar(&c.p.From, "from", "", "start from a snapshot (its machine, memory, processes and disks, with a new identity) instead of booting")
 	f.BoolVar(&c.p.Warm, "warm", false, "restore the daemon's boot snapshot of this VM's shape instead of booting (taken the first time one boots; the daemon's warm_start makes it the default)")
 	f.BoolVar(&c.p.Cold, "cold", false, "boot, even when the daemon's warm_start is on")
@@ -88,6 +91,21 @@ func (c *createFlags) validate(cmd *cobra.Command) error {
 				return fmt.Errorf("%s: %w", s.flag, err)
 			}
 		}
+	}
+	// A relative HOSTDIR is the CLI's: make it absolute here, where the
+	// working directory is known. The daemon resolves it as the caller.
+	for _, v := range c.shares {
+		if host, rest, ok := strings.Cut(v, ":"); ok && host != "" && !filepath.IsAbs(host) {
+			abs, err := filepath.Abs(host)
+			if err != nil {
+				return fmt.Errorf("-v %s: %w", v, err)
+			}
+			v = abs + ":" + rest
+		}
+		if _, err := model.ParseShare(v); err != nil {
+			return err
+		}
+		c.p.Shares = append(c.p.Shares, v)
 	}
 	return c.prov.load(cmd.Context(), &c.p)
 }
@@ -228,6 +246,17 @@ func newVMInspectCmd(a *app) *cobra.Command {
 			row("Work disk", model.FormatSize(vm.WorkDiskSize))
 			row("NAT", vm.NAT)
 			row("Ports", formatPorts(vm.Ports))
+			for _, sh := range vm.Shares {
+				mode := "rw"
+				if sh.ReadOnly {
+					mode = "ro"
+				}
+				tr := sh.Transport
+				if tr == "" {
+					tr = "not started yet"
+				}
+				row("Share", fmt.Sprintf("%s -> %s (%s, %s)", sh.Host, sh.Guest, mode, tr))
+			}
 			if vm.VMM != "" {
 				row("VMM", fmt.Sprintf("%s (pid %d)", vm.VMM, vm.PID))
 			}

@@ -155,6 +155,8 @@ func hostTreeSumLikeGuest(t *testing.T, root string) []string {
 // same file. With the default 200 MiB it ran 12 minutes on a loaded
 // 2-core TCG host: give go test -timeout 20m, or BANGER_TEST_CP_MB=16.
 func TestVMFiles(t *testing.T) {
+	needVMHost(t)
+	bangerGID := ensureBangerGroup(t) // before the daemon: it chowns its socket
 	e := newVMEnv(t)
 	e.mustRun(t, "vm", "create", "--image", "busybox", "--name", "files", "--memory", "512")
 	host := t.TempDir()
@@ -309,9 +311,52 @@ func TestVMFiles(t *testing.T) {
 		if out := e.mustRun(t, "vm", "exec", "files", "--", "ls -A /root/errs"); out != "" {
 			t.Fatalf("the refused copy wrote %q", out)
 		}
-		// A readable file copying as that user needs a key that user may
-		// read: per-user keys (caller identity, another change) bring it.
-		t.Skip("non-root copies that succeed need per-user SSH keys (caller identity work); enable when the CLI no longer needs the daemon's key")
+		// A member of the banger group copies both ways with their own
+		// key, into their own VM, reading and writing as themselves.
+		alice := newGroupUser(t, bangerGID)
+		abin := userBin(t)
+		for p := filepath.Dir(e.socket); p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+			os.Chmod(p, 0o755)
+		}
+		as := func(args ...string) string {
+			t.Helper()
+			out, stderr, err := e.runAs(alice, abin, bangerGID, args...)
+			if err != nil {
+				t.Fatalf("banger %v as %s: %v\n%s\n%s", args, alice.name, err, out, stderr)
+			}
+			return out
+		}
+		mine := filepath.Join(alice.home, "files")
+		if out, err := exec.Command("cp", "-a", big, tree, alice.home).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+		if out, err := exec.Command("chown", "-R", fmt.Sprint(alice.uid)+":"+fmt.Sprint(alice.gid), alice.home).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v %s", err, out)
+		}
+		os.Mkdir(mine, 0o755)
+		os.Chown(mine, int(alice.uid), int(alice.gid))
+		as("vm", "create", "--image", "busybox", "--name", "alicefiles", "--memory", "512")
+		as("vm", "cp", filepath.Join(alice.home, "big"), "alicefiles:/root/big")
+		as("vm", "cp", "alicefiles:/root/big", filepath.Join(mine, "big"))
+		if got := fileSum(t, filepath.Join(mine, "big")); got != bigSum {
+			t.Fatalf("%s's round trip of big: sha256 %s, want %s", alice.name, got, bigSum)
+		}
+		if fi, _ := os.Stat(filepath.Join(mine, "big")); fi.Sys().(*syscall.Stat_t).Uid != alice.uid {
+			t.Fatalf("the file %s copied out is not theirs", alice.name)
+		}
+		as("vm", "cp", "-r", "-a", filepath.Join(alice.home, "tree"), "alicefiles:/root/")
+		as("vm", "cp", "-r", "-a", "alicefiles:/root/tree", filepath.Join(mine, "tree"))
+		sameLines(t, alice.name+"'s tree after a round trip with -a", treeSum(t, tree, true), treeSum(t, filepath.Join(mine, "tree"), true))
+		// Their ssh-config with plain OpenSSH, as them.
+		cfg := filepath.Join(alice.home, "ssh_config")
+		os.WriteFile(cfg, []byte(as("vm", "ssh-config", "alicefiles")), 0o644)
+		ssh := exec.Command("ssh", "-F", cfg, "alicefiles", "--", "uname", "-r")
+		ssh.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: alice.uid, Gid: alice.gid, Groups: []uint32{bangerGID}}}
+		ssh.Env = []string{"HOME=" + alice.home, "PATH=" + filepath.Dir(abin) + ":/usr/bin:/bin"}
+		if out, err := ssh.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != e.release {
+			t.Fatalf("ssh through %s's ssh-config: %v %q", alice.name, err, out)
+		}
+		as("vm", "rm", "-f", "alicefiles")
 	})
 
 	t.Run("stopped", func(t *testing.T) {

@@ -85,6 +85,18 @@ var ErrNotAllowed = errors.New("not allowed")
 // with the caller's rights. flags get O_CLOEXEC|O_NONBLOCK (a FIFO must
 // not block the daemon; it is refused after the open anyway).
 func openAs(c Creds, dirfd int, path string, flags int) (fd int, err error) {
+	fd = -1
+	err = asCaller(c, func() error {
+		var oerr error
+		fd, oerr = unix.Openat(dirfd, path, flags|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		return oerr
+	})
+	return fd, err
+}
+
+// asCaller runs f on a locked OS thread whose filesystem identity
+// (fsuid, fsgid, groups) is c's.
+func asCaller(c Creds, f func() error) error {
 	runtime.LockOSThread()
 	// A thread whose identity could not be restored must never run other
 	// goroutines: it stays locked, and Go ends it when this goroutine does.
@@ -103,16 +115,16 @@ func openAs(c Creds, dirfd int, path string, flags int) (fd int, err error) {
 	}
 	orig, err := unix.Getgroups()
 	if err != nil {
-		return -1, err
+		return err
 	}
 	// x/sys/unix's Setgroups, Setfsgid and Setfsuid are plain system calls:
 	// they change this thread only (unlike package syscall's).
 	if err := unix.Setgroups(groups); err != nil {
-		return -1, fmt.Errorf("take the caller's groups: %w", err)
+		return fmt.Errorf("take the caller's groups: %w", err)
 	}
 	unix.Setfsgid(int(c.GID))
 	unix.Setfsuid(int(c.UID))
-	fd, err = unix.Openat(dirfd, path, flags|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	err = f()
 	unix.Setfsuid(0)
 	unix.Setfsgid(0)
 	if unix.Setgroups(orig) == nil {
@@ -120,7 +132,7 @@ func openAs(c Creds, dirfd int, path string, flags int) (fd int, err error) {
 			restored = true
 		}
 	}
-	return fd, err
+	return err
 }
 
 // checkKind refuses what is not a regular file or directory, and anything
@@ -226,4 +238,50 @@ func (s *stager) copyFile(f *os.File, path, dst string, size int64) error {
 		return fmt.Errorf("%s grew past the %d-byte limit for an import", path, s.lim.MaxBytes)
 	}
 	return nil
+}
+
+// CheckDir opens path as c and returns the directory it names with every
+// symlink resolved. It must be a directory (not on /proc or /sys) that c
+// may read and search, and write too when write is set: what c could do
+// with `ls` and `touch` there.
+func CheckDir(c Creds, path string, write bool) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%s: want an absolute path", path)
+	}
+	fd, err := openAs(c, unix.AT_FDCWD, path, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) {
+			return "", fmt.Errorf("%s is not a directory: %w", path, ErrNotAllowed)
+		}
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return "", fmt.Errorf("%s: you may not read it: %w", path, ErrNotAllowed)
+		}
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	st, err := checkKind(fd, path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fmt.Errorf("%s is not a directory: %w", path, ErrNotAllowed)
+	}
+	mode := uint32(unix.R_OK | unix.X_OK)
+	want := "read and search"
+	if write {
+		mode |= unix.W_OK
+		want = "read, search and write"
+	}
+	// AT_EACCESS checks with the thread's filesystem identity, which
+	// asCaller sets to c's.
+	if err := asCaller(c, func() error {
+		return unix.Faccessat2(fd, "", mode, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
+	}); err != nil {
+		return "", fmt.Errorf("%s: you may not %s it (%v): %w", path, want, err, ErrNotAllowed)
+	}
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", err
+	}
+	return real, nil
 }

@@ -120,3 +120,50 @@ func TestCredsOf(t *testing.T) {
 		t.Errorf("groups of a mismatched pid: %v", c.Groups)
 	}
 }
+
+func TestCheckDir(t *testing.T) {
+	testenv.RequireRoot(t, "to check directories as another uid")
+	dir := tree(t)
+	mk := func(name string, mode os.FileMode, gid int) string {
+		p := filepath.Join(dir, name)
+		if err := os.Mkdir(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		os.Chown(p, 0, gid)
+		return p
+	}
+	private := mk("private", 0o700, 0)
+	readable := mk("readable", 0o755, 0)
+	group := mk("group", 0o770, 4242)
+	os.Symlink(readable, filepath.Join(dir, "link"))
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	member := Creds{UID: 65534, GID: 65534, Groups: []uint32{65534, 4242}}
+
+	for _, tc := range []struct {
+		c       Creds
+		path    string
+		write   bool
+		ok      bool
+		resolve string
+	}{
+		{nobody, private, false, false, ""},
+		{nobody, readable, false, true, readable},
+		{nobody, readable, true, false, ""},
+		{nobody, filepath.Join(dir, "link"), false, true, readable},
+		{nobody, group, false, false, ""},
+		{member, group, true, true, group},
+		{nobody, file, false, false, ""},
+		{nobody, "/proc/self", false, false, ""},
+		{Creds{}, private, true, true, private},
+	} {
+		got, err := CheckDir(tc.c, tc.path, tc.write)
+		if tc.ok != (err == nil) || tc.ok && got != tc.resolve {
+			t.Errorf("CheckDir(%d %v, %s, write=%v) = %q, %v; want ok=%v", tc.c.UID, tc.c.Groups, tc.path, tc.write, got, err, tc.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), tc.path) || !errors.Is(err, ErrNotAllowed)) {
+			t.Errorf("%s: error %v does not name the path or is not ErrNotAllowed", tc.path, err)
+		}
+	}
+}

@@ -256,7 +256,7 @@ func validateFrom(p api.VMCreateParams) error {
 		{p.SystemOverlaySize != "", "--system-overlay-size"}, {p.WorkDiskSize != "", "--work-disk-size"},
 		{p.Init != "", "--init"}, {len(p.Cmd) > 0, "a command"}, {p.Entrypoint != nil, "--entrypoint"},
 		{len(p.Env) > 0, "-e"}, {p.WorkingDir != "", "-w"}, {p.User != "", "-u"}, {p.Restart != "", "--restart"},
-		{p.NoStart, "--no-start"}, {p.Foreground, "a foreground command"}, {p.Warm, "--warm"}, {p.Cold, "--cold"},
+		{p.NoStart, "--no-start"}, {p.Foreground, "a foreground command"}, {p.Warm, "--warm"}, {p.Cold, "--cold"}, {len(p.Shares) > 0, "-v"},
 	} {
 		if f.set {
 			bad = append(bad, f.flag)

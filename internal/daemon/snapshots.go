@@ -200,6 +200,13 @@ func (s *VMService) saveSnapshotIn(ctx context.Context, op *operation, rec model
 	if err != nil {
 		return sn, "", err
 	}
+	if len(rec.Spec.Shares) > 0 {
+		// virtio-fs keeps the guest's open files in virtiofsd, 9p in
+		// QEMU's fid table: neither is in a saved state (QEMU refuses to
+		// migrate them), so a restore would find them gone.
+		return sn, "", api.Errorf(api.KindUnavailable, "VM %q has host directory shares (-v %s:%s): their state lives on the host, outside what a snapshot saves, so it cannot be snapshotted or forked; vm pause works, and `banger vm cp` copies files",
+			rec.Name, rec.Spec.Shares[0].HostPath, rec.Spec.Shares[0].GuestPath)
+	}
 	drv, _ := s.d.driverFor()
 	caps := drv.Capabilities()
 	km, err := s.d.kernels.readOrAutoPullKernel(ctx, rec.Spec.Kernel)

@@ -49,6 +49,7 @@ var startSteps = []startStep{
 	{name: "prepare_disks", usesKey: true, run: (*startRun).prepareDisks},
 	{name: "network", usesKey: true, skip: (*startRun).noNetwork, run: (*startRun).attachNetwork},
 	{name: "runtime_dir", usesKey: true, run: (*startRun).makeRuntimeDir},
+	{name: "shares", skip: (*startRun).noShares, msg: (*startRun).sharesMsg, run: (*startRun).checkShares},
 	{name: "boot", usesKey: true, msg: func(r *startRun) string { return r.drv.Name() }, run: (*startRun).boot},
 	{name: "wait_ready", usesKey: true, msg: func(r *startRun) string { return "up to " + r.s.d.cfg.readyTimeout().String() }, run: (*startRun).waitReady},
 	{name: "publish", skip: (*startRun).noNetwork, run: (*startRun).publish},
@@ -287,6 +288,9 @@ func checkCapabilities(c vmm.Capabilities, driver string, spec model.VMSpec) err
 	if c.Network != vmm.NetworkTap && (spec.NAT || len(spec.Ports) > 0) {
 		return api.Errorf(api.KindInvalidArgument, "the %s hypervisor gives guests no network device: --nat and -p are not available", driver)
 	}
+	if len(spec.Shares) > 0 && !c.Shares {
+		return api.Errorf(api.KindInvalidArgument, "-v %s:%s: %s (%s)", spec.Shares[0].HostPath, spec.Shares[0].GuestPath, c.NoShares, driver)
+	}
 	return nil
 }
 
@@ -381,6 +385,11 @@ func (r *startRun) vmSpec() vmm.Spec {
 	}
 	if km.Vmlinux != "" {
 		spec.Vmlinux = km.Path(r.s.d.kernels.dir, km.Vmlinux)
+	}
+	for i, sh := range rec.Spec.Shares {
+		tag := model.ShareTag(i)
+		spec.Shares = append(spec.Shares, vmm.Share{Tag: tag, HostPath: sh.HostPath, ReadOnly: sh.ReadOnly, UID: sh.UID, GID: sh.GID, Groups: sh.Groups})
+		gc.Shares = append(gc.Shares, guestproto.ShareMount{Transport: r.caps.ShareTransport, Tag: tag, ReadOnly: sh.ReadOnly, Path: sh.GuestPath})
 	}
 	if r.tap != "" {
 		gc.IP, gc.Gateway, gc.DNS = netip.PrefixFrom(ip, bridge.Bits()), bridge.Addr(), []netip.Addr{bridge.Addr()}

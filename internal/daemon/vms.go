@@ -154,6 +154,9 @@ func (s *VMService) validateCreate(p api.VMCreateParams) (createRequest, error) 
 	if r.spec.Provision, err = checkProvision(p); err != nil {
 		return r, err
 	}
+	if r.spec.Shares, err = parseShares(p.Shares); err != nil {
+		return r, err
+	}
 	// The hypervisor's own limits, before anything is reserved (a start
 	// checks them again: the driver may differ after a restart).
 	if drv := s.d.driver; drv != nil {
@@ -185,6 +188,9 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 		req.spec.OwnerUID = int(c.UID)
 	}
 	if err := checkPortsFor(ctx, req.spec.Ports); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	if err := resolveSharesFor(ctx, req.spec.Shares); err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
 	if err := model.ValidateLabels(p.Labels); err != nil {

@@ -92,6 +92,13 @@ func (s *VMService) wantWarm(p api.VMCreateParams, spec model.VMSpec) (bool, err
 		}
 		return false, nil
 	}
+	if len(spec.Shares) > 0 {
+		// A share is a device of the VMM: a restore cannot add one.
+		if p.Warm {
+			return false, api.Errorf(api.KindInvalidArgument, "--warm with -v: a share is a device a restored snapshot does not have; drop --warm or the -v")
+		}
+		return false, nil
+	}
 	if spec.Init == guestproto.InitImage {
 		if p.Warm {
 			return false, api.Errorf(api.KindInvalidArgument, "--warm with --init image: an image's own init keeps the template's identity in memory; drop --warm or use --init banger")
@@ -128,8 +135,11 @@ func (r *startRun) startKind() string {
 // must have been made from.
 func (r *startRun) warmShape() (slot, inputs string) {
 	spec := r.rec.Spec
-	h := sha256.Sum256(fmt.Appendf(nil, "image=%s kernel=%s init=%s vcpu=%d memory=%d overlay=%d work=%d",
-		spec.ImageID, r.km.Name, initModeOf(spec), spec.VCPU, spec.MemoryMiB, spec.SystemOverlaySize, spec.WorkDiskSize))
+	// The owner and their CLI keys are part of the shape: the snapshot's
+	// work disk authorizes the keys of the VM it was taken from, which
+	// must never reach another user's VM.
+	h := sha256.Sum256(fmt.Appendf(nil, "image=%s kernel=%s init=%s vcpu=%d memory=%d overlay=%d work=%d owner=%d keys=%q",
+		spec.ImageID, r.km.Name, initModeOf(spec), spec.VCPU, spec.MemoryMiB, spec.SystemOverlaySize, spec.WorkDiskSize, spec.OwnerUID, spec.UserKeys))
 	_, pub := r.s.d.keys.current()
 	k := sha256.Sum256(pub)
 	inputs = fmt.Sprintf("image_digest=%s image_created=%d image_key=%s kernel_release=%s kernel=%s vmlinux=%s initramfs=%s modules=%s daemon_key=%s vmm=%s agent=%s network=%v",

@@ -36,7 +36,90 @@ const (
 	// the daemon corrects the seconds a boot takes with SetTimeRequest once
 	// the agent answers.
 	KeyTime = "banger.time"
+	// KeyShare is one host directory share, repeated per share:
+	// TRANSPORT,TAG,MODE,GUESTPATH (virtiofs,banger0,ro,/mnt/src).
+	// banger-init mounts each at every boot.
+	KeyShare = "banger.share"
 )
+
+// Share transports.
+const (
+	ShareVirtiofs = "virtiofs"
+	Share9p       = "9p"
+)
+
+// ShareMount is one KeyShare: mount Tag (over Transport) at Path.
+type ShareMount struct {
+	Transport string
+	Tag       string
+	ReadOnly  bool
+	Path      string
+}
+
+var shareTagRE = regexp.MustCompile(`^banger[0-9]$`)
+
+// ValidShareTag reports whether s is a tag banger gives a share
+// (banger0 … banger9).
+func ValidShareTag(s string) bool { return shareTagRE.MatchString(s) }
+
+// MaxSharePath bounds a guest mount point: the kernel command line is
+// 2048 bytes on x86, shared by every argument.
+const MaxSharePath = 128
+
+var sharePathRE = regexp.MustCompile(`^(/[A-Za-z0-9._@+-]+)+$`)
+
+// CheckSharePath validates a guest mount point: absolute, clean, at most
+// MaxSharePath bytes of letters, digits and ._@+- (it travels on the
+// kernel command line), and not / or inside the guest's system mounts.
+func CheckSharePath(p string) error {
+	if len(p) > MaxSharePath || !sharePathRE.MatchString(p) {
+		return fmt.Errorf("guest path %q: want an absolute path of at most %d letters, digits, '/', '.', '_', '@', '+' or '-'", p, MaxSharePath)
+	}
+	for _, c := range strings.Split(p, "/")[1:] {
+		if c == "." || c == ".." {
+			return fmt.Errorf("guest path %q: want a clean path (no . or .. components)", p)
+		}
+	}
+	for _, sys := range []string{"/proc", "/sys", "/dev", "/run", "/lib/modules"} {
+		if p == sys || strings.HasPrefix(p, sys+"/") {
+			return fmt.Errorf("guest path %q: %s belongs to the guest's system; pick another mount point such as /mnt/share", p, sys)
+		}
+	}
+	if p == "/root" {
+		return fmt.Errorf("guest path /root is the work disk; pick another mount point such as /root/share or /mnt/share")
+	}
+	return nil
+}
+
+func (m ShareMount) String() string {
+	mode := "rw"
+	if m.ReadOnly {
+		mode = "ro"
+	}
+	return m.Transport + "," + m.Tag + "," + mode + "," + m.Path
+}
+
+func parseShare(v string) (ShareMount, error) {
+	f := strings.Split(v, ",")
+	if len(f) != 4 {
+		return ShareMount{}, fmt.Errorf("want TRANSPORT,TAG,MODE,PATH")
+	}
+	m := ShareMount{Transport: f[0], Tag: f[1], Path: f[3]}
+	if m.Transport != ShareVirtiofs && m.Transport != Share9p {
+		return m, fmt.Errorf("transport %q: want %s or %s", f[0], ShareVirtiofs, Share9p)
+	}
+	if !ValidShareTag(m.Tag) {
+		return m, fmt.Errorf("tag %q: want banger0 to banger9", f[1])
+	}
+	switch f[2] {
+	case "ro":
+		m.ReadOnly = true
+	case "rw":
+	default:
+		return m, fmt.Errorf("mode %q: want ro or rw", f[2])
+	}
+	return m, CheckSharePath(m.Path)
+}
 
 // Agent transports.
 const (
@@ -125,6 +208,8 @@ type Config struct {
 	// Time is the host's clock when the command line was written (KeyTime);
 	// zero when absent.
 	Time time.Time
+	// Shares are the host directories to mount, in order.
+	Shares []ShareMount
 }
 
 // ModulesMountPoint is where banger-init mounts the modules disk, so that
@@ -207,6 +292,12 @@ func (c *Config) set(k, v string) error {
 			return fmt.Errorf("bad %s=%q: %v", k, v, err)
 		}
 		c.Time = t
+	case KeyShare:
+		m, err := parseShare(v)
+		if err != nil {
+			return fmt.Errorf("bad %s=%q: %v", k, v, err)
+		}
+		c.Shares = append(c.Shares, m)
 	case KeyModules:
 		if !ValidRelease(v) {
 			return fmt.Errorf("bad %s=%q: want a kernel release like 6.1.0-27-cloud-amd64 (letters, digits, ._+~-)", k, v)
@@ -248,6 +339,9 @@ func (c Config) Args() []string {
 	}
 	if !c.Time.IsZero() {
 		a = append(a, KeyTime+"="+FormatUnixTime(c.Time))
+	}
+	for _, m := range c.Shares {
+		a = append(a, KeyShare+"="+m.String())
 	}
 	return a
 }

@@ -10,7 +10,8 @@ import (
 
 func TestParseCmdline(t *testing.T) {
 	line := "console=ttyS0 reboot=t banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 " +
-		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial banger.modules=6.1.0-27-cloud-amd64 banger.time=1767225600.000000042 quiet\n"
+		"banger.dns=172.16.0.1,9.9.9.9 banger.hostname=web-1 banger.agent=serial banger.modules=6.1.0-27-cloud-amd64 banger.time=1767225600.000000042 " +
+		"banger.share=virtiofs,banger0,rw,/mnt/src banger.share=9p,banger1,ro,/root/data quiet\n"
 	c, err := ParseCmdline(line)
 	if err != nil {
 		t.Fatal(err)
@@ -23,6 +24,10 @@ func TestParseCmdline(t *testing.T) {
 		Agent:    AgentSerial,
 		Modules:  "6.1.0-27-cloud-amd64",
 		Time:     time.Unix(1767225600, 42).UTC(),
+		Shares: []ShareMount{
+			{Transport: ShareVirtiofs, Tag: "banger0", Path: "/mnt/src"},
+			{Transport: Share9p, Tag: "banger1", ReadOnly: true, Path: "/root/data"},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -66,6 +71,14 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"banger.time=0.5",
 		"banger.time=99999999999",
 		"banger.time=1767225600.12a",
+		"banger.share=nfs,banger0,rw,/mnt",
+		"banger.share=virtiofs,share0,rw,/mnt",
+		"banger.share=virtiofs,banger0,rx,/mnt",
+		"banger.share=virtiofs,banger0,rw,mnt",
+		"banger.share=virtiofs,banger0,rw,/",
+		"banger.share=virtiofs,banger0,rw,/mnt/../etc",
+		"banger.share=virtiofs,banger0,rw,/proc/x",
+		"banger.share=virtiofs,banger0,rw",
 	} {
 		_, err := ParseCmdline(bad)
 		if err == nil {

@@ -90,6 +90,10 @@ type VMSpec struct {
 	Main *MainProcess `json:"main,omitempty"`
 	// Provision is the first-boot provisioning, if any.
 	Provision *ProvisionSpec `json:"provision,omitempty"`
+	// Shares are the host directories the guest mounts (-v), in order:
+	// the i-th has tag ShareTag(i). Part of the spec's JSON column, so
+	// the store needs no migration.
+	Shares []Share `json:"shares,omitempty"`
 }
 
 // MainProcess is the command a VM runs as its service: the image's
@@ -135,6 +139,9 @@ type VMRuntime struct {
 	// boot), StartWarm (restored from the daemon's boot snapshot of its
 	// shape) or StartSnapshot (create --from, fork).
 	Start string `json:"start,omitempty"`
+	// ShareTransport is how the last start served Spec.Shares
+	// (virtiofs or 9p); "" before a start or without shares.
+	ShareTransport string `json:"share_transport,omitempty"`
 }
 
 // VMRuntime.Start values.

@@ -37,6 +37,12 @@ type SpawnConfig struct {
 	ExtraFiles []*os.File
 	// Dir is the working directory ("": the daemon's).
 	Dir string
+	// Argv0, when set, is the process's argv[0] instead of Path (a
+	// re-exec of this binary as a helper, see internal/vmm/sharefs).
+	Argv0 string
+	// Attr, when set, adds namespaces and credentials; Setsid is always
+	// set on top.
+	Attr *syscall.SysProcAttr
 }
 
 // Spawn starts a VMM that survives its parent: a new session (so a signal
@@ -66,7 +72,15 @@ func Spawn(c SpawnConfig) (*Process, error) {
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = c.ExtraFiles
 	cmd.Dir = c.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c.Argv0 != "" {
+		cmd.Args[0] = c.Argv0
+	}
+	attr := syscall.SysProcAttr{}
+	if c.Attr != nil {
+		attr = *c.Attr
+	}
+	attr.Setsid = true
+	cmd.SysProcAttr = &attr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}

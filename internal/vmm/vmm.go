@@ -76,6 +76,9 @@ type Spec struct {
 
 	Disks []Disk
 	Net   *NetConfig
+	// Shares are host directories the guest mounts (Capabilities.Shares;
+	// a driver without it refuses a Spec that has any).
+	Shares []Share
 	// CID is the guest's vsock context id (>= 3), unique per host.
 	CID uint32
 
@@ -87,6 +90,31 @@ type Spec struct {
 	// privileges cannot open root's paths. Start returns once the guest
 	// runs again; the caller keeps and closes the file.
 	Incoming *os.File
+}
+
+// Share transports (Capabilities.ShareTransport), as written into
+// banger.share= on the kernel command line.
+const (
+	ShareVirtiofs = guestproto.ShareVirtiofs
+	Share9p       = guestproto.Share9p
+)
+
+// MaxShares bounds a VM's host directory shares.
+const MaxShares = 8
+
+// Share is one host directory exposed to the guest under Tag.
+type Share struct {
+	// Tag is the mount tag the guest mounts (virtio-fs tag, 9p mount_tag).
+	Tag string
+	// HostPath is an absolute, symlink-free directory the daemon checked
+	// the owner may read (and write unless ReadOnly).
+	HostPath string
+	ReadOnly bool
+	// UID, GID and Groups are the identity the share is served with: the
+	// file server reaches the host only with the VM owner's rights. A uid
+	// of 0 serves as root.
+	UID, GID uint32
+	Groups   []uint32
 }
 
 // Console returns the path of the guest's serial console log.
@@ -115,6 +143,17 @@ type StateInfo struct {
 	// instead of ControlSocket (a jailed Firecracker knows its socket by
 	// a path inside its chroot only).
 	Mention string `json:"mention,omitempty"`
+	// Helpers are processes serving the VM beside the VMM (one virtiofsd
+	// per share), adopted and stopped with it.
+	Helpers []HelperState `json:"helpers,omitempty"`
+}
+
+// HelperState names one helper process (pid and start time, as StateInfo)
+// and what its command line must mention.
+type HelperState struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+	Mention   string `json:"mention"`
 }
 
 // ProbeResult says whether a driver can run on this host.
@@ -217,9 +256,12 @@ type Capabilities struct {
 	Agent string
 	// Network is NetworkTap or NetworkNone.
 	Network string
-	// Shares: host directory shares (virtio-fs/9p), not used by the
-	// daemon yet.
-	Shares bool
+	// Shares: host directory shares (Spec.Shares), served over
+	// ShareTransport (ShareVirtiofs or Share9p). NoShares says why not
+	// and what to use instead when false.
+	Shares         bool
+	ShareTransport string
+	NoShares       string
 	// Snapshots: the driver's handles implement Snapshotter (pause,
 	// resume, save the memory and device state) and Start takes
 	// Spec.Incoming. NoSnapshots says why not when false.
@@ -305,6 +347,17 @@ func (s Spec) Validate() error {
 		}
 		if _, err := net.ParseMAC(s.Net.MAC); err != nil {
 			return fmt.Errorf("guest MAC %q: %v", s.Net.MAC, err)
+		}
+	}
+	if len(s.Shares) > MaxShares {
+		return fmt.Errorf("%d shares: at most %d", len(s.Shares), MaxShares)
+	}
+	for _, sh := range s.Shares {
+		if !filepath.IsAbs(sh.HostPath) || strings.ContainsAny(sh.HostPath, "\n\x00") {
+			return fmt.Errorf("share %s: host path %q: want an absolute path", sh.Tag, sh.HostPath)
+		}
+		if !guestproto.ValidShareTag(sh.Tag) {
+			return fmt.Errorf("share tag %q: want banger0 to banger%d", sh.Tag, MaxShares-1)
 		}
 	}
 	if strings.ContainsAny(s.Cmdline, "\n\x00") {

@@ -30,5 +30,9 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		// (snapshot.go), contract-tested against the stand-in only.
 		Snapshots: true,
 		Verified:  false,
+		// Firecracker has no shared-filesystem device (virtio-fs was
+		// declined upstream, firecracker#1180).
+		Shares:   false,
+		NoShares: "Firecracker has no shared-filesystem device: copy files in and out with `banger vm cp` instead",
 	}
 }

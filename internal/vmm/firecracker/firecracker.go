@@ -219,6 +219,9 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	if len(s.Shares) > 0 {
+		return nil, errors.New(d.Capabilities().NoShares)
+	}
 	if s.Vmlinux == "" {
 		return nil, errors.New("firecracker needs an ELF vmlinux (Spec.Vmlinux): extract it from the bzImage at kernel pull")
 	}

@@ -24,5 +24,9 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		// fd and restored with -incoming fd:.
 		Snapshots: true,
 		Verified:  true,
+		// Host directories over virtio-fs (virtiofsd) or, without one,
+		// QEMU's own 9p server.
+		Shares:         true,
+		ShareTransport: d.shareTransport(),
 	}
 }

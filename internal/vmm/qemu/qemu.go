@@ -71,6 +71,10 @@ type Options struct {
 	// TBSizeMiB caps TCG's translation cache (-accel tcg,tb-size=), which
 	// is most of an idle TCG guest's QEMU RSS; 0 keeps QEMU's default.
 	TBSizeMiB int
+	// ShareTransport forces vmm.ShareVirtiofs or vmm.Share9p for
+	// Spec.Shares; empty picks virtio-fs where a virtiofsd exists, else
+	// 9p (QEMU's built-in server).
+	ShareTransport string
 }
 
 // Driver is the QEMU microvm driver.
@@ -193,9 +197,22 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	if accel == "tcg" && d.opt.TBSizeMiB > 0 {
 		machine, accelArgs = "microvm,", []string{"-accel", "tcg,tb-size=" + strconv.Itoa(d.opt.TBSizeMiB)}
 	}
+	machine += "acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on"
+	var mem []string
+	if len(s.Shares) > 0 && d.shareTransport() == vmm.ShareVirtiofs {
+		// virtiofsd reads and writes guest memory directly (vhost-user):
+		// the RAM must be a shared mapping it can map too.
+		machine += ",memory-backend=mem"
+		mem = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", s.MemoryMiB),
+			// microvm's virtio-mmio is legacy (v1) by default, which
+			// libvhost-user (virtiofsd) refuses: "virtio legacy devices
+			// aren't supported". Only these VMs get modern transports, so
+			// the saved states of the others keep their layout.
+			"-global", "virtio-mmio.force-legacy=false"}
+	}
 	a := []string{
 		"-name", "guest=" + qemuEscape(s.Name),
-		"-M", machine + "acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+		"-M", machine,
 		"-rtc", "base=utc",
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.VCPU),
@@ -213,6 +230,7 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		"-kernel", s.Kernel,
 	}
 	a = append(a, accelArgs...)
+	a = append(a, mem...)
 	if s.Initrd != "" {
 		a = append(a, "-initrd", s.Initrd)
 	}
@@ -252,6 +270,7 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 			"-netdev", "tap,id=net0,ifname="+s.Net.Tap+",script=no,downscript=no",
 			"-device", "virtio-net-device,netdev=net0,mac="+s.Net.MAC)
 	}
+	a = append(a, d.shareArgs(s)...)
 	if agent == vmm.AgentVsock {
 		a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", s.CID))
 	} else {
@@ -396,30 +415,33 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The share servers first: QEMU connects to their sockets at start.
+	helpers, hstate, err := d.startShares(s)
+	if err != nil {
+		closeFiles(files, s.Incoming)
+		return nil, err
+	}
 	sc := vmm.SpawnConfig{Path: bin, Args: d.Args(s, pr.Accel, mode), Stdout: p.log, ExtraFiles: files}
 	proc, err := vmm.Spawn(sc)
-	for _, f := range files {
-		if f != s.Incoming {
-			f.Close() // QEMU has its own copies
-		}
-	}
+	closeFiles(files, s.Incoming) // QEMU has its own copies
 	if err != nil {
+		killAll(helpers)
 		return nil, fmt.Errorf("%w: %s", err, vmm.Tail(p.log, 10))
 	}
-	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: vmm.StateInfo{
+	h := &handle{d: d, helpers: helpers, Base: vmm.Base{Proc: proc, St: vmm.StateInfo{
 		Driver: Name, PID: proc.PID(), StartTime: proc.StartTime(),
 		ControlSocket: p.qmp, AgentMode: mode, CID: s.CID,
-		Dir: s.Dir, RuntimeDir: s.RuntimeDir,
+		Dir: s.Dir, RuntimeDir: s.RuntimeDir, Helpers: hstate,
 	}}}
 	if mode == vmm.AgentSerial {
 		h.St.AgentSocket = p.agent
 	}
 	if err := h.attachConsole(ctx, true); err != nil {
-		proc.Kill()
+		h.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
 	if err := h.waitQMP(ctx, s.Incoming != nil); err != nil {
-		proc.Kill()
+		h.Kill()
 		return nil, fmt.Errorf("start qemu: %w\n%s", err, vmm.Tail(p.log, 10))
 	}
 	return h, nil
@@ -431,7 +453,7 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: st}}
+	h := &handle{d: d, Base: vmm.Base{Proc: proc, St: st}, helpers: adoptHelpers(st.Helpers)}
 	// The console stream is the earlier daemon's no more: take it over.
 	// A VM whose console cannot be re-attached still runs; its console
 	// output is dropped by QEMU until the next start.
@@ -446,6 +468,9 @@ func (d *Driver) Adopt(st vmm.StateInfo) (vmm.Handle, error) {
 type handle struct {
 	vmm.Base
 	d *Driver
+	// helpers are the share servers (virtiofsd), one per share; they
+	// exit by themselves once QEMU is gone, and are killed if they do not.
+	helpers []*vmm.Process
 	// consoleDone is closed once the console copy has ended (nil: none).
 	consoleDone <-chan struct{}
 }
@@ -458,6 +483,9 @@ const consoleDrain = 5 * time.Second
 // caller reading the log after Wait sees the guest's last lines.
 func (h *handle) Wait(ctx context.Context) error {
 	err := h.Proc.Wait(ctx)
+	if h.Proc.Exited() {
+		reapHelpers(h.helpers)
+	}
 	if h.consoleDone != nil && h.Proc.Exited() {
 		select {
 		case <-h.consoleDone:
@@ -626,6 +654,7 @@ func (h *handle) qmp(ctx context.Context, f func(*QMP) error) error {
 // path is the agent's poweroff request, which the daemon sends before Stop.
 func (h *handle) Stop(ctx context.Context) error {
 	if h.Proc.Exited() {
+		reapHelpers(h.helpers)
 		return nil
 	}
 	// The power button is a courtesy: its failure must not stop the stop.
@@ -634,15 +663,24 @@ func (h *handle) Stop(ctx context.Context) error {
 	h.Proc.Wait(wctx)
 	cancel()
 	if h.Proc.Exited() {
+		reapHelpers(h.helpers)
 		return nil
 	}
 	_ = h.qmp(context.Background(), func(q *QMP) error { return q.Quit(context.Background()) })
 	select {
 	case <-h.Proc.Done():
+		reapHelpers(h.helpers)
 		return nil
 	case <-time.After(quitWait):
 	}
-	return h.Proc.Kill()
+	return h.Kill()
+}
+
+// Kill ends QEMU at once, then its share servers.
+func (h *handle) Kill() error {
+	err := h.Proc.Kill()
+	killAll(h.helpers)
+	return err
 }
 
 // AgentConn dials the agent channel. The virtio-serial chardev serves one

@@ -437,6 +437,37 @@ func TestArgs(t *testing.T) {
 	}
 }
 
+func TestArgsShares(t *testing.T) {
+	s := vmm.Spec{Name: "a", Dir: "/v", RuntimeDir: "/r", VCPU: 1, MemoryMiB: 256, Kernel: "/k",
+		Shares: []vmm.Share{{Tag: "banger0", HostPath: "/srv/a,b"}, {Tag: "banger1", HostPath: "/srv/ro", ReadOnly: true}}}
+	vfs := strings.Join(New(Options{ShareTransport: vmm.ShareVirtiofs}).Args(s, "tcg", vmm.AgentSerial), " ")
+	for _, want := range []string{
+		",memory-backend=mem ", "-object memory-backend-memfd,id=mem,size=256M,share=on -global virtio-mmio.force-legacy=false",
+		"-chardev socket,id=fs0,path=/r/fs0.sock -device vhost-user-fs-device,chardev=fs0,tag=banger0",
+		"-chardev socket,id=fs1,path=/r/fs1.sock -device vhost-user-fs-device,chardev=fs1,tag=banger1",
+	} {
+		if !strings.Contains(vfs, want) {
+			t.Errorf("virtio-fs args lack %q:\n%s", want, vfs)
+		}
+	}
+	p9 := strings.Join(New(Options{ShareTransport: vmm.Share9p}).Args(s, "tcg", vmm.AgentSerial), " ")
+	for _, want := range []string{
+		"-fsdev local,id=fs0,path=/srv/a,,b,security_model=none -device virtio-9p-device,fsdev=fs0,mount_tag=banger0",
+		"-fsdev local,id=fs1,path=/srv/ro,security_model=none,readonly=on -device virtio-9p-device,fsdev=fs1,mount_tag=banger1",
+	} {
+		if !strings.Contains(p9, want) {
+			t.Errorf("9p args lack %q:\n%s", want, p9)
+		}
+	}
+	// Shared memory only where virtiofsd needs it: it is what snapshots
+	// of other VMs never see.
+	for _, a := range []string{p9, strings.Join(New(Options{}).Args(vmm.Spec{Name: "a", Dir: "/v", RuntimeDir: "/r", VCPU: 1, MemoryMiB: 256}, "tcg", vmm.AgentSerial), " ")} {
+		if strings.Contains(a, "memory-backend") || strings.Contains(a, "force-legacy") {
+			t.Errorf("shared memory without virtio-fs:\n%s", a)
+		}
+	}
+}
+
 func TestStartRejectsBadSpec(t *testing.T) {
 	d := New(Options{})
 	dir := t.TempDir()
