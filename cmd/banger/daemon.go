@@ -48,6 +48,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 			set("vmm", &final.VMM, cfg.VMM)
 			set("kernel-catalog", &final.KernelCatalog, cfg.KernelCatalog)
 			set("image-catalog", &final.ImageCatalog, cfg.ImageCatalog)
+			set("kernel-build-cache", &final.KernelBuildCache, cfg.KernelBuildCache)
 			set("apt-mirror", &final.AptMirror, cfg.AptMirror)
 			set("ready-timeout", &final.ReadyTimeout, cfg.ReadyTimeout)
 			if !fl.Changed("socket") && final.Socket == "" && os.Getenv("BANGER_SOCKET") != "" && !fl.Changed("runtime-dir") {
@@ -76,6 +77,7 @@ func newDaemonCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.VMM, "vmm", cfg.VMM, "hypervisor: auto, firecracker or qemu")
 	f.StringVar(&cfg.KernelCatalog, "kernel-catalog", "", "extra kernel catalog file (JSON)")
 	f.StringVar(&cfg.ImageCatalog, "image-catalog", "", "extra image catalog file (JSON)")
+	f.StringVar(&cfg.KernelBuildCache, "kernel-build-cache", "", "where kernels banger builds (debsrc) are kept, keyed by their inputs (default <state-dir>/kernel-builds)")
 	f.StringVar(&cfg.ReadyTimeout, "ready-timeout", "", "how long a boot may take to answer on the agent (default 120s)")
 	f.StringVar(&cfg.AptMirror, "apt-mirror", "", "Debian mirror for debootstrap images (default: the host's apt sources)")
 	f.BoolVar(&cfg.Reset, "reset", false, "start on a state dir whose banger.db is lost: move its VM directories to lost+found")

@@ -22,8 +22,12 @@ type Config struct {
 	VMM           string `toml:"vmm"` // auto or a registered driver's name (checked in New)
 	KernelCatalog string `toml:"kernel_catalog"`
 	ImageCatalog  string `toml:"image_catalog"`
-	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
-	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
+	// KernelBuildCache keeps kernels banger builds (debsrc catalog
+	// entries), keyed by source package version and config hash, so a
+	// kernel is built once per host (default <state_dir>/kernel-builds).
+	KernelBuildCache string `toml:"kernel_build_cache"`
+	AptMirror        string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
+	ReadyTimeout     string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
 	// Reset (flag only) starts on a state dir whose banger.db is gone by
 	// moving its VM directories to lost+found.
 	Reset bool `toml:"-"`
@@ -88,7 +92,10 @@ func (c *Config) Finish() error {
 			return fmt.Errorf("invalid ready_timeout %q: want a duration like 90s", c.ReadyTimeout)
 		}
 	}
-	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket} {
+	if c.KernelBuildCache == "" {
+		c.KernelBuildCache = filepath.Join(c.StateDir, "kernel-builds")
+	}
+	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket, &c.KernelBuildCache} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err

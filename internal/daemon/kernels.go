@@ -121,7 +121,7 @@ func (s *KernelService) KernelPull(ctx context.Context, name string) (*kernelcat
 func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*kernelcat.Manifest, error) {
 	op := s.d.beginOperation(ctx, "kernel.pull", "kernel", e.Name)
 	op.stage("pull_kernel", e.Name)
-	m, err := kernelcat.Fetch(ctx, e, s.dir, progressFn(ctx))
+	m, err := kernelcat.FetchWith(ctx, e, s.dir, kernelcat.Options{BuildCache: s.d.cfg.KernelBuildCache}, progressFn(ctx))
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already pulled", e.Name))

@@ -181,12 +181,20 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		cpu = "max"
 	}
 	// acpi=on: the power button (system_powerdown) is an ACPI GED event.
+	// acpi=off for a kernel that boots Firecracker-style (MMIOCmdline):
+	// QEMU then writes an MP table instead of ACPI tables and, with its
+	// default auto-kernel-cmdline=on, appends a virtio_mmio.device= for
+	// every virtio-mmio device to the command line, as Firecracker does.
 	// pit/pic on: measured to boot reliably on TCG. rtc=on with base=utc:
 	// the guest's rtc_cmos sets its clock from the host's at boot (with
 	// rtc=off a guest starts in 1970).
+	acpi := "on"
+	if s.MMIOCmdline {
+		acpi = "off"
+	}
 	a := []string{
 		"-name", "guest=" + qemuEscape(s.Name),
-		"-M", "microvm,accel=" + accel + ",acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+		"-M", "microvm,accel=" + accel + ",acpi=" + acpi + ",x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
 		"-rtc", "base=utc",
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.VCPU),
