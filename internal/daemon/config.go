@@ -6,19 +6,26 @@ import (
 	"path/filepath"
 	"time"
 
+	"banger/internal/kernelcat"
+
 	"github.com/BurntSushi/toml"
 )
 
 // Config is the daemon's configuration. The file (TOML) uses the same keys
 // as the flags; flags given on the command line win over the file.
 type Config struct {
-	StateDir      string `toml:"state_dir"`
-	RuntimeDir    string `toml:"runtime_dir"`
-	Socket        string `toml:"socket"`
-	LogFormat     string `toml:"log_format"`
-	BridgeName    string `toml:"bridge_name"`
-	BridgeIP      string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
-	DefaultImage  string `toml:"default_image"`
+	StateDir     string `toml:"state_dir"`
+	RuntimeDir   string `toml:"runtime_dir"`
+	Socket       string `toml:"socket"`
+	LogFormat    string `toml:"log_format"`
+	BridgeName   string `toml:"bridge_name"`
+	BridgeIP     string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
+	DefaultImage string `toml:"default_image"`
+	// DefaultKernel replaces the catalog's default kernel
+	// (debian-cloud-amd64) for images that ask for the default, ahead of
+	// the hypervisor's own choice (e.g. microvm-6.1, the kernel banger
+	// builds, where its build tools are installed).
+	DefaultKernel string `toml:"default_kernel"`
 	VMM           string `toml:"vmm"` // auto or a registered driver's name (checked in New)
 	KernelCatalog string `toml:"kernel_catalog"`
 	ImageCatalog  string `toml:"image_catalog"`
@@ -90,6 +97,11 @@ func (c *Config) Finish() error {
 	if c.ReadyTimeout != "" {
 		if d, err := time.ParseDuration(c.ReadyTimeout); err != nil || d <= 0 {
 			return fmt.Errorf("invalid ready_timeout %q: want a duration like 90s", c.ReadyTimeout)
+		}
+	}
+	if c.DefaultKernel != "" {
+		if err := kernelcat.ValidateName(c.DefaultKernel); err != nil {
+			return fmt.Errorf("invalid default_kernel: %w", err)
 		}
 	}
 	if c.KernelBuildCache == "" {

@@ -71,6 +71,18 @@ func TestDefaultKernelPerDriver(t *testing.T) {
 	if got := d.defaultKernel("mine"); got != "mine" {
 		t.Fatalf("image's own kernel replaced: %s", got)
 	}
+	// The config's default_kernel wins over the driver's, for images that
+	// use the default only.
+	d.cfg.DefaultKernel = "microvm-6.1"
+	if got := d.defaultKernel(""); got != "microvm-6.1" {
+		t.Fatalf("default_kernel: %s", got)
+	}
+	if got := d.defaultKernel(kernelcat.DefaultKernel); got != "microvm-6.1" {
+		t.Fatalf("default_kernel for an image recording the default: %s", got)
+	}
+	if got := d.defaultKernel("mine"); got != "mine" {
+		t.Fatalf("default_kernel replaced an image's own kernel: %s", got)
+	}
 	cat, _ := kernelcat.LoadEmbedded()
 	if _, ok := cat.Lookup(firecracker.DefaultKernel); !ok {
 		t.Fatalf("%s is not in the kernel catalog", firecracker.DefaultKernel)
