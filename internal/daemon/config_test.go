@@ -138,3 +138,32 @@ func TestCreateRefusedByDriverLimits(t *testing.T) {
 		t.Fatalf("within limits: %v", err)
 	}
 }
+
+// doctor names the default kernel and the reason: the config, else the
+// driver, else the catalog (with how to opt into the built kernel).
+func TestDoctorKernelChecks(t *testing.T) {
+	detail := func(d *Daemon, name string) string {
+		for _, c := range d.kernelChecks() {
+			if c.Name == name {
+				return c.Detail
+			}
+		}
+		t.Fatalf("no %s check", name)
+		return ""
+	}
+	d := &Daemon{}
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, kernelcat.DefaultKernel+": ") || !strings.Contains(got, `default_kernel = "microvm-6.1"`) {
+		t.Fatalf("no driver, no config: %s", got)
+	}
+	d.driver = stubDriver{}
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, "firecracker-6.1: the stub driver's choice") {
+		t.Fatalf("driver: %s", got)
+	}
+	d.cfg.DefaultKernel = "microvm-6.1"
+	if got := detail(d, "default-kernel"); got != "microvm-6.1: the config's default_kernel" {
+		t.Fatalf("config: %s", got)
+	}
+	if got := detail(d, "firecracker-style"); !strings.Contains(got, "not Firecracker itself") {
+		t.Fatalf("firecracker-style: %s", got)
+	}
+}
