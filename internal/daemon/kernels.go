@@ -248,8 +248,13 @@ func (s *KernelService) Catalog() []api.CatalogEntry {
 	for _, n := range s.catalog.Names() {
 		e, _ := s.catalog.Lookup(n)
 		src := e.Source.Type + ":" + e.Source.Package + e.Source.URL
+		if e.Source.Config != "" {
+			src += "/" + e.Source.Config
+		}
 		_, err := kernelcat.ReadLocal(s.dir, n)
-		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == kernelcat.DefaultKernel})
+		// The default this daemon uses: the config's or the driver's
+		// choice when set, not only the catalog's.
+		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == s.d.defaultKernel("")})
 	}
 	return out
 }
