@@ -430,18 +430,23 @@ func bootModeOf(cfg map[string]string) string {
 	return BootMMIO
 }
 
-// makeKernel runs the build, reporting its progress at most once a second
-// (a build prints thousands of lines).
+// buildReportEvery spaces the build's progress lines: a build prints
+// thousands of lines over many minutes.
+const buildReportEvery = 30 * time.Second
+
+// makeKernel runs the build, reporting how many output lines (about one
+// per compiled file) it has printed and the latest, every
+// buildReportEvery.
 func makeKernel(ctx context.Context, tree string, jobs int, progress Progress) error {
 	msg := fmt.Sprintf("make -j%d bzImage vmlinux", jobs)
 	progress("build", msg, 0, 0)
-	var n int64
+	n := 0
 	last := time.Now()
 	err := runStreaming(ctx, tree, func(line string) {
 		n++
-		if time.Since(last) >= time.Second {
+		if time.Since(last) >= buildReportEvery {
 			last = time.Now()
-			progress("build", line, n, -1)
+			progress("build", fmt.Sprintf("%d steps: %s", n, line), 0, 0)
 		}
 	}, "make", fmt.Sprintf("-j%d", jobs), "bzImage", "vmlinux")
 	if err != nil {

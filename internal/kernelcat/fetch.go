@@ -27,7 +27,7 @@ import (
 // "extract_vmlinux", "modules", "modules_disk", "publish", "done"; a debsrc
 // build adds "build_lock", "cached", "configure", "build" and "cache"), a
 // message, and for "download" the bytes done and the total (-1 when
-// unknown); "build" carries the count of build output lines in done.
+// unknown).
 type Progress func(stage, msg string, done, total int64)
 
 // httpClient has no overall timeout (kernels are big; the caller's ctx
