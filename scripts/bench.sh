@@ -330,8 +330,9 @@ PY
 # Firecracker-style: acpi=off, devices on the command line) against
 # Debian's cloud kernel (acpi=on), alternating, same run:
 #  1. bare QEMU (the driver's machine flags, 1 vCPU, 256 MiB, TCG) from
-#     start to a busybox /init in an initramfs that powers off at once
-#     (QEMU exits): kernel boot to init, plus QEMU's own start and exit;
+#     start to a busybox /init in an initramfs that reboots at once (QEMU
+#     runs with -no-reboot, so it exits; a power-off needs ACPI, which the
+#     built kernel has not): kernel boot to init, plus QEMU's start and exit;
 #  2. `vm create` -> agent ready of the busybox image with each kernel.
 # The built kernel comes from the build cache (a cold cache builds it).
 bench_kernel() {
@@ -344,7 +345,7 @@ bench_kernel() {
   mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
   ird=$work/ird; mkdir -p $ird/bin $ird/dev
   cp /bin/busybox $ird/bin/busybox
-  printf '#!/bin/busybox sh\n/bin/busybox echo BENCH-INIT\n/bin/busybox poweroff -f\n' >$ird/init; chmod +x $ird/init
+  printf '#!/bin/busybox sh\n/bin/busybox echo BENCH-INIT\n/bin/busybox reboot -f\n' >$ird/init; chmod +x $ird/init
   (cd $ird && find . | cpio -o -H newc 2>/dev/null | gzip -1) >$work/init.img
   khz=$(awk '/cpu MHz/{printf "%d", $4*1000; exit}' /proc/cpuinfo)
   bare() { # kernel acpi
