@@ -371,7 +371,7 @@ bench_kernel() {
       "$bin" vm rm -f bk$i >/dev/null 2>&1
     done
   done
-  echo "bare qemu -> busybox init -> poweroff, $runs runs each (ms):"
+  echo "bare qemu -> busybox init -> reboot (QEMU exits), $runs runs each (ms):"
   echo "  debian-cloud-amd64 (acpi=on):  ${bc[*]}  mean $(mean "${bc[@]}")"
   echo "  microvm-6.1 (acpi=off):        ${bm[*]}  mean $(mean "${bm[@]}")"
   echo "  ratio built/cloud: $(awk "BEGIN{printf \"%.2f\", $(mean "${bm[@]}")/$(mean "${bc[@]}")}")"
