@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes|shares]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes|shares|kernel]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -42,9 +42,12 @@ setup_ns() {
   trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
   sock=$work/run/banger.sock; export BANGER_SOCKET=$sock
   # Pull in the root namespace (touches no interface), boot in $ns.
-  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon0.log" & dpid=$!
+  kcache=${SMOKE_CACHE:-/var/cache/banger-smoke}/kbuild
+  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --kernel-build-cache "$kcache" 2>"$work/daemon0.log" & dpid=$!
   for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
-  "$bin" kernel pull debian-cloud-amd64 >/dev/null 2>&1
+  for k in debian-cloud-amd64 ${EXTRA_KERNELS:-}; do
+    "$bin" kernel pull $k >/dev/null 2>&1 || { echo "kernel pull $k failed"; exit 1; }
+  done
   go build -o "$work/fixture" ./cmd/banger-fixture
   "$work/fixture" busybox-layout "$work/bb"
   "$bin" image import "$work/bb" --name busybox >/dev/null 2>&1
@@ -291,9 +294,12 @@ bench_cp() {
   ip netns add $ns; ip netns exec $ns ip link set lo up
   trap 'for p in $(ip netns pids '$ns' 2>/dev/null); do kill -9 $p; done; sleep 0.3; ip netns del '$ns' 2>/dev/null; cleanup' EXIT
   export BANGER_SOCKET=$work/run/banger.sock
-  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" 2>"$work/daemon0.log" & dpid=$!
+  kcache=${SMOKE_CACHE:-/var/cache/banger-smoke}/kbuild
+  "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --kernel-build-cache "$kcache" 2>"$work/daemon0.log" & dpid=$!
   for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
-  "$bin" kernel pull debian-cloud-amd64 >/dev/null 2>&1
+  for k in debian-cloud-amd64 ${EXTRA_KERNELS:-}; do
+    "$bin" kernel pull $k >/dev/null 2>&1 || { echo "kernel pull $k failed"; exit 1; }
+  done
   go build -o "$work/fixture" ./cmd/banger-fixture
   "$work/fixture" busybox-layout "$work/bb"
   "$bin" image import "$work/bb" --name busybox >/dev/null 2>&1
@@ -459,6 +465,61 @@ bench_shares() {
   measure sh9 /mnt/share "share over $tr (msize 512 KiB)"
 }
 
+# bench_kernel: the kernel banger builds (microvm-6.1, booted
+# Firecracker-style: acpi=off, devices on the command line) against
+# Debian's cloud kernel (acpi=on), alternating, same run:
+#  1. bare QEMU (the driver's machine flags, 1 vCPU, 256 MiB, TCG) from
+#     start to a busybox /init in an initramfs that reboots at once (QEMU
+#     runs with -no-reboot, so it exits; a power-off needs ACPI, which the
+#     built kernel has not): kernel boot to init, plus QEMU's start and exit;
+#  2. `vm create` -> agent ready of the busybox image with each kernel.
+# The built kernel comes from the build cache (a cold cache builds it).
+bench_kernel() {
+  runs=${KERNEL_RUNS:-5}
+  EXTRA_KERNELS=microvm-6.1 setup_ns
+  # The daemon in $ns uses the same build cache (nothing to build now).
+  kill $dpid; wait $dpid 2>/dev/null || true
+  ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --kernel-build-cache "$kcache" 2>"$work/daemon.log" & dpid=$!
+  for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
+  mean() { local s=0; for v in "$@"; do s=$((s+v)); done; echo $((s/$#)); }
+  ird=$work/ird; mkdir -p $ird/bin $ird/dev
+  cp /bin/busybox $ird/bin/busybox
+  printf '#!/bin/busybox sh\n/bin/busybox echo BENCH-INIT\n/bin/busybox reboot -f\n' >$ird/init; chmod +x $ird/init
+  (cd $ird && find . | cpio -o -H newc 2>/dev/null | gzip -1) >$work/init.img
+  khz=$(awk '/cpu MHz/{printf "%d", $4*1000; exit}' /proc/cpuinfo)
+  bare() { # kernel acpi
+    local log=$work/bare.log t
+    rm -f $log
+    t=$(date +%s%N)
+    timeout 120 qemu-system-x86_64 -M microvm,accel=tcg,acpi=$2,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
+      -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial file:$log \
+      -kernel "$1" -initrd $work/init.img \
+      -append "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=$khz" >/dev/null 2>&1
+    local ms=$(ms_since $t)
+    grep -q BENCH-INIT $log || { echo "bare boot of $1 did not reach init" >&2; tail -5 $log >&2; }
+    echo $ms
+  }
+  kd=$work/state/kernels
+  bc=(); bm=(); cc=(); cm=()
+  for i in $(seq $runs); do
+    bc+=($(bare $kd/debian-cloud-amd64/vmlinuz on))
+    bm+=($(bare $kd/microvm-6.1/vmlinuz off))
+    for k in debian-cloud-amd64 microvm-6.1; do
+      t=$(date +%s%N); "$bin" vm create --name bk$i --image busybox --kernel $k >/dev/null 2>&1 || echo "create bk$i ($k) failed"; c=$(ms_since $t)
+      [ $k = debian-cloud-amd64 ] && cc+=($c) || cm+=($c)
+      "$bin" vm rm -f bk$i >/dev/null 2>&1
+    done
+  done
+  echo "bare qemu -> busybox init -> reboot (QEMU exits), $runs runs each (ms):"
+  echo "  debian-cloud-amd64 (acpi=on):  ${bc[*]}  mean $(mean "${bc[@]}")"
+  echo "  microvm-6.1 (acpi=off):        ${bm[*]}  mean $(mean "${bm[@]}")"
+  echo "  ratio built/cloud: $(awk "BEGIN{printf \"%.2f\", $(mean "${bm[@]}")/$(mean "${bc[@]}")}")"
+  echo "vm create -> ready, busybox image (ms):"
+  echo "  debian-cloud-amd64: ${cc[*]}  mean $(mean "${cc[@]}")"
+  echo "  microvm-6.1:        ${cm[*]}  mean $(mean "${cm[@]}")"
+  echo "  ratio built/cloud: $(awk "BEGIN{printf \"%.2f\", $(mean "${cm[@]}")/$(mean "${cc[@]}")}")"
+}
+
 case "$which" in
   shares) bench_shares ;;
   pull) bench_pull ;;
@@ -468,6 +529,7 @@ case "$which" in
   density) bench_density ;;
   snap) bench_snap ;;
   initmodes) bench_initmodes ;;
+  kernel) bench_kernel ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;
 esac

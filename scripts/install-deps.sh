@@ -8,6 +8,9 @@
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
 pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat iproute2 nftables dnsutils openssh-client curl sqlite3 bc ca-certificates make git unzip gcc libc6-dev systemd)
+# Building the microvm-6.1 kernel (a debsrc catalog entry: banger kernel pull
+# microvm-6.1) from Debian's linux-source package.
+pkgs+=(build-essential flex bison libelf-dev libssl-dev xz-utils perl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 export DEBIAN_FRONTEND=noninteractive

@@ -27,6 +27,16 @@
 # banger taps or nftables table, so its startup reconcile has nothing to
 # remove either.
 
+#   kbuild/                 the kernel build cache (--kernel-build-cache)
+#                           of every daemon here: kernels banger builds
+#                           (debsrc, e.g. microvm-6.1), one entry per
+#                           source package version + config hash (the
+#                           kernel pull's own key), reused by every run and
+#                           by the Go VM tests. A run with --kernel NAME
+#                           pulls NAME with a root-namespace pull-only
+#                           daemon (a build needs the apt mirrors; a cached
+#                           build only copies) into the run's work dir.
+#
 #   image-<name>-<key>/     one more catalog image, built only for runs whose
 #                           scenarios declare it (IMAGES="name ..."; e.g. the
 #                           systemd and Docker debootstrap images, minutes to
@@ -98,6 +108,9 @@ fixtures_ensure() {
 		rm -rf "$tmp"
 		((rc == 0)) || return 1
 	fi
+	if [[ -n ${SMOKE_KERNEL:-} && $SMOKE_KERNEL != debian-cloud-amd64 ]]; then
+		pull_smoke_kernel "$SMOKE_KERNEL" || return 1
+	fi
 	FIX_IMAGES_KEY=$(printf '%s\n' "$kst" images-v1 | fixture_hash)
 	local img missing=()
 	for img in ${SMOKE_IMAGES:-}; do
@@ -117,6 +130,29 @@ fixtures_ensure() {
 		esac
 	done
 	log "fixtures ready (cache $SMOKE_CACHE)"
+}
+
+# pull_smoke_kernel NAME: pull the catalog kernel NAME with a pull-only
+# daemon in the root namespace, through the shared build cache, into
+# $WORK/kernel-NAME (FIX_SMOKE_KERNEL), which run.sh copies into its state.
+pull_smoke_kernel() {
+	local b=$WORK/kpull t0
+	rm -rf "$b"
+	mkdir -p "$b"
+	t0=$(date +%s)
+	log "fixture: kernel $1 (a cold build takes long; cached in $SMOKE_CACHE/kbuild)"
+	start_fixture_daemon "$b/state" "$b/run" "$b/daemon.log" || { stop_fixture_daemon; tail -20 "$b/daemon.log"; return 1; }
+	local ok=0
+	waitfg "$BANGER" --socket "$FIXSOCK" kernel pull "$1" >"$b/pull.log" 2>&1 && ok=1
+	stop_fixture_daemon
+	if ((!ok)); then
+		tail -20 "$b/pull.log" "$b/daemon.log"
+		return 1
+	fi
+	FIX_SMOKE_KERNEL=$WORK/kernel-$1
+	mv "$b/state/kernels/$1" "$FIX_SMOKE_KERNEL" || return 1
+	rm -rf "$b"
+	log "fixture: kernel $1 ready in $(($(date +%s) - t0)) s"
 }
 
 build_snapshot() {
@@ -157,7 +193,7 @@ start_fixture_daemon() {
 		return 1
 	fi
 	mkdir -p "$2"
-	"$BANGER" daemon --state-dir "$1" --runtime-dir "$2" --bridge-name bsmkfix0 >"$3" 2>&1 &
+	"$BANGER" daemon --state-dir "$1" --runtime-dir "$2" --bridge-name bsmkfix0 --kernel-build-cache "$SMOKE_CACHE/kbuild" >"$3" 2>&1 &
 	FIXDAEMON_PID=$!
 	FIXSOCK=$2/banger.sock
 	local i

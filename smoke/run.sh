@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # banger smoke suite: boots real microVMs through the real daemon and CLI.
 #
-#   smoke/run.sh [-j N] [-k] [SCENARIO...]
+#   smoke/run.sh [-j N] [-k] [--kernel NAME] [SCENARIO...]
 #
 #   -j N  run pure scenarios in a pool of N workers (default 1)
 #   -k    keep the work dir (logs, state) after the run, for debugging;
 #         namespaces and processes are always removed
+#   --kernel NAME (or SMOKE_KERNEL=NAME): boot every VM that uses the default
+#         kernel with this catalog kernel instead (the daemon's
+#         default_kernel), e.g. microvm-6.1, which banger builds (cached
+#         under $SMOKE_CACHE/kbuild by source version and config hash)
 #
 # Everything runs inside two network namespaces this script creates: the
 # daemon's (bsmk-PID-d: bridge, taps, NAT, vmdns, port forwards, the OCI
@@ -25,11 +29,22 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SMOKE_DIR=$ROOT/smoke
 JOBS=1
 KEEP=0
+SMOKE_KERNEL=${SMOKE_KERNEL:-}
+args=()
+while (($# > 0)); do
+	case $1 in
+	--kernel) SMOKE_KERNEL=${2:?--kernel wants a kernel name}; shift 2 ;;
+	--kernel=*) SMOKE_KERNEL=${1#--kernel=}; shift ;;
+	*) args+=("$1"); shift ;;
+	esac
+done
+set -- "${args[@]}"
+[[ -z $SMOKE_KERNEL || $SMOKE_KERNEL =~ ^[a-z0-9][a-z0-9._-]*$ ]] || { echo "smoke: bad --kernel '$SMOKE_KERNEL'" >&2; exit 2; }
 while getopts "j:kh" opt; do
 	case $opt in
 	j) JOBS=$OPTARG ;;
 	k) KEEP=1 ;;
-	*) sed -n '2,20p' "$0"; exit 2 ;;
+	*) sed -n '2,24p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -171,6 +186,9 @@ STATE=$WORK/state
 RT=$WORK/run
 mkdir -p "$RT"
 snapshot_restore "$STATE" || die "restore state snapshot"
+if [[ -n $SMOKE_KERNEL && $SMOKE_KERNEL != debian-cloud-amd64 ]]; then
+	cp -a "$FIX_SMOKE_KERNEL" "$STATE/kernels/$SMOKE_KERNEL" || die "copy kernel $SMOKE_KERNEL"
+fi
 cat >"$WORK/kernels.json" <<EOF
 {"kernels": [{"name": "smoke-url", "description": "smoke: debian cloud kernel bundle over loopback HTTP",
   "source": {"type": "url", "url": "http://127.0.0.1:8089/kernel.tar.gz", "sha256": "$(cat "$FIX_KBUNDLE.sha256")"}}]}
@@ -179,12 +197,13 @@ cat >"$WORK/config.toml" <<EOF
 # smoke: a boot that cannot become ready fails after this long (vm_boot_failure)
 ready_timeout = "60s"
 EOF
+[[ -z $SMOKE_KERNEL ]] || echo "default_kernel = \"$SMOKE_KERNEL\"" >>"$WORK/config.toml"
 SOCK=$RT/banger.sock
 start_daemon() {
 	# setsid: a scenario's timeout (which kills its process group) must not
 	# take a daemon it restarted down with it.
 	setsid ip netns exec "$NS_D" "$BANGER" daemon --config "$WORK/config.toml" --state-dir "$STATE" --runtime-dir "$RT" \
-		--bridge-ip 172.30.0.1/24 --kernel-catalog "$WORK/kernels.json" >>"$WORK/daemon.log" 2>&1 &
+		--bridge-ip 172.30.0.1/24 --kernel-catalog "$WORK/kernels.json" --kernel-build-cache "$SMOKE_CACHE/kbuild" >>"$WORK/daemon.log" 2>&1 &
 	echo $! >"$WORK/daemon.pid"
 	disown
 	local i
@@ -198,7 +217,9 @@ log "daemon in $NS_D, state $STATE"
 start_daemon || { tail -20 "$WORK/daemon.log"; die "daemon did not answer on $SOCK"; }
 for i in $(seq 1 50); do nsd curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && break; sleep 0.2; done
 
-export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE SMOKE_IMAGES
+# The kernel VMs boot by default (scenarios compare uname -r with it).
+SMOKE_KERNEL_NAME=${SMOKE_KERNEL:-debian-cloud-amd64}
+export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE SMOKE_IMAGES SMOKE_KERNEL_NAME
 export BANGER_SOCKET=$SOCK
 export -f start_daemon nsd nsu log
 export T0

@@ -59,6 +59,8 @@ func exitrdMain(args []string) {
 	case "halt":
 		cmd = unix.LINUX_REBOOT_CMD_HALT
 	}
+	// The old root's sysfs, before cleanOldRoot unmounts it.
+	cmd = rebootCmd(cmd, filepath.Join(oldRoot, "sys"))
 	start := time.Now()
 	// systemd-shutdown already sent SIGTERM and SIGKILL to everything
 	// but the processes marked with '@': our agent, which drops SIGTERM.

@@ -41,6 +41,7 @@ func shutdown(cmd int) {
 		shuttingDown.Store(true) // mainproc.go: a killed main process is not restarted
 		killAll(unix.SIGTERM, 3*time.Second)
 		killAll(unix.SIGKILL, 2*time.Second)
+		cmd = rebootCmd(cmd, "/sys") // before unmountAll takes /sys away
 		unmountAll()
 		if cmd == unix.LINUX_REBOOT_CMD_RESTART {
 			logf("rebooting")

@@ -67,6 +67,9 @@ func TestMain(m *testing.M) {
 	if kernelCache.root != "" {
 		os.RemoveAll(kernelCache.root)
 	}
+	if microVMKernel.root != "" {
+		os.RemoveAll(microVMKernel.root)
+	}
 	os.Exit(code)
 }
 
@@ -102,7 +105,7 @@ func startDaemonProcArgs(t *testing.T, stateDir, runDir string, extra ...string)
 	d := &daemonProc{stateDir: stateDir, socket: filepath.Join(runDir, "banger.sock"), log: &syncBuffer{}}
 	args := []string{"daemon", "--state-dir", stateDir, "--runtime-dir", runDir, "--default-image", "busybox", "--ready-timeout", "90s"}
 	if len(extra) >= 2 && extra[0] == "--netns" {
-		d.cmd = exec.Command("ip", append([]string{"netns", "exec", extra[1], bangerBin}, args...)...)
+		d.cmd = exec.Command("ip", append(append([]string{"netns", "exec", extra[1], bangerBin}, args...), extra[2:]...)...)
 	} else {
 		d.cmd = exec.Command(bangerBin, append(append(args, "--bridge-ip", "10.201.0.1/24"), extra...)...)
 	}

@@ -70,7 +70,13 @@ func pulledKernel(t *testing.T) string {
 func newVMEnv(t *testing.T) *vmEnv {
 	t.Helper()
 	needVMHost(t)
-	kdir := pulledKernel(t)
+	return newVMEnvKernel(t, pulledKernel(t))
+}
+
+// newVMEnvKernel is newVMEnv with the pulled kernel dir kdir as the only
+// kernel; extra goes to the daemon's command line.
+func newVMEnvKernel(t *testing.T, kdir string, extra ...string) *vmEnv {
+	t.Helper()
 	dir := t.TempDir()
 	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
 	if err := os.MkdirAll(filepath.Join(state, "kernels"), 0o755); err != nil {
@@ -93,7 +99,7 @@ func newVMEnv(t *testing.T) *vmEnv {
 		time.Sleep(200 * time.Millisecond)
 		exec.Command("ip", "netns", "del", ns).Run()
 	})
-	d := startDaemonProcArgs(t, state, run, "--netns", ns)
+	d := startDaemonProcArgs(t, state, run, append([]string{"--netns", ns}, extra...)...)
 	env := &vmEnv{daemonProc: d, ns: ns, runDir: run}
 	layout := filepath.Join(dir, "bb")
 	img, err := testfixture.BusyboxImage("e2e")

@@ -149,11 +149,15 @@ func (s *VMService) resolveImage(ctx context.Context, op *operation, spec *model
 }
 
 // defaultKernel picks the kernel for an image whose VM named none: the
-// image's own, or the catalog default, which a driver may replace with
-// one it can boot (Capabilities.DefaultKernel).
+// image's own, or the catalog default, which the config's default_kernel
+// or else the driver may replace (Capabilities.DefaultKernel: one it can
+// boot).
 func (d *Daemon) defaultKernel(imageKernel string) string {
 	if imageKernel == "" {
 		imageKernel = kernelcat.DefaultKernel
+	}
+	if imageKernel == kernelcat.DefaultKernel && d.cfg.DefaultKernel != "" {
+		return d.cfg.DefaultKernel
 	}
 	if imageKernel == kernelcat.DefaultKernel && d.driver != nil {
 		if k := d.driver.Capabilities().DefaultKernel; k != "" {

@@ -9,23 +9,33 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"banger/internal/instance"
+	"banger/internal/kernelcat"
 )
 
 // Config is the daemon's configuration. The file (TOML) uses the same keys
 // as the flags; flags given on the command line win over the file.
 type Config struct {
-	StateDir      string `toml:"state_dir"`
-	RuntimeDir    string `toml:"runtime_dir"`
-	Socket        string `toml:"socket"`
-	LogFormat     string `toml:"log_format"`
-	BridgeName    string `toml:"bridge_name"`
-	BridgeIP      string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
-	DefaultImage  string `toml:"default_image"`
+	StateDir     string `toml:"state_dir"`
+	RuntimeDir   string `toml:"runtime_dir"`
+	Socket       string `toml:"socket"`
+	LogFormat    string `toml:"log_format"`
+	BridgeName   string `toml:"bridge_name"`
+	BridgeIP     string `toml:"bridge_ip"` // CIDR: the bridge's address and the guest prefix
+	DefaultImage string `toml:"default_image"`
+	// DefaultKernel replaces the catalog's default kernel
+	// (debian-cloud-amd64) for images that ask for the default, ahead of
+	// the hypervisor's own choice (e.g. microvm-6.1, the kernel banger
+	// builds, where its build tools are installed).
+	DefaultKernel string `toml:"default_kernel"`
 	VMM           string `toml:"vmm"` // auto or a registered driver's name (checked in New)
 	KernelCatalog string `toml:"kernel_catalog"`
 	ImageCatalog  string `toml:"image_catalog"`
-	AptMirror     string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
-	ReadyTimeout  string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
+	// KernelBuildCache keeps kernels banger builds (debsrc catalog
+	// entries), keyed by source package version and config hash, so a
+	// kernel is built once per host (default <state_dir>/kernel-builds).
+	KernelBuildCache string `toml:"kernel_build_cache"`
+	AptMirror        string `toml:"apt_mirror"`    // debootstrap mirror; default: the host's apt sources
+	ReadyTimeout     string `toml:"ready_timeout"` // how long a boot may take to answer on the agent (default 120s)
 	// WarmStart: creates restore the boot snapshot of their shape
 	// (warm.go) unless --cold. Off by default: opt in per create with
 	// --warm.
@@ -104,7 +114,15 @@ func (c *Config) Finish() error {
 	if c.TCGTBSizeMiB < 0 || c.TCGTBSizeMiB > 4096 {
 		return fmt.Errorf("invalid tcg_tb_size_mib %d: want 0 (QEMU's default) to 4096", c.TCGTBSizeMiB)
 	}
-	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket} {
+	if c.DefaultKernel != "" {
+		if err := kernelcat.ValidateName(c.DefaultKernel); err != nil {
+			return fmt.Errorf("invalid default_kernel: %w", err)
+		}
+	}
+	if c.KernelBuildCache == "" {
+		c.KernelBuildCache = filepath.Join(c.StateDir, "kernel-builds")
+	}
+	for _, p := range []*string{&c.StateDir, &c.RuntimeDir, &c.Socket, &c.KernelBuildCache} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err

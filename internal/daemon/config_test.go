@@ -71,6 +71,18 @@ func TestDefaultKernelPerDriver(t *testing.T) {
 	if got := d.defaultKernel("mine"); got != "mine" {
 		t.Fatalf("image's own kernel replaced: %s", got)
 	}
+	// The config's default_kernel wins over the driver's, for images that
+	// use the default only.
+	d.cfg.DefaultKernel = "microvm-6.1"
+	if got := d.defaultKernel(""); got != "microvm-6.1" {
+		t.Fatalf("default_kernel: %s", got)
+	}
+	if got := d.defaultKernel(kernelcat.DefaultKernel); got != "microvm-6.1" {
+		t.Fatalf("default_kernel for an image recording the default: %s", got)
+	}
+	if got := d.defaultKernel("mine"); got != "mine" {
+		t.Fatalf("default_kernel replaced an image's own kernel: %s", got)
+	}
 	cat, _ := kernelcat.LoadEmbedded()
 	if _, ok := cat.Lookup(firecracker.DefaultKernel); !ok {
 		t.Fatalf("%s is not in the kernel catalog", firecracker.DefaultKernel)
@@ -124,5 +136,34 @@ func TestCreateRefusedByDriverLimits(t *testing.T) {
 	}
 	if _, err := s.validateCreate(api.VMCreateParams{VCPU: 2, MemoryMiB: 512}); err != nil {
 		t.Fatalf("within limits: %v", err)
+	}
+}
+
+// doctor names the default kernel and the reason: the config, else the
+// driver, else the catalog (with how to opt into the built kernel).
+func TestDoctorKernelChecks(t *testing.T) {
+	detail := func(d *Daemon, name string) string {
+		for _, c := range d.kernelChecks() {
+			if c.Name == name {
+				return c.Detail
+			}
+		}
+		t.Fatalf("no %s check", name)
+		return ""
+	}
+	d := &Daemon{}
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, kernelcat.DefaultKernel+": ") || !strings.Contains(got, `default_kernel = "microvm-6.1"`) {
+		t.Fatalf("no driver, no config: %s", got)
+	}
+	d.driver = stubDriver{}
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, "firecracker-6.1: the stub driver's choice") {
+		t.Fatalf("driver: %s", got)
+	}
+	d.cfg.DefaultKernel = "microvm-6.1"
+	if got := detail(d, "default-kernel"); got != "microvm-6.1: the config's default_kernel" {
+		t.Fatalf("config: %s", got)
+	}
+	if got := detail(d, "firecracker-style"); !strings.Contains(got, "not Firecracker itself") {
+		t.Fatalf("firecracker-style: %s", got)
 	}
 }

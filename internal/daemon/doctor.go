@@ -10,6 +10,7 @@ import (
 
 	"banger/api"
 	"banger/internal/initramfs"
+	"banger/internal/kernelcat"
 	"banger/internal/nat"
 	"banger/internal/vmm"
 )
@@ -79,6 +80,7 @@ func (d *Daemon) doctor() api.DoctorResult {
 	add("banger-init", err == nil, orMsg(initPath, err, ""))
 	vs, vwhy := vmm.VhostVsockUsable()
 	add("vhost-vsock", vs, vwhy+" (optional: without it the agent uses virtio-serial)")
+	checks = append(checks, d.kernelChecks()...)
 	res := api.DoctorResult{Checks: checks, Why: d.driverWhy}
 	if d.driver != nil {
 		res.Backend = d.driver.Name()
@@ -142,4 +144,33 @@ func (d *Daemon) rotateKey(ctx context.Context) (api.SSHKeyRotateResult, error) 
 	}
 	op.done()
 	return api.SSHKeyRotateResult{Fingerprint: d.keys.fingerprint(), ImagesRefreshed: refreshed, ImagesFailed: failed, VMsFailed: vmsFailed}, nil
+}
+
+// builtKernel is the catalog kernel banger builds for microVMs.
+const builtKernel = "microvm-6.1"
+
+// kernelChecks say which kernel VMs get by default and why, whether the
+// built kernel can be built here, and what its Firecracker-style boot
+// under QEMU proves.
+func (d *Daemon) kernelChecks() []api.DoctorCheck {
+	def := d.defaultKernel("")
+	why := "the catalog default: Debian's cloud kernel, fetched with apt, no build needed; " +
+		builtKernel + " boots faster but is not the default here until it passes the whole smoke suite (set default_kernel = \"" + builtKernel + "\" to use it)"
+	switch {
+	case d.cfg.DefaultKernel != "":
+		why = "the config's default_kernel"
+	case d.driver != nil && d.driver.Capabilities().DefaultKernel != "":
+		why = "the " + d.driver.Name() + " driver's choice: it announces virtio-mmio devices on the command line, which Debian's cloud kernel ignores"
+	}
+	out := []api.DoctorCheck{{Name: "default-kernel", OK: true, Detail: def + ": " + why}}
+	if err := kernelcat.CheckBuildTools(); err != nil {
+		out = append(out, api.DoctorCheck{Name: "kernel-build", OK: false, Detail: err.Error()})
+	} else {
+		out = append(out, api.DoctorCheck{Name: "kernel-build", OK: true,
+			Detail: "kernel build tools present: `banger kernel pull " + builtKernel + "` can build it (cached in " + d.cfg.KernelBuildCache + ")"})
+	}
+	out = append(out, api.DoctorCheck{Name: "firecracker-style", OK: true, Detail: "QEMU boots " + builtKernel +
+		" the way Firecracker does (ACPI off, virtio-mmio devices on the command line, no modules): that verifies the guest side of a Firecracker boot" +
+		" (kernel config, banger-init, disks, network, agent) but not Firecracker itself (its API, jailer, vsock, snapshots), which needs KVM"})
+	return out
 }

@@ -125,7 +125,7 @@ func (s *KernelService) KernelPull(ctx context.Context, name string) (*kernelcat
 func (s *KernelService) fetchLocked(ctx context.Context, e kernelcat.Entry) (*kernelcat.Manifest, error) {
 	op := s.d.beginOperation(ctx, "kernel.pull", "kernel", e.Name)
 	op.stage("pull_kernel", e.Name)
-	m, err := kernelcat.Fetch(ctx, e, s.dir, progressFn(ctx))
+	m, err := kernelcat.FetchWith(ctx, e, s.dir, kernelcat.Options{BuildCache: s.d.cfg.KernelBuildCache}, progressFn(ctx))
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, op.fail(api.Errorf(api.KindAlreadyExists, "kernel %q already pulled", e.Name))
@@ -253,8 +253,13 @@ func (s *KernelService) Catalog() []api.CatalogEntry {
 	for _, n := range s.catalog.Names() {
 		e, _ := s.catalog.Lookup(n)
 		src := e.Source.Type + ":" + e.Source.Package + e.Source.URL
+		if e.Source.Config != "" {
+			src += "/" + e.Source.Config
+		}
 		_, err := kernelcat.ReadLocal(s.dir, n)
-		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == kernelcat.DefaultKernel})
+		// The default this daemon uses: the config's or the driver's
+		// choice when set, not only the catalog's.
+		out = append(out, api.CatalogEntry{Name: n, Description: e.Description, Source: src, Pulled: err == nil, Default: n == s.d.defaultKernel("")})
 	}
 	return out
 }

@@ -20,6 +20,10 @@ import (
 //
 //	{"type": "deb", "package": "linux-image-cloud-amd64"}
 //	{"type": "url", "url": "https://…/vmlinux", "sha256": "…"}
+//	{"type": "debsrc", "package": "linux-source-6.1", "config": "microvm-6.1.config"}
+//
+// A debsrc source is built by banger from the source package and one of
+// its embedded config fragments (internal/kernelcat/configs; see debsrc.go).
 //
 // Import records Type "import" with URL set to the file:// path it came from.
 type Source struct {
@@ -27,6 +31,7 @@ type Source struct {
 	Package string `json:"package,omitempty"`
 	URL     string `json:"url,omitempty"`
 	SHA256  string `json:"sha256,omitempty"`
+	Config  string `json:"config,omitempty"`
 }
 
 // Entry is one pullable kernel.
@@ -52,6 +57,7 @@ const (
 	SourceDeb    = "deb"
 	SourceURL    = "url"
 	SourceImport = "import"
+	SourceDebSrc = "debsrc"
 )
 
 //go:embed catalog.json
@@ -81,7 +87,7 @@ func LoadFile(path string) (*Catalog, error) {
 
 func parse(data []byte) (*Catalog, error) {
 	var c Catalog
-	if err := catalog.Decode(data, &c, "{\"kernels\": [{\"name\", \"source\": {\"type\": \"deb\"|\"url\", …}}]}"); err != nil {
+	if err := catalog.Decode(data, &c, "{\"kernels\": [{\"name\", \"source\": {\"type\": \"deb\"|\"url\"|\"debsrc\", …}}]}"); err != nil {
 		return nil, err
 	}
 	if err := catalog.Check(c.Kernels, "kernel", ValidateEntry); err != nil {
@@ -120,8 +126,18 @@ func validateSource(name string, s Source) error {
 		if !debPackageRE.MatchString(s.Package) {
 			return fmt.Errorf("kernel %q: deb source needs a Debian package name in \"package\", got %q", name, s.Package)
 		}
+		if s.URL != "" || s.SHA256 != "" || s.Config != "" {
+			return fmt.Errorf("kernel %q: deb source takes only \"package\" (url/sha256/config given)", name)
+		}
+	case SourceDebSrc:
+		if !debPackageRE.MatchString(s.Package) {
+			return fmt.Errorf("kernel %q: debsrc source needs a Debian source package name in \"package\" (like linux-source-6.1), got %q", name, s.Package)
+		}
+		if _, err := ConfigFragment(s.Config); err != nil {
+			return fmt.Errorf("kernel %q: debsrc \"config\": %w", name, err)
+		}
 		if s.URL != "" || s.SHA256 != "" {
-			return fmt.Errorf("kernel %q: deb source takes only \"package\" (url/sha256 given)", name)
+			return fmt.Errorf("kernel %q: debsrc source takes only \"package\" and \"config\" (url/sha256 given)", name)
 		}
 	case SourceURL:
 		u, err := url.Parse(s.URL)
@@ -146,8 +162,11 @@ func validateSource(name string, s Source) error {
 		if s.Package != "" {
 			return fmt.Errorf("kernel %q: url source does not take \"package\" (got %q)", name, s.Package)
 		}
+		if s.Config != "" {
+			return fmt.Errorf("kernel %q: url source does not take \"config\" (got %q)", name, s.Config)
+		}
 	default:
-		return fmt.Errorf("kernel %q: unknown source type %q (want \"deb\" or \"url\")", name, s.Type)
+		return fmt.Errorf("kernel %q: unknown source type %q (want \"deb\", \"debsrc\" or \"url\")", name, s.Type)
 	}
 	return nil
 }

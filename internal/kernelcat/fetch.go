@@ -25,8 +25,10 @@ import (
 )
 
 // Progress receives pull stages ("resolve", "download", "unpack",
-// "extract_vmlinux", "modules", "modules_disk", "publish", "done"), a message, and for
-// "download" the bytes done and the total (-1 when unknown).
+// "extract_vmlinux", "modules", "modules_disk", "publish", "done"; a debsrc
+// build adds "build_lock", "cached", "configure", "build" and "cache"), a
+// message, and for "download" the bytes done and the total (-1 when
+// unknown).
 type Progress func(stage, msg string, done, total int64)
 
 // httpClient has no overall timeout (kernels are big; the caller's ctx
@@ -45,6 +47,20 @@ var httpClient = &http.Client{Transport: &http.Transport{
 // concurrent pulls of one name (the caller's per-name lock does); if two
 // race anyway, exactly one publishes and the other gets fs.ErrExist.
 func Fetch(ctx context.Context, e Entry, kernelsDir string, progress Progress) (*Manifest, error) {
+	return FetchWith(ctx, e, kernelsDir, Options{}, progress)
+}
+
+// Options tune FetchWith.
+type Options struct {
+	// BuildCache keeps debsrc builds keyed by their inputs (see
+	// debsrc.go); empty: no cache, every pull of a debsrc kernel builds.
+	BuildCache string
+	// Jobs is make's -j for debsrc builds (0: the number of CPUs).
+	Jobs int
+}
+
+// FetchWith is Fetch with options.
+func FetchWith(ctx context.Context, e Entry, kernelsDir string, o Options, progress Progress) (*Manifest, error) {
 	if err := ValidateEntry(e); err != nil {
 		return nil, err
 	}
@@ -56,6 +72,10 @@ func Fetch(ctx context.Context, e Entry, kernelsDir string, progress Progress) (
 	case SourceDeb:
 		obtain = func(ctx context.Context, work string) (kernelParts, error) {
 			return fetchDeb(ctx, e.Source.Package, work, progress)
+		}
+	case SourceDebSrc:
+		obtain = func(ctx context.Context, work string) (kernelParts, error) {
+			return fetchDebSrc(ctx, e.Source, work, o.BuildCache, o.Jobs, progress)
 		}
 	case SourceURL:
 		if err := checkPinned(e); err != nil {
@@ -137,6 +157,8 @@ type kernelParts struct {
 	modRoot string // optional module tree
 	closure bool   // keep only BootModules and deps (else every module)
 	release string // authoritative release (deb: lib/modules dir name)
+	boot    string // Manifest.Boot
+	build   *BuildInfo
 }
 
 func build(ctx context.Context, name string, src Source, kernelsDir string, progress Progress,
@@ -219,6 +241,7 @@ func assemble(ctx context.Context, dir string, p kernelParts, progress Progress)
 	if p.release != "" {
 		m.Release = p.release
 	}
+	m.Boot, m.Build = p.boot, p.build
 	if p.initrd != "" {
 		b, err := os.ReadFile(p.initrd)
 		if err != nil {

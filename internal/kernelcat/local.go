@@ -63,6 +63,15 @@ type Manifest struct {
 	ModulesDisk string `json:"modules_disk,omitempty"`
 	// Files maps every pulled file in the dir to its sha256: everything but
 	// manifest.json and the derived images (modules.ext4, initramfs-*.img).
+	// Boot is how a VMM presents devices to this kernel: BootACPI ("",
+	// virtio-mmio found through ACPI, e.g. Debian's cloud kernel) or
+	// BootMMIO ("mmio": Firecracker-style, ACPI off, devices on the
+	// command line, everything built in). Read from the kernel's config
+	// for kernels banger builds.
+	Boot string `json:"boot,omitempty"`
+	// Build records how banger built a debsrc kernel: source package
+	// version and the config fragment's hash (the build cache key).
+	Build     *BuildInfo        `json:"build,omitempty"`
 	Files     map[string]string `json:"files"`
 	SizeBytes int64             `json:"size_bytes"`
 	PulledAt  time.Time         `json:"pulled_at"`

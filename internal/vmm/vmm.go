@@ -70,6 +70,12 @@ type Spec struct {
 	Kernel  string // bzImage (qemu)
 	Vmlinux string // ELF vmlinux (firecracker)
 	Initrd  string
+	// MMIOCmdline: boot Firecracker-style: no ACPI tables, the virtio-mmio
+	// devices announced on the kernel command line (virtio_mmio.device=).
+	// Set for kernels whose manifest says so (boot "mmio"): everything
+	// built in, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES on. A VMM that always
+	// boots this way (Firecracker) ignores it.
+	MMIOCmdline bool
 	// Cmdline carries the banger.* arguments (guestproto.Config.Args). The
 	// driver prepends its own console, reboot and clock arguments.
 	Cmdline string

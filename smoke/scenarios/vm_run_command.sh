@@ -7,7 +7,7 @@ run() {
 	local n rel out
 	n=$(uniq_name run)
 	track "$n"
-	rel=$(tar -xzOf "$FIX_KBUNDLE" --wildcards 'modules/modules.builtin' >/dev/null 2>&1; python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["release"])' "$STATE/kernels/debian-cloud-amd64/manifest.json")
+	rel=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["release"])' "$STATE/kernels/$SMOKE_KERNEL_NAME/manifest.json")
 	step "vm run --rm --image busybox -- uname -r (want $rel)"
 	out=$(bg vm run --rm --name "$n" --image busybox -- uname -r)
 	assert_eq "$rel" "$out" "uname -r in the guest"

@@ -188,6 +188,10 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		cpu = "max"
 	}
 	// acpi=on: the power button (system_powerdown) is an ACPI GED event.
+	// acpi=off for a kernel that boots Firecracker-style (MMIOCmdline):
+	// QEMU then writes an MP table instead of ACPI tables and, with its
+	// default auto-kernel-cmdline=on, appends a virtio_mmio.device= for
+	// every virtio-mmio device to the command line, as Firecracker does.
 	// pit/pic on: measured to boot reliably on TCG. rtc=on with base=utc:
 	// the guest's rtc_cmos sets its clock from the host's at boot (with
 	// rtc=off a guest starts in 1970).
@@ -197,7 +201,11 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	if accel == "tcg" && d.opt.TBSizeMiB > 0 {
 		machine, accelArgs = "microvm,", []string{"-accel", "tcg,tb-size=" + strconv.Itoa(d.opt.TBSizeMiB)}
 	}
-	machine += "acpi=on,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on"
+	acpi := "on"
+	if s.MMIOCmdline {
+		acpi = "off" // Firecracker-style: devices on the command line
+	}
+	machine += "acpi=" + acpi + ",x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on"
 	var mem []string
 	if len(s.Shares) > 0 && d.shareTransport() == vmm.ShareVirtiofs {
 		// virtiofsd reads and writes guest memory directly (vhost-user):

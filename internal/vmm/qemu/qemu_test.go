@@ -435,6 +435,16 @@ func TestArgs(t *testing.T) {
 	if strings.Contains(kvm, "tsc") || strings.Contains(kvm, "virtio-serial") {
 		t.Errorf("kvm/vsock args carry TCG or serial bits:\n%s", kvm)
 	}
+	// ACPI by default; off for a kernel booting Firecracker-style, whose
+	// virtio-mmio devices QEMU then appends to the command line itself.
+	if !strings.Contains(got, ",acpi=on,") {
+		t.Errorf("default boot without acpi=on:\n%s", got)
+	}
+	s.MMIOCmdline = true
+	mmio := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " ")
+	if !strings.Contains(mmio, "-M microvm,accel=tcg,acpi=off,") || strings.Contains(mmio, "acpi=on") {
+		t.Errorf("mmio boot args:\n%s", mmio)
+	}
 }
 
 func TestArgsShares(t *testing.T) {
