@@ -216,8 +216,11 @@ func (s *VMService) createFrom(ctx context.Context, op *operation, p api.VMCreat
 		return model.VMRecord{}, op.fail(err)
 	}
 	req.spec.Ports = ports
-	// Idle-stop is the create's too, not the source's.
-	if req.spec.IdleStop, err = parseIdleStop(p.IdleStop); err != nil {
+	if err := checkPortsFor(ctx, req.spec.Ports); err != nil {
+		return model.VMRecord{}, op.fail(err)
+	}
+	// Labels, TTL and idle stop are the create's too, not the source's.
+	if err := applyCreateOwn(p, &req.spec); err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
 	if c := callerOf(ctx); c.known {

@@ -184,3 +184,32 @@ func noSnapTemps(t *testing.T, l *lifecycle) {
 		}
 	}
 }
+
+// TestRestoreTakesCreatesOwnFields: labels, TTL and idle stop of a VM
+// made from a snapshot are its create's, never the source's (which would
+// expire or be filtered as the source).
+func TestRestoreTakesCreatesOwnFields(t *testing.T) {
+	tdrv := vmmtest.New()
+	l := newLifecycle(t, tdrv, tdrv, nil)
+	var src api.VM
+	if err := l.call(api.MethodVMCreate, api.VMCreateParams{Name: "src", SystemOverlaySize: "16M", WorkDiskSize: "128M",
+		Labels: map[string]string{"team": "a"}, TTL: "1h", IdleStop: "10m"}, &src); err != nil {
+		t.Fatal(err)
+	}
+	if src.ExpiresAt == "" || src.Labels["team"] != "a" || src.IdleStop == "" {
+		t.Fatalf("source: %+v", src)
+	}
+	if err := l.call(api.MethodVMSnapshot, api.VMSnapshotParams{Name: "src", Snapshot: "s1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r api.VM
+	if err := l.call(api.MethodVMCreate, api.VMCreateParams{Name: "r", From: "s1", Labels: map[string]string{"job": "b"}}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.ExpiresAt != "" || r.IdleStop != "" || len(r.Labels) != 1 || r.Labels["job"] != "b" {
+		t.Fatalf("restored VM: labels %v, expires %q, idle stop %q: want the create's (job=b, none, none)", r.Labels, r.ExpiresAt, r.IdleStop)
+	}
+	if err := l.call(api.MethodVMCreate, api.VMCreateParams{Name: "r2", From: "s1", TTL: "-1h"}, nil); !api.IsKind(err, api.KindInvalidArgument) {
+		t.Fatalf("--from with a bad --ttl: %v", err)
+	}
+}

@@ -193,18 +193,7 @@ func (s *VMService) CreateVM(ctx context.Context, p api.VMCreateParams) (model.V
 	if err := resolveSharesFor(ctx, req.spec.Shares); err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
-	if err := model.ValidateLabels(p.Labels); err != nil {
-		return model.VMRecord{}, op.fail(api.Errorf(api.KindInvalidArgument, "%v", err))
-	}
-	req.spec.Labels = p.Labels
-	if p.TTL != "" {
-		ttl, err := time.ParseDuration(p.TTL)
-		if err != nil || ttl <= 0 {
-			return model.VMRecord{}, op.fail(api.Errorf(api.KindInvalidArgument, "ttl %q: want a positive duration such as 30m or 2h", p.TTL))
-		}
-		req.spec.ExpiresAt = time.Now().Add(ttl).UTC()
-	}
-	if req.spec.IdleStop, err = parseIdleStop(p.IdleStop); err != nil { // idle.go
+	if err := applyCreateOwn(p, &req.spec); err != nil {
 		return model.VMRecord{}, op.fail(err)
 	}
 	op.stage("resolve_image", req.spec.Image)
@@ -388,4 +377,25 @@ func (s *VMService) DeleteVM(ctx context.Context, name string, force, withSnapsh
 // paused VM's VMM runs.
 func isActive(st model.VMState) bool {
 	return st == model.StateRunning || st == model.StateStarting || st == model.StateStopping || st == model.StatePaused
+}
+
+// applyCreateOwn sets what is the create's own whatever the machine came
+// from (a boot or a snapshot, whose source had its own): labels, the TTL
+// and the idle stop.
+func applyCreateOwn(p api.VMCreateParams, spec *model.VMSpec) error {
+	if err := model.ValidateLabels(p.Labels); err != nil {
+		return api.Errorf(api.KindInvalidArgument, "%v", err)
+	}
+	spec.Labels = p.Labels
+	spec.ExpiresAt = time.Time{}
+	if p.TTL != "" {
+		ttl, err := time.ParseDuration(p.TTL)
+		if err != nil || ttl <= 0 {
+			return api.Errorf(api.KindInvalidArgument, "ttl %q: want a positive duration such as 30m or 2h", p.TTL)
+		}
+		spec.ExpiresAt = time.Now().Add(ttl).UTC()
+	}
+	var err error
+	spec.IdleStop, err = parseIdleStop(p.IdleStop) // idle.go
+	return err
 }
