@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -13,6 +12,7 @@ import (
 	"banger/api"
 	"banger/internal/agent"
 	"banger/internal/guestcp"
+	"banger/internal/shellquote"
 	"banger/internal/guestproto"
 )
 
@@ -147,7 +147,7 @@ func (g *Guest) Exec(ctx context.Context, argv []string, o ExecOptions) (int, er
 	if len(argv) == 0 {
 		return -1, api.Errorf(api.KindInvalidArgument, "exec in %s: no command given", g.name)
 	}
-	return g.c.Exec(ctx, shellQuote(argv), o.env(), o.Stdin, o.Stdout, o.Stderr)
+	return g.c.Exec(ctx, shellquote.Join(argv), o.env(), o.Stdin, o.Stdout, o.Stderr)
 }
 
 // ExecPTY is Exec on a pty of terminal type term and size (stdout carries
@@ -158,7 +158,7 @@ func (g *Guest) ExecPTY(ctx context.Context, argv []string, term string, size Te
 	if len(argv) == 0 {
 		return -1, api.Errorf(api.KindInvalidArgument, "exec in %s: no command given", g.name)
 	}
-	return g.c.ExecPTY(ctx, shellQuote(argv), term, size, resize, o.env(), o.Stdin, o.Stdout)
+	return g.c.ExecPTY(ctx, shellquote.Join(argv), term, size, resize, o.env(), o.Stdin, o.Stdout)
 }
 
 // Shell runs root's login shell on a pty (as ExecPTY).
@@ -245,26 +245,3 @@ func (g *Guest) ExtractTar(ctx context.Context, r io.Reader, dir string, o CopyO
 	return guestcp.ExtractTar(ctx, sc, g.name, r, dir, o)
 }
 
-// shellQuote makes argv one /bin/sh command line; a single word is taken
-// as a command line as it is.
-func shellQuote(argv []string) string {
-	if len(argv) == 1 {
-		return argv[0]
-	}
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		safe := a != ""
-		for _, r := range a {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@%+", r)) {
-				safe = false
-				break
-			}
-		}
-		if safe {
-			q[i] = a
-		} else {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}

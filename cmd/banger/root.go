@@ -133,19 +133,6 @@ func newVersionCmd(a *app) *cobra.Command {
 	}
 }
 
-func humanBytes(n int64) string {
-	const u = 1024
-	if n < u {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(u), 0
-	for m := n / u; m >= u && exp < 4; m /= u {
-		div *= u
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
 // printJSON writes v as indented JSON.
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)

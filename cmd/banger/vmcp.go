@@ -13,6 +13,7 @@ import (
 
 	"banger/api"
 	"banger/internal/guestcp"
+	"banger/internal/progressui"
 )
 
 func newVMCpCmd(a *app) *cobra.Command {
@@ -234,13 +235,13 @@ func (b *copyBar) draw() {
 	el := time.Since(b.start).Seconds()
 	rate := ""
 	if el > 0 {
-		rate = humanBytes(int64(float64(b.n)/el)) + "/s"
+		rate = progressui.HumanBytes(int64(float64(b.n)/el)) + "/s"
 	}
-	line := fmt.Sprintf("  copy %s %s", humanBytes(b.n), rate)
+	line := fmt.Sprintf("  copy %s %s", progressui.HumanBytes(b.n), rate)
 	if b.total > 0 {
 		pct := min(float64(b.n)/float64(b.total), 1)
 		bar := strings.Repeat("=", int(pct*30)) + strings.Repeat(" ", 30-int(pct*30))
-		line = fmt.Sprintf("  copy [%s] %s/%s %s", bar, humanBytes(b.n), humanBytes(b.total), rate)
+		line = fmt.Sprintf("  copy [%s] %s/%s %s", bar, progressui.HumanBytes(b.n), progressui.HumanBytes(b.total), rate)
 	}
 	fmt.Fprintf(os.Stderr, "\r\033[K%s", line)
 	b.drawn = true

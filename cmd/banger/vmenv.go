@@ -14,6 +14,7 @@ import (
 	"banger/client"
 	"banger/internal/guestproto"
 	"banger/internal/model"
+	"banger/internal/shellquote"
 )
 
 // envFlags are the process environment flags of vm exec, vm run and vm
@@ -158,7 +159,7 @@ func (f *procFlags) apply(cmd *cobra.Command, ef *envFlags, p *api.VMCreateParam
 }
 
 func formatMain(m *model.MainProcess) string {
-	s := shellQuote(m.Argv)
+	s := shellquote.Join(m.Argv)
 	if len(m.Argv) == 1 {
 		s = m.Argv[0]
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -281,24 +280,3 @@ func interactive(ctx context.Context, c *client.Guest, argv []string, env client
 	return c.ExecPTY(ctx, argv, t, size, resize, env)
 }
 
-func shellQuote(argv []string) string {
-	if len(argv) == 1 {
-		return argv[0]
-	}
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		safe := a != ""
-		for _, r := range a {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@%+", r)) {
-				safe = false
-				break
-			}
-		}
-		if safe {
-			q[i] = a
-		} else {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/api"
+	"banger/internal/progressui"
 )
 
 // statsRefresh is how often a streaming `vm stats` reads again.
@@ -80,12 +81,12 @@ func printStatsTable(w io.Writer, st []api.VMStats) error {
 	for _, s := range st {
 		guest := "-"
 		if s.GuestMemUsedBytes > 0 {
-			guest = humanBytes(s.GuestMemUsedBytes)
+			guest = progressui.HumanBytes(s.GuestMemUsedBytes)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%s / %s\t%s\t%s / %s\t%s / %s\n", s.Name, s.State, s.CPUPercent,
-			humanBytes(s.MemRSSBytes), humanBytes(s.MemLimitBytes), guest,
-			humanBytes(s.DiskOverlayBytes), humanBytes(s.DiskWorkBytes),
-			humanBytes(int64(s.NetRxBytes)), humanBytes(int64(s.NetTxBytes)))
+			progressui.HumanBytes(s.MemRSSBytes), progressui.HumanBytes(s.MemLimitBytes), guest,
+			progressui.HumanBytes(s.DiskOverlayBytes), progressui.HumanBytes(s.DiskWorkBytes),
+			progressui.HumanBytes(int64(s.NetRxBytes)), progressui.HumanBytes(int64(s.NetTxBytes)))
 	}
 	return tw.Flush()
 }

@@ -96,7 +96,7 @@ func stageLine(ev api.Progress) string {
 	}
 	switch {
 	case ev.Unit == api.UnitBytes && ev.Done > 0:
-		s += " (" + humanBytes(ev.Done) + ")"
+		s += " (" + HumanBytes(ev.Done) + ")"
 	case ev.Total > 0:
 		s += fmt.Sprintf(" (%d/%d)", ev.Done, ev.Total)
 	}
@@ -114,7 +114,7 @@ func (p *plainProgress) Show(ev api.Progress) {
 	defer p.mu.Unlock()
 	if isBytes(ev) {
 		if ev.Total > 0 && ev.Done >= ev.Total {
-			fmt.Fprintf(p.w, "  %s %s: %s\n", ev.Stage, ev.Message, humanBytes(ev.Done))
+			fmt.Fprintf(p.w, "  %s %s: %s\n", ev.Stage, ev.Message, HumanBytes(ev.Done))
 		}
 		return
 	}
@@ -268,8 +268,8 @@ func (b *barProgress) Finish() {
 	p.Wait()
 }
 
-// humanBytes is n in B, KiB, MiB, ...
-func humanBytes(n int64) string {
+// HumanBytes is n in B, KiB, MiB, ...
+func HumanBytes(n int64) string {
 	const u = 1024
 	if n < u {
 		return fmt.Sprintf("%dB", n)
