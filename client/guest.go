@@ -12,8 +12,8 @@ import (
 	"banger/api"
 	"banger/internal/agent"
 	"banger/internal/guestcp"
-	"banger/internal/shellquote"
 	"banger/internal/guestproto"
+	"banger/internal/shellquote"
 )
 
 // Guest is an SSH session to a VM's banger-init, through the daemon
@@ -244,4 +244,3 @@ func (g *Guest) ExtractTar(ctx context.Context, r io.Reader, dir string, o CopyO
 	}
 	return guestcp.ExtractTar(ctx, sc, g.name, r, dir, o)
 }
-

@@ -279,4 +279,3 @@ func interactive(ctx context.Context, c *client.Guest, argv []string, env client
 	}
 	return c.ExecPTY(ctx, argv, t, size, resize, env)
 }
-
