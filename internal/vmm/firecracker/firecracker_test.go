@@ -220,7 +220,15 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Kill()
-	if b, _ := os.ReadFile(s.Console()); !strings.Contains(string(b), "guest booted") {
+	// The console reaches the log through the driver's FIFO copy, a
+	// goroutine: give it a moment.
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, _ = os.ReadFile(s.Console()); strings.Contains(string(b), "guest booted") {
+			break
+		}
+	}
+	if !strings.Contains(string(b), "guest booted") {
 		t.Errorf("console.log %q: want the VMM's stdout", b)
 	}
 	if _, err := d.Start(ctx, s); err == nil || !strings.Contains(err.Error(), "already serves") {
