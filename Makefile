@@ -28,7 +28,7 @@ test: build
 	$(GO) vet ./...
 	$(GO) build -o bin/testsummary ./internal/tools/testsummary
 	bin/testsummary $(if $(V),-v) -- \
-		$(GO) test -json -count=1 -p 1 -timeout 60m ./... --- \
+		$(GO) test -json -count=1 -p 1 -timeout 85m ./... --- \
 		env CGO_ENABLED=1 $(GO) test -json -count=1 -race -timeout 20m $(RACE_PKGS)
 
 bench: build
