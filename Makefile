@@ -10,11 +10,16 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X banger/internal/daemon.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test bench fuzz smoke clean fmt vet api-docs
+.PHONY: build kubelet test bench fuzz smoke clean fmt vet api-docs
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
 	@if [ -d cmd/banger-init ]; then $(GO) build -trimpath -ldflags '-s -w' -o bin/banger-init ./cmd/banger-init; fi
+
+# banger-kubelet: the virtual-kubelet node (`banger kubelet` runs it). Its own
+# module (kubelet/), so client-go and virtual-kubelet stay out of banger's build.
+kubelet:
+	cd kubelet && $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o ../bin/banger-kubelet ./cmd/banger-kubelet
 
 # The concurrent core, run again under the race detector (needs cgo).
 RACE_PKGS := ./internal/daemon ./internal/keylock ./internal/store ./internal/portfwd ./internal/vmdns ./internal/agent
@@ -29,7 +34,8 @@ test: build
 	$(GO) build -o bin/testsummary ./internal/tools/testsummary
 	bin/testsummary $(if $(V),-v) -- \
 		$(GO) test -json -count=1 -p 1 -timeout 85m ./... --- \
-		env CGO_ENABLED=1 $(GO) test -json -count=1 -race -timeout 20m $(RACE_PKGS)
+		env CGO_ENABLED=1 $(GO) test -json -count=1 -race -timeout 20m $(RACE_PKGS) --- \
+		sh -c 'cd kubelet && $(GO) vet ./... && $(GO) test -json -count=1 ./...'
 
 bench: build
 	./scripts/bench.sh
@@ -40,7 +46,7 @@ FUZZTIME ?= 1000000x
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
-smoke: build
+smoke: build kubelet
 	$(GO) build -trimpath -o bin/banger-fixture ./cmd/banger-fixture
 	./smoke/run.sh $(if $(JOBS),-j $(JOBS),)
 

@@ -11,6 +11,9 @@ pkgs=(qemu-system-x86 e2fsprogs kmod rsync busybox-static cpio debootstrap socat
 # Building the microvm-6.1 kernel (a debsrc catalog entry: banger kernel pull
 # microvm-6.1) from Debian's linux-source package.
 pkgs+=(build-essential flex bison libelf-dev libssl-dev xz-utils perl)
+# The Kubernetes tests (smoke k8s_two_nodes): Debian's etcd under the control
+# plane scripts/k8s-cluster.sh runs; openssl makes its PKI.
+pkgs+=(etcd-server openssl python3)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 export DEBIAN_FRONTEND=noninteractive

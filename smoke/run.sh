@@ -221,7 +221,8 @@ for i in $(seq 1 50); do nsd curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>
 SMOKE_KERNEL_NAME=${SMOKE_KERNEL:-debian-cloud-amd64}
 export BANGER SOCK STATE RT WORK NS_D NS_U RUN FIXTURE UPLINK_TOKEN SMOKE_DIR SMOKE_CACHE FIX_LAYOUT FIX_KBUNDLE SMOKE_IMAGES SMOKE_KERNEL_NAME
 export BANGER_SOCKET=$SOCK
-export -f start_daemon nsd nsu log
+export -f start_daemon nsd nsu log snapshot_restore waitfg
+export FIX_SNAPSHOT FIX_IMAGES_KEY
 export T0
 
 # ---- scenarios ----------------------------------------------------------

@@ -71,7 +71,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newDaemonCmd(a), newVMCmd(a), newImageCmd(a), newKernelCmd(a), newSnapshotCmd(a),
-		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a), newSystemCmd(a),
+		newSSHKeyCmd(a), newDNSCmd(a), newDoctorCmd(a), newVersionCmd(a), newEventsCmd(a), newSystemCmd(a), newKubeletCmd(a),
 	)
 	// cobra adds these at Execute; adding them now lets guardGroups cover
 	// `completion` too.

@@ -1,0 +1,406 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"banger/api"
+	"banger/client"
+)
+
+// Provider runs the pods scheduled to one node as VMs of one banger daemon.
+type Provider struct {
+	c      *client.Client
+	opts   Options
+	hostIP string
+	pods   corev1listers.PodLister // the API server's view: orphans are VMs whose pod it lacks
+	rec    record.EventRecorder
+
+	mu     sync.Mutex
+	byKey  map[string]*podState // namespace/name
+	notify func(*corev1.Pod)
+	// poll is how often VM states are read back (status, orphans).
+	poll time.Duration
+	// sweep: the pod lister has synced, so a VM whose pod it lacks is an
+	// orphan (before that, every VM would look like one).
+	sweep atomic.Bool
+}
+
+// StartOrphanSweep lets the sync loop remove VMs whose pod is gone; call it
+// once the pod informer has synced (the node is ready).
+func (p *Provider) StartOrphanSweep() { p.sweep.Store(true) }
+
+// New makes a provider for node o.Node on the daemon behind c. pods is the
+// node's pod lister; rec records the pull and boot events.
+func New(c *client.Client, o Options, hostIP string, pods corev1listers.PodLister, rec record.EventRecorder) *Provider {
+	return &Provider{c: c, opts: o, hostIP: hostIP, pods: pods, rec: rec, byKey: map[string]*podState{}, poll: 2 * time.Second}
+}
+
+func key(ns, name string) string { return ns + "/" + name }
+
+// Adopt reads back the VMs this node made before a kubelet restart, so
+// GetPods reports them and CreatePod for the same pod UID adopts instead of
+// creating a second VM. Call it before the pod controller runs.
+func (p *Provider) Adopt(ctx context.Context) (int, error) {
+	vms, err := p.nodeVMs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range vms {
+		vm := vms[i]
+		pod := &corev1.Pod{}
+		pod.Namespace, pod.Name = vm.Labels[LabelPodNamespace], vm.Labels[LabelPodName]
+		pod.UID = types.UID(vm.Labels[LabelPodUID])
+		pod.Spec.Containers = []corev1.Container{{Name: "main", Image: vm.Image}}
+		if pod.Namespace == "" || pod.Name == "" || pod.UID == "" {
+			continue
+		}
+		if live, err := p.pods.Pods(pod.Namespace).Get(pod.Name); err == nil && live.UID == pod.UID {
+			pod = live.DeepCopy()
+		}
+		p.byKey[key(pod.Namespace, pod.Name)] = &podState{pod: pod, vm: &vm, startedAt: parseTime(vm.CreatedAt)}
+	}
+	return len(vms), nil
+}
+
+func (p *Provider) nodeVMs(ctx context.Context) ([]api.VM, error) {
+	return p.c.ListVMs(ctx, api.VMListParams{All: true, Filters: []string{"label=" + LabelNode + "=" + p.opts.Node}})
+}
+
+// CreatePod starts the pod's VM in the background: the pod is Pending while
+// the image is pulled and the VM boots, Running at agent-ready.
+func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	params, err := CreateParams(pod, p.opts)
+	if err != nil {
+		return errdefs.AsInvalidInput(err)
+	}
+	p.mu.Lock()
+	if s, ok := p.byKey[key(pod.Namespace, pod.Name)]; ok {
+		if s.pod.UID == pod.UID {
+			s.pod = pod.DeepCopy() // adopted after a restart: the same pod, the same VM
+			p.mu.Unlock()
+			return nil
+		}
+		p.mu.Unlock()
+		return fmt.Errorf("pod %s/%s: the VM of its predecessor (uid %s) is still being removed; retrying", pod.Namespace, pod.Name, s.pod.UID)
+	}
+	s := &podState{pod: pod.DeepCopy(), startedAt: time.Now()}
+	p.byKey[key(pod.Namespace, pod.Name)] = s
+	p.mu.Unlock()
+	go p.create(pod.DeepCopy(), s, params)
+	return nil
+}
+
+func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParams) {
+	ctx := context.Background()
+	p.event(pod, corev1.EventTypeNormal, "Creating", "creating VM %s from image %s", params.Name, params.Image)
+	lastStage := ""
+	vm, err := p.c.CreateVM(ctx, params, func(pr api.Progress) {
+		if pr.Stage == "" || pr.Stage == lastStage {
+			return
+		}
+		lastStage = pr.Stage
+		p.mu.Lock()
+		s.stage = pr.Stage
+		p.mu.Unlock()
+		p.event(pod, corev1.EventTypeNormal, "Progress", "%s", pr.Stage)
+	})
+	p.mu.Lock()
+	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Kind == api.KindAlreadyExists {
+			// A create that raced an adoption: the VM is this pod's.
+			if got, ierr := p.c.InspectVM(ctx, params.Name); ierr == nil && got.Labels[LabelPodUID] == string(pod.UID) {
+				s.vm = &got
+				p.mu.Unlock()
+				p.push(s)
+				return
+			}
+		}
+		s.createErr = err.Error()
+		s.finishedAt = time.Now()
+		p.mu.Unlock()
+		p.event(pod, corev1.EventTypeWarning, "Failed", "VM %s: %v", params.Name, err)
+		p.push(s)
+		return
+	}
+	s.vm = &vm
+	deleting := s.deleting
+	p.mu.Unlock()
+	p.event(pod, corev1.EventTypeNormal, "Started", "VM %s ready at %s", vm.Name, vm.GuestIP)
+	p.push(s)
+	if deleting { // DeletePod came while it booted
+		go p.remove(s)
+	}
+}
+
+// UpdatePod: a pod's spec is immutable where banger maps it; only a pod
+// recreated under the same name (a new UID) needs work, done by CreatePod.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.byKey[key(pod.Namespace, pod.Name)]; ok && s.pod.UID == pod.UID {
+		s.pod = pod.DeepCopy()
+	}
+	return nil
+}
+
+// DeletePod stops the VM (clean poweroff, within the pod's grace period,
+// then forced) and removes it; the terminal status follows through
+// NotifyPods, after which virtual-kubelet deletes the pod object.
+func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	s, ok := p.byKey[key(pod.Namespace, pod.Name)]
+	if !ok {
+		p.mu.Unlock()
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	if s.deleting {
+		p.mu.Unlock()
+		return nil
+	}
+	s.deleting = true
+	if pod.DeletionGracePeriodSeconds != nil {
+		s.pod.DeletionGracePeriodSeconds = pod.DeletionGracePeriodSeconds
+	}
+	booting := s.vm == nil && s.createErr == ""
+	p.mu.Unlock()
+	if !booting {
+		go p.remove(s)
+	}
+	return nil
+}
+
+func (p *Provider) remove(s *podState) {
+	p.mu.Lock()
+	pod := s.pod.DeepCopy()
+	var name string
+	if s.vm != nil {
+		name = s.vm.Name
+	}
+	p.mu.Unlock()
+	if name != "" {
+		grace := 30 * time.Second
+		if g := pod.DeletionGracePeriodSeconds; g != nil {
+			grace = time.Duration(*g) * time.Second
+		} else if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+			grace = time.Duration(*g) * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		_, err := p.c.StopVM(ctx, name, false)
+		cancel()
+		if err != nil {
+			p.event(pod, corev1.EventTypeNormal, "Killing", "VM %s did not power off within %s: stopping it by force", name, grace)
+		} else {
+			p.event(pod, corev1.EventTypeNormal, "Killing", "VM %s powered off", name)
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err = p.c.RemoveVM(rctx, api.VMDeleteParams{Name: name, Force: true})
+		rcancel()
+		if err != nil && !isNotFound(err) {
+			log.Printf("banger-kubelet: remove VM %s of pod %s/%s: %v (retried at the next sync)", name, pod.Namespace, pod.Name, err)
+			p.mu.Lock()
+			s.deleting = false // the next DeletePod or orphan sweep retries
+			p.mu.Unlock()
+			return
+		}
+	}
+	p.mu.Lock()
+	if s.vm != nil && s.vm.MainExitCode == nil && s.vm.State == "running" {
+		s.vm = nil
+	}
+	s.removed = true
+	if s.finishedAt.IsZero() {
+		s.finishedAt = time.Now()
+	}
+	if cur, ok := p.byKey[key(pod.Namespace, pod.Name)]; ok && cur == s {
+		delete(p.byKey, key(pod.Namespace, pod.Name))
+	}
+	p.mu.Unlock()
+	p.push(s)
+}
+
+// GetPod returns the pod as the provider runs it, with its status.
+func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.byKey[key(namespace, name)]
+	if !ok {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	return p.podWithStatusLocked(s), nil
+}
+
+// GetPodStatus returns the pod's status.
+func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns every pod this node runs (adopted ones included).
+func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*corev1.Pod, 0, len(p.byKey))
+	for _, s := range p.byKey {
+		out = append(out, p.podWithStatusLocked(s))
+	}
+	return out, nil
+}
+
+// caller holds p.mu
+func (p *Provider) podWithStatusLocked(s *podState) *corev1.Pod {
+	pod := s.pod.DeepCopy()
+	pod.Status = s.status(p.hostIP, time.Now())
+	return pod
+}
+
+// NotifyPods registers virtual-kubelet's status callback and starts the
+// loop that reads VM states back from the daemon.
+func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
+	p.mu.Lock()
+	p.notify = cb
+	p.mu.Unlock()
+	go p.syncLoop(ctx)
+}
+
+func (p *Provider) push(s *podState) {
+	p.mu.Lock()
+	cb := p.notify
+	pod := p.podWithStatusLocked(s)
+	p.mu.Unlock()
+	if cb != nil {
+		cb(pod)
+	}
+}
+
+// syncLoop reads every VM of this node back: a changed VM state becomes a
+// pod status, and a VM whose pod the API server no longer has is removed
+// (no VM outlives its pod).
+func (p *Provider) syncLoop(ctx context.Context) {
+	t := time.NewTicker(p.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.syncOnce(ctx); err != nil && ctx.Err() == nil {
+			log.Printf("banger-kubelet: sync: %v", err)
+		}
+	}
+}
+
+func (p *Provider) syncOnce(ctx context.Context) error {
+	vms, err := p.nodeVMs(ctx)
+	if err != nil {
+		return err
+	}
+	var changed []*podState
+	var orphans []api.VM
+	p.mu.Lock()
+	seen := map[string]bool{}
+	for i := range vms {
+		vm := vms[i]
+		k := key(vm.Labels[LabelPodNamespace], vm.Labels[LabelPodName])
+		s, ok := p.byKey[k]
+		if !ok || string(s.pod.UID) != vm.Labels[LabelPodUID] {
+			if p.sweep.Load() && !p.podExists(vm) {
+				orphans = append(orphans, vm)
+			}
+			continue
+		}
+		seen[k] = true
+		if s.vm == nil || s.vm.State != vm.State || !sameExit(s.vm.MainExitCode, vm.MainExitCode) || s.vm.GuestIP != vm.GuestIP {
+			if vm.State == "stopped" && s.finishedAt.IsZero() {
+				s.finishedAt = time.Now()
+			}
+			if s.vm != nil { // not while its create call runs: Pending until it returns
+				s.vm = &vm
+				changed = append(changed, s)
+			}
+		}
+	}
+	for k, s := range p.byKey {
+		if !seen[k] && s.vm != nil && !s.deleting && !s.removed {
+			// The VM was removed behind the kubelet's back (vm rm).
+			s.vm, s.removed = nil, true
+			s.createErr = "the pod's VM was removed outside Kubernetes"
+			changed = append(changed, s)
+		}
+	}
+	p.mu.Unlock()
+	for _, s := range changed {
+		p.push(s)
+	}
+	for _, vm := range orphans {
+		log.Printf("banger-kubelet: VM %s belongs to pod %s/%s (uid %s), which no longer exists: removing it", vm.Name, vm.Labels[LabelPodNamespace], vm.Labels[LabelPodName], vm.Labels[LabelPodUID])
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err := p.c.RemoveVM(rctx, api.VMDeleteParams{Name: vm.Name, Force: true})
+		cancel()
+		if err != nil && !isNotFound(err) {
+			log.Printf("banger-kubelet: remove orphan VM %s: %v", vm.Name, err)
+		}
+	}
+	return nil
+}
+
+// podExists: is the VM's pod (same UID) still in the API server's view?
+// caller holds p.mu (the lister has its own locks).
+func (p *Provider) podExists(vm api.VM) bool {
+	if p.pods == nil {
+		return true // no view: never guess a VM is orphaned
+	}
+	pod, err := p.pods.Pods(vm.Labels[LabelPodNamespace]).Get(vm.Labels[LabelPodName])
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	return string(pod.UID) == vm.Labels[LabelPodUID]
+}
+
+func sameExit(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func isNotFound(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Kind == api.KindNotFound
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Now()
+	}
+	return t
+}
+
+func (p *Provider) event(pod *corev1.Pod, typ, reason, format string, args ...any) {
+	if p.rec != nil {
+		p.rec.Eventf(pod, typ, reason, format, args...)
+	}
+}
