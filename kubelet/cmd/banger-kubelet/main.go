@@ -44,9 +44,9 @@ var version = "dev"
 
 type config struct {
 	kubeconfig, nodeName, socket, listen, nodeIP string
-	certFile, keyFile, clientCAFile             string
-	nat                                         bool
-	showVersion                                 bool
+	certFile, keyFile, clientCAFile              string
+	nat                                          bool
+	showVersion                                  bool
 }
 
 func main() {
@@ -86,7 +86,7 @@ func run(ctx context.Context, c config) error {
 	if err := validName(c.nodeName); err != nil {
 		return err
 	}
-	host, portStr, err := net.SplitHostPort(c.listen)
+	_, portStr, err := net.SplitHostPort(c.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", c.listen, err)
 	}
@@ -94,7 +94,6 @@ func run(ctx context.Context, c config) error {
 	if err != nil || port <= 0 || port > 65535 {
 		return fmt.Errorf("--listen %q: bad port", c.listen)
 	}
-	_ = host
 	if c.nodeIP == "" {
 		if c.nodeIP, err = firstIPv4(); err != nil {
 			return err
