@@ -48,9 +48,8 @@ func NodeSpec(name, nodeIP string, port int32, stateDir, version string) (corev1
 	n := corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
-			Labels: map[string]string{
+			Labels: map[string]string{ // NodeRestriction refuses other kubernetes.io/ labels (such as kubernetes.io/role) from a node
 				"type":                   "virtual-kubelet",
-				"kubernetes.io/role":     "agent",
 				"kubernetes.io/hostname": name,
 				"kubernetes.io/os":       "linux",
 				"kubernetes.io/arch":     runtime.GOARCH,
@@ -69,6 +68,7 @@ func NodeSpec(name, nodeIP string, port int32, stateDir, version string) (corev1
 			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: port}},
 			NodeInfo: corev1.NodeSystemInfo{
 				OperatingSystem:         "linux",
+				OSImage:                 "banger microVMs",
 				Architecture:            runtime.GOARCH,
 				KubeletVersion:          version,
 				ContainerRuntimeVersion: "banger://" + version,

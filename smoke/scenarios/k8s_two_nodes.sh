@@ -127,6 +127,7 @@ run() {
 	start_kubelet "$NODE_A" "$SOCK" "$PORT_A" "$K8S_DIR/kubelet-$NODE_A.kubeconfig"
 	start_kubelet "$NODE_B" "$SOCK_B" "$PORT_B" "$K8S_DIR/kubelet-$NODE_B.kubeconfig" --nat=false
 	for n in "$NODE_A" "$NODE_B"; do
+		for i in $(seq 1 60); do k get node "$n" >/dev/null 2>&1 && break; sleep 1; done
 		k wait --for=condition=Ready "node/$n" --timeout=120s >/dev/null ||
 			fail "node $n not Ready: $(k get node "$n" -o wide 2>&1); kubelet log: $(tail -20 "$WORK/kubelet-$n.log")"
 	done
@@ -218,7 +219,8 @@ EOF
 	a=$(vms_on bg "$NODE_A" | sort)
 	stop_kubelet "$NODE_A"
 	start_kubelet "$NODE_A" "$SOCK" "$PORT_A" "$K8S_DIR/kubelet-$NODE_A.kubeconfig"
-	sleep 15
+	for i in $(seq 1 60); do grep -q "node $NODE_A ready" "$WORK/kubelet-$NODE_A.log" && [[ $(grep -c "node $NODE_A ready" "$WORK/kubelet-$NODE_A.log") -ge 2 ]] && break; sleep 1; done
+	sleep 5
 	k wait --for=condition=Ready "node/$NODE_A" --timeout=120s >/dev/null || fail "node A not Ready after kubelet restart"
 	assert_eq "$a" "$(vms_on bg "$NODE_A" | sort)" "host A's VMs after the kubelet restart (none lost, none added)"
 	assert_eq "$na" "$(k get pods -l app=web --field-selector "spec.nodeName=$NODE_A,status.phase=Running" -o name | wc -l)" "pods Running on A after the kubelet restart"
