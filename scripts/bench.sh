@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks quoted in BENCHMARKS.md. Each prints the figure it measures.
-# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes|shares|kernel]
+# Usage: scripts/bench.sh [vmls|boot|hostcost|density|pull|cp|snap|initmodes|shares|kernel|k8s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -520,6 +520,16 @@ bench_kernel() {
   echo "  ratio built/cloud: $(awk "BEGIN{printf \"%.2f\", $(mean "${cm[@]}")/$(mean "${cc[@]}")}")"
 }
 
+# Pods on two banger nodes against a real control plane: the smoke scenario
+# k8s_two_nodes prints "pod create -> Running" beside "banger vm create ->
+# ready" on the same host in the same run, and with K8S_BENCH_PODS=N (20
+# here) the time for N pods spread over both nodes to be Running.
+bench_k8s() {
+  make -s build kubelet
+  go build -trimpath -o bin/banger-fixture ./cmd/banger-fixture
+  K8S_BENCH_PODS=${K8S_BENCH_PODS:-20} ./smoke/run.sh k8s_two_nodes | grep -E 'figure|PASS|FAIL|passed'
+}
+
 case "$which" in
   shares) bench_shares ;;
   pull) bench_pull ;;
@@ -530,6 +540,7 @@ case "$which" in
   snap) bench_snap ;;
   initmodes) bench_initmodes ;;
   kernel) bench_kernel ;;
+  k8s) bench_k8s ;;
   vmls|all) bench_vmls ;;
   *) echo "unknown benchmark $which"; exit 2 ;;
 esac

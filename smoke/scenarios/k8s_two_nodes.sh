@@ -95,6 +95,42 @@ spec:
 EOF
 }
 
+bench_pods() { # N: a Deployment of N pods, timed from apply to all Running
+	local t0 n=0 i
+	step "bench: a Deployment of $1 pods"
+	t0=$(date +%s.%N)
+	cat <<EOF | k apply -f - >/dev/null || fail "apply deployment bench"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bench}
+spec:
+  replicas: $1
+  selector: {matchLabels: {app: bench}}
+  template:
+    metadata: {labels: {app: bench}}
+    spec:
+      automountServiceAccountToken: false
+      tolerations: [{key: banger.dev/microvm, operator: Exists, effect: NoSchedule}]
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "sleep 3600"]
+        resources: {limits: {memory: 128Mi}}
+EOF
+	for i in $(seq 1 900); do
+		n=$(k get pods -l app=bench --field-selector status.phase=Running -o name 2>/dev/null | wc -l) || true
+		((n >= $1)) && break
+		sleep 1
+	done
+	((n >= $1)) || fail "only $n of $1 bench pods Running after 900 s"
+	step "figure: $1 pods over two nodes all Running after $(echo "$(date +%s.%N) - $t0" | bc)s ($(k get pods -l app=bench --field-selector "spec.nodeName=$NODE_A" -o name | wc -l) on A)"
+	k delete deployment bench --wait=false >/dev/null
+	for i in $(seq 1 300); do
+		[[ -z $(k get pods -l app=bench -o name 2>/dev/null) ]] && break
+		sleep 1
+	done
+}
+
 run() {
 	local t0 t1 i ready n a na nb vm rel podrun boot out memk msg host
 	NODE_A=banger-a-$RUN NODE_B=banger-b-$RUN
@@ -225,6 +261,9 @@ EOF
 	assert_eq "$a" "$(vms_on bg "$NODE_A" | sort)" "host A's VMs after the kubelet restart (none lost, none added)"
 	assert_eq "$na" "$(k get pods -l app=web --field-selector "spec.nodeName=$NODE_A,status.phase=Running" -o name | wc -l)" "pods Running on A after the kubelet restart"
 	assert_contains "$(cat "$WORK/kubelet-$NODE_A.log")" "matched to their pods again" "kubelet A adopted its VMs"
+
+	# scripts/bench.sh k8s: N more pods over both nodes, timed to all Running.
+	[[ -z ${K8S_BENCH_PODS:-} ]] || bench_pods "$K8S_BENCH_PODS"
 
 	step "kill host B's kubelet and daemon"
 	kill -KILL "$(cat "$WORK/kubelet-$NODE_B.pid")"
