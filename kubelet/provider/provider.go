@@ -166,8 +166,11 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	s, ok := p.byKey[key(pod.Namespace, pod.Name)]
 	if !ok {
+		// Already removed (virtual-kubelet calls again on every update of
+		// a terminating pod) or never here: nothing to do, and no error
+		// event for the user to wonder about.
 		p.mu.Unlock()
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+		return nil
 	}
 	if s.deleting {
 		p.mu.Unlock()

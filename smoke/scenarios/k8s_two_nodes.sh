@@ -123,7 +123,7 @@ EOF
 		sleep 1
 	done
 	((n >= $1)) || fail "only $n of $1 bench pods Running after 900 s"
-	step "figure: $1 pods over two nodes all Running after $(echo "$(date +%s.%N) - $t0" | bc)s ($(k get pods -l app=bench --field-selector "spec.nodeName=$NODE_A" -o name | wc -l) on A)"
+	step "figure: $1 pods over two nodes all Running after $(echo "$(date +%s.%N) - $t0" | bc)s ($(k get pods -l app=bench --field-selector "spec.nodeName=$NODE_A,status.phase=Running" -o name | wc -l) on A; $(k get pods -l app=bench --field-selector status.phase=Failed -o name | wc -l) failed and replaced by the ReplicaSet)"
 	k delete deployment bench --wait=false >/dev/null
 	for i in $(seq 1 300); do
 		[[ -z $(k get pods -l app=bench -o name 2>/dev/null) ]] && break
@@ -142,6 +142,7 @@ run() {
 	# shellcheck disable=SC1091
 	source "$K8S_DIR/env"
 	export KUBECONFIG KUBECTL
+	"$SMOKE_DIR/../scripts/k8s-cluster.sh" selftest "$K8S_DIR" >/dev/null || fail "k8s-cluster selftest (the node RBAC) failed"
 	"$SMOKE_DIR/../scripts/k8s-cluster.sh" kubelet-config "$K8S_DIR" "$NODE_A" || fail "kubelet-config $NODE_A"
 	"$SMOKE_DIR/../scripts/k8s-cluster.sh" kubelet-config "$K8S_DIR" "$NODE_B" || fail "kubelet-config $NODE_B"
 
@@ -216,6 +217,23 @@ run() {
 	assert_contains "$msg" "Insufficient memory" "huge pod's PodScheduled message"
 	assert_eq Pending "$(k get pod huge -o 'jsonpath={.status.phase}')" "huge pod phase"
 	k delete pod huge --wait=false >/dev/null
+
+	step "a pod with two containers is refused, naming why"
+	cat <<EOF | k apply -f - >/dev/null || fail "apply pod two"
+apiVersion: v1
+kind: Pod
+metadata: {name: two}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  tolerations: [{key: banger.dev/microvm, operator: Exists, effect: NoSchedule}]
+  containers:
+  - {name: a, image: busybox, command: ["sleep", "60"]}
+  - {name: b, image: busybox, command: ["sleep", "60"]}
+EOF
+	wait_phase two Failed 120 || fail "pod two not Failed"
+	assert_contains "$(k get pod two -o 'jsonpath={.status.reason}: {.status.message}')" "ProviderFailed: pod default/two has 2 containers" "pod two's status"
+	k delete pod two --wait=false >/dev/null
 
 	step "a pod whose main process exits 3, restartPolicy Never"
 	pod_yaml three "exit 3" Never | k apply -f - >/dev/null
