@@ -1,16 +1,15 @@
 package daemon
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"banger/api"
 	"banger/internal/model"
+	"banger/internal/procstat"
 )
 
 // The host's own limits, checked after the driver's (checkCapabilities):
@@ -25,23 +24,8 @@ var memInfoPath = "/proc/meminfo"
 
 // hostMemAvailableMiB is MemAvailable from memInfoPath, in MiB.
 func hostMemAvailableMiB() (int64, error) {
-	f, err := os.Open(memInfoPath)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemAvailable:" {
-			kb, err := strconv.ParseInt(fs[1], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s: MemAvailable %q: %w", memInfoPath, fs[1], err)
-			}
-			return kb >> 10, nil
-		}
-	}
-	return 0, fmt.Errorf("%s has no MemAvailable line", memInfoPath)
+	b, err := procstat.MemInfo(memInfoPath, "MemAvailable")
+	return b >> 20, err
 }
 
 // checkHostMemory refuses a boot of memMiB when the host has less

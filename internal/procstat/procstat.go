@@ -144,3 +144,25 @@ func Allocated(path string) (int64, error) {
 	}
 	return st.Blocks * 512, nil
 }
+
+// MemInfo returns one field of a meminfo file (/proc/meminfo, or a test's
+// copy) in bytes: "MemTotal", "MemAvailable", ...
+func MemInfo(path, field string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 2 && fs[0] == field+":" {
+			kb, err := strconv.ParseInt(fs[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %s %q: %w", path, field, fs[1], err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s line", path, field)
+}

@@ -3,6 +3,7 @@ package procstat
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,5 +87,21 @@ func TestAllocated(t *testing.T) {
 	}
 	if n, err := Allocated(filepath.Join(dir, "missing")); n != 0 || err != nil {
 		t.Fatalf("Allocated(missing) = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestMemInfo(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "meminfo")
+	if err := os.WriteFile(p, []byte("MemTotal:       24588020 kB\nMemFree:  100 kB\nMemAvailable:   bad kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := MemInfo(p, "MemTotal"); err != nil || got != 24588020<<10 {
+		t.Errorf("MemTotal = %d, %v; want %d", got, err, int64(24588020)<<10)
+	}
+	if _, err := MemInfo(p, "MemAvailable"); err == nil || !strings.Contains(err.Error(), `"bad"`) {
+		t.Errorf("a bad value: %v", err)
+	}
+	if _, err := MemInfo(p, "SwapTotal"); err == nil || !strings.Contains(err.Error(), "no SwapTotal") {
+		t.Errorf("a missing field: %v", err)
 	}
 }

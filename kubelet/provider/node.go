@@ -1,13 +1,9 @@
 package provider
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 
 	"banger/api"
 	"banger/client"
+	"banger/internal/procstat"
 )
 
 // Taint keeps ordinary pods off banger nodes: only a pod that tolerates it
@@ -86,25 +83,7 @@ func NodeSpec(name, nodeIP string, port int32, stateDir, version string) (corev1
 	return n, nil
 }
 
-func hostMemory() (int64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/meminfo MemTotal %q: %w", fields[1], err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("/proc/meminfo has no MemTotal")
-}
+func hostMemory() (int64, error) { return procstat.MemInfo("/proc/meminfo", "MemTotal") }
 
 func diskBytes(dir string) (int64, error) {
 	var st unix.Statfs_t

@@ -31,6 +31,15 @@ func (p *Provider) vmOf(namespace, name string) (string, error) {
 	return s.vm.Name, nil
 }
 
+// guestOf opens an SSH session to the pod's VM through the daemon.
+func (p *Provider) guestOf(ctx context.Context, namespace, pod string) (*client.Guest, error) {
+	name, err := p.vmOf(namespace, pod)
+	if err != nil {
+		return nil, err
+	}
+	return p.c.Guest(ctx, name)
+}
+
 func orStr(s, def string) string {
 	if s == "" {
 		return def
@@ -126,11 +135,7 @@ func (e exitError) ExitStatus() int { return e.code }
 // RunInContainer is `vm exec` (`kubectl exec [-it]`): the command runs in
 // the VM through banger's agent, with a terminal when asked.
 func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach vkapi.AttachIO) error {
-	name, err := p.vmOf(namespace, podName)
-	if err != nil {
-		return err
-	}
-	g, err := p.c.Guest(ctx, name)
+	g, err := p.guestOf(ctx, namespace, podName)
 	if err != nil {
 		return err
 	}
@@ -194,11 +199,7 @@ func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, co
 // the guest's loopback, carried as an SSH direct-tcpip channel through the
 // daemon's vm.proxy, so it works wherever the daemon and its bridge live.
 func (p *Provider) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
-	name, err := p.vmOf(namespace, pod)
-	if err != nil {
-		return err
-	}
-	g, err := p.c.Guest(ctx, name)
+	g, err := p.guestOf(ctx, namespace, pod)
 	if err != nil {
 		return err
 	}

@@ -95,28 +95,32 @@ spec:
 EOF
 }
 
-bench_pods() { # N: a Deployment of N pods, timed from apply to all Running
-	local t0 n=0 i
-	step "bench: a Deployment of $1 pods"
-	t0=$(date +%s.%N)
-	cat <<EOF | k apply -f - >/dev/null || fail "apply deployment bench"
+deployment_yaml() { # name replicas memory command
+	cat <<EOF
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: bench}
+metadata: {name: $1}
 spec:
-  replicas: $1
-  selector: {matchLabels: {app: bench}}
+  replicas: $2
+  selector: {matchLabels: {app: $1}}
   template:
-    metadata: {labels: {app: bench}}
+    metadata: {labels: {app: $1}}
     spec:
       automountServiceAccountToken: false
       tolerations: [{key: banger.dev/microvm, operator: Exists, effect: NoSchedule}]
       containers:
       - name: main
         image: busybox
-        command: ["sh", "-c", "sleep 3600"]
-        resources: {limits: {memory: 128Mi}}
+        command: ["sh", "-c", "$4"]
+        resources: {limits: {memory: $3}}
 EOF
+}
+
+bench_pods() { # N: a Deployment of N pods, timed from apply to all Running
+	local t0 n=0 i
+	step "bench: a Deployment of $1 pods"
+	t0=$(date +%s.%N)
+	deployment_yaml bench "$1" 128Mi "sleep 3600" | k apply -f - >/dev/null || fail "apply deployment bench"
 	for i in $(seq 1 900); do
 		n=$(k get pods -l app=bench --field-selector status.phase=Running -o name 2>/dev/null | wc -l) || true
 		((n >= $1)) && break
@@ -242,24 +246,7 @@ EOF
 	k delete pod three --timeout=120s >/dev/null
 
 	step "a Deployment of 4 replicas, 256Mi each"
-	cat <<EOF | k apply -f - >/dev/null || fail "apply deployment"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      automountServiceAccountToken: false
-      tolerations: [{key: banger.dev/microvm, operator: Exists, effect: NoSchedule}]
-      containers:
-      - name: main
-        image: busybox
-        command: ["sh", "-c", "echo up; sleep 3600"]
-        resources: {limits: {memory: 256Mi}}
-EOF
+	deployment_yaml web 4 256Mi "echo up; sleep 3600" | k apply -f - >/dev/null || fail "apply deployment"
 	k rollout status deployment/web --timeout=600s >/dev/null || fail "deployment web not available: $(k get pods -o wide)"
 	out=$(k get pods -l app=web -o wide)
 	step "$out"
