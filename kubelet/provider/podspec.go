@@ -34,6 +34,9 @@ type Options struct {
 	Node string
 	// NAT gives every pod VM outbound NAT (what a pod expects).
 	NAT bool
+	// MaxCreates is how many VM creates run at once (default 4); more
+	// pods wait Pending.
+	MaxCreates int
 }
 
 // VMName is the pod's VM name: a DNS label from the namespace and name,

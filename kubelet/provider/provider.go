@@ -33,6 +33,9 @@ type Provider struct {
 	notify func(*corev1.Pod)
 	// poll is how often VM states are read back (status, orphans).
 	poll time.Duration
+	// slots bounds the creates in flight (Options.MaxCreates): a burst of
+	// pods queues here, Pending, instead of starting every boot at once.
+	slots chan struct{}
 	// sweep: the pod lister has synced, so a VM whose pod it lacks is an
 	// orphan (before that, every VM would look like one).
 	sweep atomic.Bool
@@ -45,7 +48,11 @@ func (p *Provider) StartOrphanSweep() { p.sweep.Store(true) }
 // New makes a provider for node o.Node on the daemon behind c. pods is the
 // node's pod lister; rec records the pull and boot events.
 func New(c *client.Client, o Options, hostIP string, pods corev1listers.PodLister, rec record.EventRecorder) *Provider {
-	return &Provider{c: c, opts: o, hostIP: hostIP, pods: pods, rec: rec, byKey: map[string]*podState{}, poll: 2 * time.Second}
+	n := o.MaxCreates
+	if n <= 0 {
+		n = 4
+	}
+	return &Provider{c: c, opts: o, hostIP: hostIP, pods: pods, rec: rec, byKey: map[string]*podState{}, poll: 2 * time.Second, slots: make(chan struct{}, n)}
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -107,6 +114,22 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 
 func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParams) {
 	ctx := context.Background()
+	select {
+	case p.slots <- struct{}{}:
+	default:
+		p.mu.Lock()
+		s.stage = "waiting for a create slot (--max-creates)"
+		p.mu.Unlock()
+		p.slots <- struct{}{}
+	}
+	defer func() { <-p.slots }()
+	p.mu.Lock()
+	gone := s.deleting
+	p.mu.Unlock()
+	if gone { // deleted while it queued: nothing was made
+		p.remove(s)
+		return
+	}
 	p.event(pod, corev1.EventTypeNormal, "Creating", "creating VM %s from image %s", params.Name, params.Image)
 	lastStage := ""
 	vm, err := p.c.CreateVM(ctx, params, func(pr api.Progress) {

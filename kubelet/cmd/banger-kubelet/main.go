@@ -46,6 +46,7 @@ type config struct {
 	kubeconfig, nodeName, socket, listen, nodeIP string
 	certFile, keyFile, clientCAFile              string
 	nat                                          bool
+	maxCreates                                   int
 	showVersion                                  bool
 }
 
@@ -63,6 +64,7 @@ func main() {
 	fs.StringVar(&c.keyFile, "tls-private-key-file", "", "its key")
 	fs.StringVar(&c.clientCAFile, "client-ca-file", "", "CA that signs the API server's kubelet client certificate (default: the kubeconfig's CA)")
 	fs.BoolVar(&c.nat, "nat", true, "give pod VMs outbound NAT")
+	fs.IntVar(&c.maxCreates, "max-creates", 4, "VM creates (pulls and boots) at once; more pods wait Pending")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -163,7 +165,7 @@ func run(ctx context.Context, c config) error {
 	var prov *provider.Provider
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(c.nodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-		prov = provider.New(bc, provider.Options{Node: c.nodeName, NAT: c.nat}, c.nodeIP, pc.Pods, rec)
+		prov = provider.New(bc, provider.Options{Node: c.nodeName, NAT: c.nat, MaxCreates: c.maxCreates}, c.nodeIP, pc.Pods, rec)
 		adopted, err := prov.Adopt(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading back this node's VMs: %w", err)
