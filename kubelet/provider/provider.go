@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,78 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 }
 
 func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParams) {
-	ctx := context.Background()
+	for attempt := 0; ; attempt++ {
+		vm, stage, err := p.createOnce(pod, s, params)
+		if p.isDeleting(s) {
+			if err == nil {
+				p.mu.Lock()
+				s.vm = &vm
+				p.mu.Unlock()
+			}
+			p.remove(s) // DeletePod came while it queued or booted
+			return
+		}
+		if err == nil {
+			p.mu.Lock()
+			s.vm, s.waitReason = &vm, ""
+			p.mu.Unlock()
+			p.event(pod, corev1.EventTypeNormal, "Started", "VM %s ready at %s", vm.Name, vm.GuestIP)
+			p.push(s)
+			return
+		}
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Kind == api.KindAlreadyExists {
+			// A create that raced an adoption: the VM may be this pod's.
+			if got, ierr := p.c.InspectVM(context.Background(), params.Name); ierr == nil && got.Labels[LabelPodUID] == string(pod.UID) {
+				p.mu.Lock()
+				s.vm = &got
+				p.mu.Unlock()
+				p.push(s)
+				return
+			}
+		}
+		p.event(pod, corev1.EventTypeWarning, "Failed", "VM %s: %v", params.Name, err)
+		if pod.Spec.RestartPolicy == corev1.RestartPolicyNever || api.KindOf(err) == api.KindInvalidArgument {
+			p.mu.Lock()
+			s.createErr, s.finishedAt = err.Error(), time.Now()
+			p.mu.Unlock()
+			p.push(s)
+			return
+		}
+		// A pod that restarts is retried with a growing back-off, as a
+		// kubelet does (ImagePullBackOff): a bad image must not turn into a
+		// ReplicaSet replacing failed pods as fast as it can. The failed
+		// VM (kept by the daemon for vm logs) goes first: the retry reuses
+		// its name.
+		p.removeFailed(params.Name, pod.UID)
+		delay := backoff(attempt)
+		reason := "CreateContainerError"
+		if stage == "" || strings.HasPrefix(stage, "resolve_image") || strings.Contains(stage, "pull") {
+			reason = "ImagePullBackOff"
+		}
+		p.mu.Lock()
+		s.waitReason, s.stage = reason, fmt.Sprintf("%v (retrying in %s)", err, delay)
+		p.mu.Unlock()
+		p.push(s)
+		p.event(pod, corev1.EventTypeWarning, "BackOff", "retrying the VM create in %s", delay)
+		for end := time.Now().Add(delay); time.Now().Before(end) && !p.isDeleting(s); {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+}
+
+// backoff is the wait before create attempt n+1: 10 s doubling to 5 min.
+func backoff(attempt int) time.Duration {
+	d := 10 * time.Second
+	for i := 0; i < attempt && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// createOnce runs one vm.create within a create slot; stage is the last
+// progress stage it reached.
+func (p *Provider) createOnce(pod *corev1.Pod, s *podState, params api.VMCreateParams) (vm api.VM, stage string, err error) {
 	select {
 	case p.slots <- struct{}{}:
 	default:
@@ -123,51 +195,39 @@ func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParam
 		p.slots <- struct{}{}
 	}
 	defer func() { <-p.slots }()
-	p.mu.Lock()
-	gone := s.deleting
-	p.mu.Unlock()
-	if gone { // deleted while it queued: nothing was made
-		p.remove(s)
-		return
+	if p.isDeleting(s) { // deleted while it queued: nothing is made
+		return vm, "", errors.New("deleted")
 	}
 	p.event(pod, corev1.EventTypeNormal, "Creating", "creating VM %s from image %s", params.Name, params.Image)
-	lastStage := ""
-	vm, err := p.c.CreateVM(ctx, params, func(pr api.Progress) {
-		if pr.Stage == "" || pr.Stage == lastStage {
+	vm, err = p.c.CreateVM(context.Background(), params, func(pr api.Progress) {
+		if pr.Stage == "" || pr.Stage == stage {
 			return
 		}
-		lastStage = pr.Stage
+		stage = pr.Stage
 		p.mu.Lock()
 		s.stage = pr.Stage
 		p.mu.Unlock()
 		p.event(pod, corev1.EventTypeNormal, "Progress", "%s", pr.Stage)
 	})
+	return vm, stage, err
+}
+
+func (p *Provider) isDeleting(s *podState) bool {
 	p.mu.Lock()
-	if err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Kind == api.KindAlreadyExists {
-			// A create that raced an adoption: the VM is this pod's.
-			if got, ierr := p.c.InspectVM(ctx, params.Name); ierr == nil && got.Labels[LabelPodUID] == string(pod.UID) {
-				s.vm = &got
-				p.mu.Unlock()
-				p.push(s)
-				return
-			}
-		}
-		s.createErr = err.Error()
-		s.finishedAt = time.Now()
-		p.mu.Unlock()
-		p.event(pod, corev1.EventTypeWarning, "Failed", "VM %s: %v", params.Name, err)
-		p.push(s)
+	defer p.mu.Unlock()
+	return s.deleting
+}
+
+// removeFailed removes a VM a failed create left, if it is this pod's.
+func (p *Provider) removeFailed(name string, uid types.UID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vm, err := p.c.InspectVM(ctx, name)
+	if err != nil || vm.Labels[LabelPodUID] != string(uid) {
 		return
 	}
-	s.vm = &vm
-	deleting := s.deleting
-	p.mu.Unlock()
-	p.event(pod, corev1.EventTypeNormal, "Started", "VM %s ready at %s", vm.Name, vm.GuestIP)
-	p.push(s)
-	if deleting { // DeletePod came while it booted
-		go p.remove(s)
+	if _, err := p.c.RemoveVM(ctx, api.VMDeleteParams{Name: name, Force: true}); err != nil && !isNotFound(err) {
+		log.Printf("banger-kubelet: remove failed VM %s: %v", name, err)
 	}
 }
 

@@ -16,9 +16,10 @@ type podState struct {
 	vm  *api.VM // nil until the create returned (or after the VM is gone)
 	// createErr: the VM could not be made (bad image, no room, ...).
 	createErr string
-	// stage is the create's last progress stage, for a Pending message.
-	stage     string
-	startedAt time.Time
+	// stage is the create's last progress stage, for a Pending message;
+	// waitReason the Waiting reason while a failed create backs off.
+	stage, waitReason string
+	startedAt         time.Time
 	// deleting: DeletePod began; removed: the VM is gone.
 	deleting, removed bool
 	// finishedAt is when the provider first saw the main process end.
@@ -51,7 +52,11 @@ func (s *podState) status(hostIP string, now time.Time) corev1.PodStatus {
 		if s.stage != "" {
 			msg = s.stage
 		}
-		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: msg}
+		reason := "ContainerCreating"
+		if s.waitReason != "" {
+			reason = s.waitReason
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
 	default:
 		vm := s.vm
 		st.PodIP = vm.GuestIP

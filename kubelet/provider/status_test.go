@@ -71,3 +71,21 @@ func TestVerdict(t *testing.T) {
 		t.Errorf("no backend: %v %q %q", ok, reason, msg)
 	}
 }
+
+func TestBackoff(t *testing.T) {
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
+	for i, w := range want {
+		if got := backoff(i); got != w {
+			t.Errorf("backoff(%d) = %s, want %s", i, got, w)
+		}
+	}
+}
+
+func TestStatusBackingOff(t *testing.T) {
+	s := podState{pod: testPod(), waitReason: "ImagePullBackOff", stage: "no such image (retrying in 10s)"}
+	st := s.status("", time.Now())
+	w := st.ContainerStatuses[0].State.Waiting
+	if st.Phase != corev1.PodPending || w == nil || w.Reason != "ImagePullBackOff" || w.Message != s.stage {
+		t.Errorf("a create backing off: phase %s, waiting %+v", st.Phase, w)
+	}
+}

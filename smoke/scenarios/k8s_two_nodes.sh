@@ -136,7 +136,7 @@ bench_pods() { # N: a Deployment of N pods, timed from apply to all Running
 }
 
 run() {
-	local t0 t1 i ready n a na nb vm rel podrun boot out memk msg host
+	local t0 t1 i ready n a na nb vm rel podrun boot out memk msg host reason
 	NODE_A=banger-a-$RUN NODE_B=banger-b-$RUN
 	trap k8s_exit EXIT
 
@@ -199,8 +199,16 @@ run() {
 	assert_eq "$($host vm inspect "$vm" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["guest_ip"])')" \
 		"$(k get pod hello -o 'jsonpath={.status.podIP}')" "pod IP = guest IP"
 	assert_eq "code=7" "$(k exec hello -- sh -c 'exit 7' >/dev/null 2>&1; echo "code=$?")" "kubectl exec exit status"
-	step "kubectl delete pod hello"
-	k delete pod hello --timeout=120s >/dev/null || fail "delete pod hello"
+	# -it: a terminal in the guest (script(1) gives kubectl a pty).
+	out=$(script -qec "$KUBECTL --kubeconfig $KUBECONFIG exec -it hello -- sh -c 'tty; stty size'" /dev/null | tr -d '\r')
+	assert_match "$out" "/dev/pts/[0-9]+" "kubectl exec -it: tty in the guest"
+	# -f: what is there, then it keeps streaming until it is stopped.
+	capture timeout 5 "$KUBECTL" --kubeconfig "$KUBECONFIG" logs -f hello
+	assert_eq 124 "$RC" "kubectl logs -f still following after 5 s"
+	assert_contains "$OUT" "hello" "kubectl logs -f hello"
+	step "kubectl delete pod hello --grace-period=5 (sh ignores TERM: the poweroff waits, then it is forced)"
+	k delete pod hello --grace-period=5 --timeout=120s >/dev/null || fail "delete pod hello"
+	assert_contains "$(k get events --field-selector involvedObject.name=hello -o 'jsonpath={.items[*].message}')" "did not power off within 5s" "the grace period, honoured"
 	assert_eq "" "$(vms_on bg "$NODE_A")$(vms_on bgb "$NODE_B")" "VMs left after kubectl delete pod"
 
 	step "bare banger vm create on host A, same run, for comparison"
@@ -245,6 +253,29 @@ EOF
 	assert_eq 3 "$(k get pod three -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')" "pod three's exit code"
 	k delete pod three --timeout=120s >/dev/null
 
+	step "a pod whose image does not exist, restartPolicy Always: Pending in ImagePullBackOff, retried, then deleted"
+	cat <<EOF | k apply -f - >/dev/null || fail "apply pod noimage"
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $NODE_A}
+  automountServiceAccountToken: false
+  tolerations: [{key: banger.dev/microvm, operator: Exists, effect: NoSchedule}]
+  containers:
+  - {name: main, image: "127.0.0.1:5000/smoke/none-$RUN:v1", command: ["true"]}
+EOF
+	for i in $(seq 1 120); do
+		reason=$(k get pod noimage -o 'jsonpath={.status.containerStatuses[0].state.waiting.reason}' 2>/dev/null) || true
+		[[ $reason == ImagePullBackOff ]] && break
+		sleep 1
+	done
+	assert_eq ImagePullBackOff "$reason" "pod noimage's waiting reason"
+	assert_eq Pending "$(k get pod noimage -o 'jsonpath={.status.phase}')" "pod noimage's phase"
+	k delete pod noimage --timeout=120s >/dev/null || fail "delete pod noimage"
+	for i in $(seq 1 30); do [[ -z $(vms_on bg "$NODE_A") ]] && break; sleep 1; done
+	assert_eq "" "$(vms_on bg "$NODE_A")" "VMs left by the pod that never got its image"
+
 	step "a Deployment of 4 replicas, 256Mi each"
 	deployment_yaml web 4 256Mi "echo up; sleep 3600" | k apply -f - >/dev/null || fail "apply deployment"
 	k rollout status deployment/web --timeout=600s >/dev/null || fail "deployment web not available: $(k get pods -o wide)"
@@ -266,6 +297,15 @@ EOF
 	assert_eq "$a" "$(vms_on bg "$NODE_A" | sort)" "host A's VMs after the kubelet restart (none lost, none added)"
 	assert_eq "$na" "$(k get pods -l app=web --field-selector "spec.nodeName=$NODE_A,status.phase=Running" -o name | wc -l)" "pods Running on A after the kubelet restart"
 	assert_contains "$(cat "$WORK/kubelet-$NODE_A.log")" "matched to their pods again" "kubelet A adopted its VMs"
+
+	step "SIGKILL daemon A and start it again while its pods run"
+	kill -KILL "$(bg version | sed -n 's/.*daemon .*(pid \([0-9]*\).*/\1/p')"
+	sleep 1
+	start_daemon || fail "daemon A did not come back: $(tail -20 "$WORK/daemon.log")"
+	assert_eq "$a" "$(vms_on bg "$NODE_A" | sort)" "host A's VMs after the daemon restart"
+	n=$(k get pods -l app=web --field-selector "spec.nodeName=$NODE_A" -o 'jsonpath={.items[0].metadata.name}')
+	assert_eq ok "$(k exec "$n" -- echo ok)" "kubectl exec into $n after the daemon restart"
+	assert_eq "$na" "$(k get pods -l app=web --field-selector "spec.nodeName=$NODE_A,status.phase=Running" -o name | wc -l)" "pods Running on A after the daemon restart"
 
 	# scripts/bench.sh k8s: N more pods over both nodes, timed to all Running.
 	[[ -z ${K8S_BENCH_PODS:-} ]] || bench_pods "$K8S_BENCH_PODS"
