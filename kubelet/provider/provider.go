@@ -115,7 +115,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 
 func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParams) {
 	for attempt := 0; ; attempt++ {
-		vm, stage, err := p.createOnce(pod, s, params)
+		vm, pastImage, err := p.createOnce(pod, s, params)
 		if p.isDeleting(s) {
 			if err == nil {
 				p.mu.Lock()
@@ -159,9 +159,9 @@ func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParam
 		// its name.
 		p.removeFailed(params.Name, pod.UID)
 		delay := backoff(attempt)
-		reason := "CreateContainerError"
-		if stage == "" || strings.HasPrefix(stage, "resolve_image") || strings.Contains(stage, "pull") {
-			reason = "ImagePullBackOff"
+		reason := "ImagePullBackOff" // it failed resolving or pulling the image
+		if pastImage {
+			reason = "CreateContainerError"
 		}
 		p.mu.Lock()
 		s.waitReason, s.stage = reason, fmt.Sprintf("%v (retrying in %s)", err, delay)
@@ -183,9 +183,10 @@ func backoff(attempt int) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-// createOnce runs one vm.create within a create slot; stage is the last
-// progress stage it reached.
-func (p *Provider) createOnce(pod *corev1.Pod, s *podState, params api.VMCreateParams) (vm api.VM, stage string, err error) {
+// createOnce runs one vm.create within a create slot; pastImage: it got
+// past the image (a kernel stage or the reservation came after it; a
+// failed create's rollback stages come after any of them).
+func (p *Provider) createOnce(pod *corev1.Pod, s *podState, params api.VMCreateParams) (vm api.VM, pastImage bool, err error) {
 	select {
 	case p.slots <- struct{}{}:
 	default:
@@ -196,20 +197,24 @@ func (p *Provider) createOnce(pod *corev1.Pod, s *podState, params api.VMCreateP
 	}
 	defer func() { <-p.slots }()
 	if p.isDeleting(s) { // deleted while it queued: nothing is made
-		return vm, "", errors.New("deleted")
+		return vm, false, errors.New("deleted")
 	}
 	p.event(pod, corev1.EventTypeNormal, "Creating", "creating VM %s from image %s", params.Name, params.Image)
+	stage := ""
 	vm, err = p.c.CreateVM(context.Background(), params, func(pr api.Progress) {
 		if pr.Stage == "" || pr.Stage == stage {
 			return
 		}
 		stage = pr.Stage
+		if strings.Contains(stage, "kernel") || stage == "reserve_vm" {
+			pastImage = true
+		}
 		p.mu.Lock()
 		s.stage = pr.Stage
 		p.mu.Unlock()
 		p.event(pod, corev1.EventTypeNormal, "Progress", "%s", pr.Stage)
 	})
-	return vm, stage, err
+	return vm, pastImage, err
 }
 
 func (p *Provider) isDeleting(s *podState) bool {
