@@ -178,6 +178,11 @@ run() {
 	assert_eq "${memk}Ki" "$(k get node "$NODE_A" -o 'jsonpath={.status.capacity.memory}')" "node A's memory capacity (the host's MemTotal)"
 	assert_eq "$(nproc)" "$(k get node "$NODE_B" -o 'jsonpath={.status.capacity.cpu}')" "node B's cpu capacity"
 	assert_contains "$(k get node "$NODE_A" -o 'jsonpath={.spec.taints}')" "banger.dev/microvm" "node A's taint"
+	# The kubelet API answers only the API server's client certificate.
+	assert_eq 401 "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT_A/containerLogs/default/x/main")" "an anonymous request to kubelet A's API"
+	# Another node's certificate (same CA) is authenticated, then refused by
+	# the SubjectAccessReview: a node may not reach another node's pods.
+	assert_eq 403 "$(curl -sk -o /dev/null -w '%{http_code}' --cert "$K8S_DIR/pki/kubelet-$NODE_B.crt" --key "$K8S_DIR/pki/kubelet-$NODE_B.key" "https://127.0.0.1:$PORT_A/containerLogs/default/x/main")" "node B's certificate at kubelet A's API"
 
 	step "a pod: echo hello; sleep 3600"
 	t0=$(date +%s.%N)
