@@ -89,10 +89,15 @@ func (s *EventStream) Close() error {
 // polling (every interval, 500ms when 0) while the VM runs, and returns
 // once the VM has stopped and the log is drained, or nil when ctx ends.
 func (c *Client) FollowLogs(ctx context.Context, name string, w io.Writer, follow bool, interval time.Duration) error {
+	return c.FollowLogsFrom(ctx, name, w, 0, follow, interval)
+}
+
+// FollowLogsFrom is FollowLogs from byte offset off of the log (the Offset
+// of an earlier Logs call), for a caller that printed the start itself.
+func (c *Client) FollowLogsFrom(ctx context.Context, name string, w io.Writer, off int64, follow bool, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 500 * time.Millisecond
 	}
-	var off int64
 	for {
 		res, err := c.Logs(ctx, name, off)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"banger/api"
 	"banger/client"
+	"banger/internal/model"
 )
 
 // Provider runs the pods scheduled to one node as VMs of one banger daemon.
@@ -133,8 +134,7 @@ func (p *Provider) create(pod *corev1.Pod, s *podState, params api.VMCreateParam
 			p.push(s)
 			return
 		}
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Kind == api.KindAlreadyExists {
+		if api.IsKind(err, api.KindAlreadyExists) {
 			// A create that raced an adoption: the VM may be this pod's.
 			if got, ierr := p.c.InspectVM(context.Background(), params.Name); ierr == nil && got.Labels[LabelPodUID] == string(pod.UID) {
 				p.mu.Lock()
@@ -231,9 +231,20 @@ func (p *Provider) removeFailed(name string, uid types.UID) {
 	if err != nil || vm.Labels[LabelPodUID] != string(uid) {
 		return
 	}
-	if _, err := p.c.RemoveVM(ctx, api.VMDeleteParams{Name: name, Force: true}); err != nil && !isNotFound(err) {
-		log.Printf("banger-kubelet: remove failed VM %s: %v", name, err)
+	p.removeVM(ctx, name, "a failed create's VM")
+}
+
+// removeVM force-removes a VM within 2 minutes (gone already is fine) and
+// logs why it could not; what says whose VM it is.
+func (p *Provider) removeVM(ctx context.Context, name, what string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	_, err := p.c.RemoveVM(ctx, api.VMDeleteParams{Name: name, Force: true})
+	if err != nil && !api.IsKind(err, api.KindNotFound) {
+		log.Printf("banger-kubelet: remove %s (%s): %v", name, what, err)
+		return err
 	}
+	return nil
 }
 
 // UpdatePod: a pod's spec is immutable where banger maps it; only a pod
@@ -299,11 +310,7 @@ func (p *Provider) remove(s *podState) {
 		} else {
 			p.event(pod, corev1.EventTypeNormal, "Killing", "VM %s powered off", name)
 		}
-		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		_, err = p.c.RemoveVM(rctx, api.VMDeleteParams{Name: name, Force: true})
-		rcancel()
-		if err != nil && !isNotFound(err) {
-			log.Printf("banger-kubelet: remove VM %s of pod %s/%s: %v (retried at the next sync)", name, pod.Namespace, pod.Name, err)
+		if err := p.removeVM(context.Background(), name, "the VM of pod "+pod.Namespace+"/"+pod.Name+"; retried at the next sync"); err != nil {
 			p.mu.Lock()
 			s.deleting = false // the next DeletePod or orphan sweep retries
 			p.mu.Unlock()
@@ -311,7 +318,7 @@ func (p *Provider) remove(s *podState) {
 		}
 	}
 	p.mu.Lock()
-	if s.vm != nil && s.vm.MainExitCode == nil && s.vm.State == "running" {
+	if s.vm != nil && s.vm.MainExitCode == nil && s.vm.State == model.StateRunning {
 		s.vm = nil
 	}
 	s.removed = true
@@ -421,7 +428,7 @@ func (p *Provider) syncOnce(ctx context.Context) error {
 		}
 		seen[k] = true
 		if s.vm == nil || s.vm.State != vm.State || !sameExit(s.vm.MainExitCode, vm.MainExitCode) || s.vm.GuestIP != vm.GuestIP {
-			if vm.State == "stopped" && s.finishedAt.IsZero() {
+			if vm.State == model.StateStopped && s.finishedAt.IsZero() {
 				s.finishedAt = time.Now()
 			}
 			if s.vm != nil { // not while its create call runs: Pending until it returns
@@ -444,12 +451,7 @@ func (p *Provider) syncOnce(ctx context.Context) error {
 	}
 	for _, vm := range orphans {
 		log.Printf("banger-kubelet: VM %s belongs to pod %s/%s (uid %s), which no longer exists: removing it", vm.Name, vm.Labels[LabelPodNamespace], vm.Labels[LabelPodName], vm.Labels[LabelPodUID])
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		_, err := p.c.RemoveVM(rctx, api.VMDeleteParams{Name: vm.Name, Force: true})
-		cancel()
-		if err != nil && !isNotFound(err) {
-			log.Printf("banger-kubelet: remove orphan VM %s: %v", vm.Name, err)
-		}
+		p.removeVM(ctx, vm.Name, "an orphan VM")
 	}
 	return nil
 }
@@ -475,11 +477,6 @@ func sameExit(a, b *int) bool {
 		return a == b
 	}
 	return *a == *b
-}
-
-func isNotFound(err error) bool {
-	var ae *api.Error
-	return errors.As(err, &ae) && ae.Kind == api.KindNotFound
 }
 
 func parseTime(s string) time.Time {

@@ -78,30 +78,7 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		if _, err := pw.Write(head); err != nil {
 			return
 		}
-		off := res.Offset
-		for {
-			select {
-			case <-ctx.Done():
-				pw.Close()
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-			r, err := p.c.Logs(ctx, name, off)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if r.Data != "" {
-				if _, err := io.WriteString(pw, r.Data); err != nil {
-					return
-				}
-			}
-			off = r.Offset
-			if r.Data == "" && r.State != "running" && r.State != "starting" && r.State != "stopping" {
-				pw.Close()
-				return
-			}
-		}
+		pw.CloseWithError(p.c.FollowLogsFrom(ctx, name, pw, res.Offset, true, 500*time.Millisecond))
 	}()
 	return pr, nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -116,7 +117,7 @@ func run(ctx context.Context, c config) error {
 		return fmt.Errorf("--kubeconfig %s: %w", c.kubeconfig, err)
 	}
 	restCfg.UserAgent = "banger-kubelet/" + version
-	kc, err := nodeutil.ClientsetFromEnv(c.kubeconfig)
+	kc, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("--kubeconfig %s: %w", c.kubeconfig, err)
 	}
