@@ -46,9 +46,9 @@ func VMName(pod *corev1.Pod) string {
 	sum := sha256.Sum256([]byte(pod.UID))
 	suffix := hex.EncodeToString(sum[:])[:8]
 	base := sanitize(pod.Namespace + "-" + pod.Name)
-	const max = 63 - 1 - 8 - 4 // "pod-" + base + "-" + suffix
-	if len(base) > max {
-		base = strings.TrimRight(base[:max], "-")
+	const maxBase = 63 - 1 - 8 - 4 // "pod-" + base + "-" + suffix
+	if len(base) > maxBase {
+		base = strings.TrimRight(base[:maxBase], "-")
 	}
 	return "pod-" + base + "-" + suffix
 }

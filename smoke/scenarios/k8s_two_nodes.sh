@@ -298,7 +298,8 @@ EOF
 	a=$(vms_on bg "$NODE_A" | sort)
 	stop_kubelet "$NODE_A"
 	start_kubelet "$NODE_A" "$SOCK" "$PORT_A" "$K8S_DIR/kubelet-$NODE_A.kubeconfig"
-	for i in $(seq 1 60); do grep -q "node $NODE_A ready" "$WORK/kubelet-$NODE_A.log" && [[ $(grep -c "node $NODE_A ready" "$WORK/kubelet-$NODE_A.log") -ge 2 ]] && break; sleep 1; done
+	# Its second "ready" line: the restarted kubelet's.
+	for i in $(seq 1 60); do [[ $(grep -c "node $NODE_A ready" "$WORK/kubelet-$NODE_A.log") -ge 2 ]] && break; sleep 1; done
 	sleep 5
 	k wait --for=condition=Ready "node/$NODE_A" --timeout=120s >/dev/null || fail "node A not Ready after kubelet restart"
 	assert_eq "$a" "$(vms_on bg "$NODE_A" | sort)" "host A's VMs after the kubelet restart (none lost, none added)"
