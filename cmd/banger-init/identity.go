@@ -63,7 +63,8 @@ func applyIdentity(id guestproto.Identity) (ssh.Signer, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(machineIDPath, []byte(hex.EncodeToString(b[:])+"\n"), 0o444); err != nil {
+	// No fsync per file: the Sync at the end makes the batch durable.
+	if err := writeFileRenamed(machineIDPath, []byte(hex.EncodeToString(b[:])+"\n"), 0o444, false); err != nil {
 		return nil, fmt.Errorf("machine id: %w", err)
 	}
 	key, err := newHostKey(guestproto.HostKeyPath)
@@ -87,7 +88,8 @@ func applyIdentity(id guestproto.Identity) (ssh.Signer, error) {
 	return key, nil
 }
 
-// newHostKey replaces the host key file with a fresh ed25519 key.
+// newHostKey replaces the host key file with a fresh ed25519 key (not
+// fsynced: applyIdentity's Sync covers it).
 func newHostKey(path string) (ssh.Signer, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -97,7 +99,7 @@ func newHostKey(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(blk), 0o600); err != nil {
+	if err := writeFileRenamed(path, pem.EncodeToMemory(blk), 0o600, false); err != nil {
 		return nil, fmt.Errorf("save host key: %w", err)
 	}
 	return ssh.NewSignerFromKey(priv)

@@ -14,10 +14,18 @@ import (
 	"banger/internal/guestproto"
 )
 
-// syncInterval is how often syncStream repeats its sync line: a guest that
-// is still booting, or an old SSH session in the guest that swallows the
-// first one, gets another.
-const syncInterval = 250 * time.Millisecond
+// syncStream repeats its sync line: a guest that is still booting, or an
+// old SSH session in the guest that swallows the first one, gets another.
+// The old session is the common case on a live guest (a reconnect, a guest
+// restored from a snapshot taken with a connection open) and it ends
+// within milliseconds of reading the line, so the first repeats come fast
+// (syncFast for syncFastFor); a booting guest then gets one every
+// syncInterval. Lines are ~40 bytes.
+const (
+	syncFast     = 10 * time.Millisecond
+	syncFastFor  = 500 * time.Millisecond
+	syncInterval = 250 * time.Millisecond
+)
 
 // syncStream runs the resynchronization described at guestproto.AgentSync
 // on a freshly connected agent stream. It returns when the guest is ready
@@ -37,18 +45,20 @@ func syncStream(ctx context.Context, conn net.Conn) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(syncInterval)
+		start := time.Now()
+		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
-			// A leading newline ends any partial line stale bytes left.
-			if _, err := conn.Write([]byte("\n" + guestproto.AgentSync + nonce + "\n")); err != nil {
-				return
-			}
 			select {
 			case <-done:
 				return
 			case <-t.C:
 			}
+			// A leading newline ends any partial line stale bytes left.
+			if _, err := conn.Write([]byte("\n" + guestproto.AgentSync + nonce + "\n")); err != nil {
+				return
+			}
+			t.Reset(syncDelay(time.Since(start)))
 		}
 	}()
 	err := awaitLine(conn, guestproto.AgentSyncOK+nonce)
@@ -64,6 +74,14 @@ func syncStream(ctx context.Context, conn net.Conn) error {
 		return fmt.Errorf("agent sync: %w", err)
 	}
 	return nil
+}
+
+// syncDelay is the wait before the next sync line, elapsed into the sync.
+func syncDelay(elapsed time.Duration) time.Duration {
+	if elapsed < syncFastFor {
+		return syncFast
+	}
+	return syncInterval
 }
 
 // awaitLine reads until a line equal to want, discarding everything else

@@ -452,8 +452,11 @@ func (r *startRun) waitReady(ctx context.Context) error {
 		return err
 	}
 	// The clock before anything else runs in the guest: the boot took
-	// seconds since banger.time= was written.
-	r.s.setGuestClock(ctx, r.rec.Name, client)
+	// seconds since banger.time= was written. A restored guest gets it
+	// with its identity, the next step.
+	if r.snap == nil {
+		r.s.setGuestClock(ctx, r.rec.Name, client)
+	}
 	lv := &liveVM{handle: r.h, done: make(chan struct{}), agent: client}
 	r.lv = lv
 	r.s.watch(r.rec.ID, lv)

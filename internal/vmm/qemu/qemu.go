@@ -249,7 +249,12 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 	// fdset holds a read-only fd and, for a writable disk, a read-write
 	// one; QEMU picks by access mode. QEMU's image locking is off: with
 	// two descriptions of one file in a set it refuses its own reopen, and
-	// the daemon already guarantees one VMM per VM's disks.
+	// the daemon already guarantees one VMM per VM's disks. drop-cache=off:
+	// a VM restored from a state (-incoming) would otherwise evict the
+	// host's page cache of every disk it opens when it starts running,
+	// the image's shared read-only rootfs included, under every other VM
+	// of that image; QEMU drops it for a live migration whose source
+	// host wrote the disks, and a saved state has no such source.
 	fd := 3
 	if s.Incoming != nil {
 		fd++
@@ -263,7 +268,7 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 			a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
 			fd++
 		}
-		drive := "id=" + id + ",file=/dev/fdset/" + strconv.Itoa(set) + ",format=raw,if=none,discard=unmap,file.locking=off"
+		drive := "id=" + id + ",file=/dev/fdset/" + strconv.Itoa(set) + ",format=raw,if=none,discard=unmap,file.locking=off,file.drop-cache=off"
 		if disk.ReadOnly {
 			drive += ",readonly=on"
 		}
