@@ -10,8 +10,10 @@ package kernelcat
 // package (apt-get download, the host's apt sources, nothing installed),
 // unpack its source tarball, configure (make tinyconfig, the fragment
 // appended, make olddefconfig; every option of the fragment must survive),
-// build (make -j<cpus> bzImage vmlinux), then store bzImage and .config in
-// the cache. The pull publishes the cached bzImage like any other kernel.
+// build (make -j<cpus> bzImage vmlinux, plus modules when the config has
+// CONFIG_MODULES), then store bzImage, .config and the installed module
+// tree in the cache. The pull publishes the cached bzImage like any other
+// kernel, and the module tree like a deb kernel's (the modules disk).
 //
 // The build cache is keyed by the package, its version and the fragment's
 // sha256: a second pull of the same inputs (after `kernel rm`, by another
@@ -43,7 +45,7 @@ var configFS embed.FS
 
 // buildFormat changes when the way a debsrc kernel is built changes (base
 // config, make targets), so cached builds of an older banger are not reused.
-const buildFormat = "banger-debsrc-v1"
+const buildFormat = "banger-debsrc-v2"
 
 // BuildInfo records how banger built a debsrc kernel (manifest "build").
 type BuildInfo struct {
@@ -173,10 +175,35 @@ func parseCandidate(policy string) string {
 
 // cached build entry files.
 const (
-	cacheKernel = "bzImage"
-	cacheConfig = "config"
-	cacheInfo   = "build.json"
+	cacheKernel  = "bzImage"
+	cacheConfig  = "config"
+	cacheInfo    = "build.json"
+	cacheModules = "modules" // modules/<release>/, as modules_install lays it out
 )
+
+// installModules runs modules_install into a staging root and moves its
+// lib/modules/<release> to dst/<release>. Stripped (INSTALL_MOD_STRIP):
+// debug info would make the modules disk several times larger. The
+// build/source links into the tree are dropped (the tree goes).
+func installModules(ctx context.Context, tree, dst string) error {
+	stage := dst + ".stage"
+	defer os.RemoveAll(stage)
+	if err := runStreaming(ctx, tree, nil, "make", "INSTALL_MOD_PATH="+stage, "INSTALL_MOD_STRIP=1", "modules_install"); err != nil {
+		return fmt.Errorf("make modules_install: %w", err)
+	}
+	ents, err := os.ReadDir(filepath.Join(stage, "lib", "modules"))
+	if err != nil || len(ents) != 1 {
+		return fmt.Errorf("make modules_install: want one lib/modules/<release>, got %d entries (%v)", len(ents), err)
+	}
+	rel := filepath.Join(stage, "lib", "modules", ents[0].Name())
+	for _, l := range []string{"build", "source"} {
+		os.Remove(filepath.Join(rel, l))
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(rel, filepath.Join(dst, ents[0].Name()))
+}
 
 // fetchDebSrc returns the bzImage built from src, from cacheDir when an
 // identical build is there, else by building it (and storing it there).
@@ -232,12 +259,13 @@ func fetchDebSrc(ctx context.Context, src Source, work, cacheDir string, jobs in
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
-	if err := makeKernel(ctx, tree, jobs, progress); err != nil {
+	modules := kconfigHas(tree, "CONFIG_MODULES")
+	if err := makeKernel(ctx, tree, jobs, modules, progress); err != nil {
 		return kernelParts{}, err
 	}
 	info.BuildSeconds = int(time.Since(start).Seconds())
 	progress("cache", "storing the build as "+entry, 0, 0)
-	if err := storeBuild(tree, entry, info); err != nil {
+	if err := storeBuild(ctx, tree, entry, info, modules); err != nil {
 		return kernelParts{}, err
 	}
 	// The tree (~1 GB) goes now, not with the pull's work dir.
@@ -268,15 +296,31 @@ func readCachedBuild(entry string) (kernelParts, bool) {
 	if _, err := os.Stat(k); err != nil {
 		return kernelParts{}, false
 	}
-	return kernelParts{kernel: k, boot: bootModeOf(parseKconfig(string(cfg))), build: &info}, true
+	p := kernelParts{kernel: k, boot: bootModeOf(parseKconfig(string(cfg))), build: &info}
+	if ents, err := os.ReadDir(filepath.Join(entry, cacheModules)); err == nil && len(ents) == 1 && ents[0].IsDir() {
+		p.release = ents[0].Name()
+		p.modRoot, p.closure = moduleRoot(filepath.Join(entry, cacheModules))
+	}
+	return p, true
 }
 
-func storeBuild(tree, entry string, info BuildInfo) error {
+// kconfigHas reports whether tree's .config sets sym to y.
+func kconfigHas(tree, sym string) bool {
+	b, err := os.ReadFile(filepath.Join(tree, ".config"))
+	return err == nil && parseKconfig(string(b))[sym] == "y"
+}
+
+func storeBuild(ctx context.Context, tree, entry string, info BuildInfo, modules bool) error {
 	tmp, err := os.MkdirTemp(filepath.Dir(entry), ".tmp-"+filepath.Base(entry)+"-")
 	if err != nil {
 		return fmt.Errorf("kernel build cache: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	if modules {
+		if err := installModules(ctx, tree, filepath.Join(tmp, cacheModules)); err != nil {
+			return err
+		}
+	}
 	for dst, srcRel := range map[string]string{cacheKernel: "arch/x86/boot/bzImage", cacheConfig: ".config"} {
 		b, err := os.ReadFile(filepath.Join(tree, srcRel))
 		if err != nil {
@@ -292,6 +336,11 @@ func storeBuild(tree, entry string, info BuildInfo) error {
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
+	}
+	if modules { // the module files are durable before the entry is
+		if err := syncFS(tmp); err != nil {
+			return err
+		}
 	}
 	os.RemoveAll(entry) // an incomplete entry (no build.json) from a crash
 	if err := os.Rename(tmp, entry); err != nil {
@@ -437,8 +486,12 @@ const buildReportEvery = 30 * time.Second
 // makeKernel runs the build, reporting how many output lines (about one
 // per compiled file) it has printed and the latest, every
 // buildReportEvery.
-func makeKernel(ctx context.Context, tree string, jobs int, progress Progress) error {
-	msg := fmt.Sprintf("make -j%d bzImage vmlinux", jobs)
+func makeKernel(ctx context.Context, tree string, jobs int, modules bool, progress Progress) error {
+	targets := []string{"bzImage", "vmlinux"}
+	if modules {
+		targets = append(targets, "modules")
+	}
+	msg := fmt.Sprintf("make -j%d %s", jobs, strings.Join(targets, " "))
 	progress("build", msg, 0, 0)
 	n := 0
 	last := time.Now()
@@ -448,7 +501,7 @@ func makeKernel(ctx context.Context, tree string, jobs int, progress Progress) e
 			last = time.Now()
 			progress("build", fmt.Sprintf("%d steps: %s", n, line), 0, 0)
 		}
-	}, "make", fmt.Sprintf("-j%d", jobs), "bzImage", "vmlinux")
+	}, "make", append([]string{fmt.Sprintf("-j%d", jobs)}, targets...)...)
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err

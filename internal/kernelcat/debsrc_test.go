@@ -201,6 +201,53 @@ func TestDebSrcFromCache(t *testing.T) {
 	}
 }
 
+// A cached build with a module tree (a config with CONFIG_MODULES)
+// publishes it like a deb kernel's: the release is the tree's directory,
+// the initramfs loads nothing (an mmio kernel has its boot drivers built
+// in, so no BootModules are looked for), and the tree becomes the modules
+// disk.
+func TestDebSrcFromCacheWithModules(t *testing.T) {
+	needModulesDiskTools(t)
+	e, version, key := debsrcCacheSetup(t)
+	cache := t.TempDir()
+	frag, _ := ConfigFragment(e.Source.Config)
+	const rel = "6.1.192-banger"
+	bz := fakeBzImage(compressGzip(t, fakeVmlinux(rel, 4096)), rel, 0x20f, 4096)
+	seedBuild(t, cache, key, BuildInfo{Package: e.Source.Package, Version: version, Config: e.Source.Config, Key: key}, bz, string(frag))
+	mods := filepath.Join(cache, key, cacheModules, rel)
+	for name, b := range map[string][]byte{
+		"kernel/net/llc/llc.ko":             fakeModule("llc"),
+		"kernel/net/bridge/bridge.ko":       fakeModule("bridge", "llc"),
+		"kernel/net/bridge/br_netfilter.ko": fakeModule("br_netfilter", "bridge"),
+		"modules.order":                     []byte("kernel/net/llc/llc.ko\nkernel/net/bridge/bridge.ko\nkernel/net/bridge/br_netfilter.ko\n"),
+		"modules.builtin":                   []byte("kernel/drivers/block/virtio_blk.ko\nkernel/fs/overlayfs/overlay.ko\n"),
+	} {
+		p := filepath.Join(mods, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	m, err := FetchWith(context.Background(), e, dir, Options{BuildCache: cache}, func(string, string, int64, int64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Boot != BootMMIO || m.Release != rel || m.ModulesRelease != rel || m.ModulesTree == "" || len(m.Modules) != 0 {
+		t.Fatalf("manifest: boot %q release %q modules release %q tree %q initramfs modules %v", m.Boot, m.Release, m.ModulesRelease, m.ModulesTree, m.Modules)
+	}
+	disk, err := EnsureModulesDisk(context.Background(), Dir(dir, e.Name), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("debugfs", "-R", "cat /modules.dep", disk).Output()
+	if err != nil || !strings.Contains(string(out), "kernel/net/bridge/br_netfilter.ko:") {
+		t.Fatalf("modules.dep on the modules disk: %q %v", out, err)
+	}
+}
+
 // A pull that finds another build of its key in progress (the key's flock
 // held: another daemon, CI job or goroutine) waits for it and then uses
 // its result instead of building again.
@@ -287,8 +334,16 @@ func TestMicroVMConfigOnRealSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := parseKconfig(string(final))
-	if bootModeOf(cfg) != BootMMIO || cfg["CONFIG_ACPI"] == "y" || cfg["CONFIG_MODULES"] == "y" || cfg["CONFIG_PCI"] == "y" {
+	if bootModeOf(cfg) != BootMMIO || cfg["CONFIG_ACPI"] == "y" || cfg["CONFIG_MODULES"] != "y" || cfg["CONFIG_PCI"] == "y" {
 		t.Fatalf("config: boot %q ACPI %q MODULES %q PCI %q", bootModeOf(cfg), cfg["CONFIG_ACPI"], cfg["CONFIG_MODULES"], cfg["CONFIG_PCI"])
+	}
+	// Docker's network pieces are modules (the modules disk), the LSM its
+	// default profile needs and free page reporting are built in.
+	for sym, want := range map[string]string{"CONFIG_BRIDGE": "m", "CONFIG_BRIDGE_NETFILTER": "m", "CONFIG_VETH": "m", "CONFIG_NF_NAT": "m",
+		"CONFIG_OVERLAY_FS": "y", "CONFIG_SECURITY_APPARMOR": "y", "CONFIG_VIRTIO_BALLOON": "y", "CONFIG_PAGE_REPORTING": "y"} {
+		if cfg[sym] != want {
+			t.Errorf("%s=%q, want %q", sym, cfg[sym], want)
+		}
 	}
 	// A fragment option whose dependency is off fails by name.
 	bad := append(append([]byte{}, frag...), "\n# CONFIG_NET is not set\nCONFIG_VETH=y\n"...)

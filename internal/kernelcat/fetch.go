@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -340,8 +341,18 @@ func (w *kernelWriter) addModules(ctx context.Context, p kernelParts, progress P
 		return err
 	}
 	roots := BootModules
-	if !p.closure {
+	for _, m := range OptionalBootModules {
+		if _, ok := t.byName[m]; ok {
+			roots = append(slices.Clip(roots), m)
+		}
+	}
+	switch {
+	case !p.closure:
 		roots = t.allNames()
+	case p.boot == BootMMIO:
+		// Everything a guest boots with is built in (bootModeOf): the
+		// initramfs loads nothing, the tree is the modules disk's only.
+		roots = nil
 	}
 	mods, err := t.order(roots)
 	if err != nil {

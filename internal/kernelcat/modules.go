@@ -33,6 +33,11 @@ var BootModules = []string{
 	"ext4",
 }
 
+// OptionalBootModules are loaded at boot when the kernel has them, and
+// skipped when it has not: virtio_balloon takes free page reports
+// (vmm.Spec.Balloon), which a guest without it simply does not send.
+var OptionalBootModules = []string{"virtio_balloon"}
+
 // modInfo is one module found in a module tree.
 type modInfo struct {
 	name    string   // canonical: '-' folded to '_'
