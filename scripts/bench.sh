@@ -170,23 +170,29 @@ bench_hostcost() {
 
 # bench_density: DENSITY_VMS idle busybox VMs (256 MiB) per round, one
 # round per TCG translation cache size in TB_SIZES (MiB; 0: QEMU's
-# default), each with a daemon started with --tcg-tb-size: every VM's
-# QEMU RSS and idle CPU (utime+stime over 30 s, 20 s after the last one
-# was ready), the host's available memory, and create -> ready of one
-# more VM with the others idle. The 100-VM figure needs a quiet host.
+# default), each with a daemon started with --tcg-tb-size: the time to
+# start them all (one at a time; DENSITY_WARM=1: `vm create --warm`, the
+# shape's boot snapshot taken by a first create that is not counted),
+# every VM's QEMU RSS and idle CPU (utime+stime over 30 s, 20 s after the
+# last one was ready), how many answer `vm exec`, the host's available
+# memory, and create -> ready of one more VM (cold) with the others idle.
+# The 100-VM figure needs a quiet host.
 bench_density() {
   n=${DENSITY_VMS:-5}
+  warm=""; [ "${DENSITY_WARM:-}" = 1 ] && warm=--warm
   setup_ns
   hz=$(getconf CLK_TCK)
   for tb in ${TB_SIZES:-0 32}; do
     kill $dpid; wait $dpid 2>/dev/null || true
     ip netns exec $ns "$bin" daemon --state-dir "$work/state" --runtime-dir "$work/run" --tcg-tb-size "$tb" 2>>"$work/daemon.log" & dpid=$!
     for _ in $(seq 100); do "$bin" version 2>/dev/null | grep -q daemon && break; sleep 0.05; done
-    t=$(date +%s%N)
-    for i in $(seq $n); do "$bin" vm create --image busybox --memory 256 --name d$i >/dev/null 2>&1 || echo "create d$i failed"; done
+    if [ -n "$warm" ]; then "$bin" vm create $warm --image busybox --memory 256 --name dseed >/dev/null 2>&1; "$bin" vm rm -f dseed >/dev/null 2>&1; fi
+    avail0=$(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo)
+    t=$(date +%s%N); failed=0
+    for i in $(seq $n); do "$bin" vm create $warm --image busybox --memory 256 --name d$i >/dev/null 2>&1 || { echo "create d$i failed"; failed=$((failed+1)); }; done
     all=$(ms_since $t)
     sleep 20
-    pids=(); for i in $(seq $n); do pids+=($("$bin" vm inspect d$i -o json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')); done
+    pids=(); for i in $(seq $n); do p=$("$bin" vm inspect d$i -o json 2>/dev/null | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'); [ -n "$p" ] && pids+=($p); done
     ticks() { awk '{print $14+$15}' /proc/$1/stat; }
     declare -A t0; for p in "${pids[@]}"; do t0[$p]=$(ticks $p); done
     sleep 30
@@ -195,11 +201,16 @@ bench_density() {
       rss+=($(awk '/VmRSS/{print int($2/1024)}' /proc/$p/status))
       cpu+=($(awk -v a=${t0[$p]} -v b=$(ticks $p) -v hz=$hz 'BEGIN{printf "%.2f", (b-a)/hz/30*100}'))
     done
-    t=$(date +%s%N); "$bin" vm create --image busybox --memory 256 --name dn >/dev/null 2>&1 || echo "create dn failed"; one=$(ms_since $t)
-    echo "tb-size ${tb} MiB (0: QEMU's default), $n idle VMs:"
-    echo "  QEMU RSS (MiB):            ${rss[*]}"
-    echo "  idle CPU (% of a core):    ${cpu[*]}"
-    echo "  host MemAvailable: $(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo) MiB; $n creates: $all ms; one more with them idle: $one ms"
+    avail=$(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo)
+    ok=0; for i in $(seq $n); do timeout 60 "$bin" vm exec d$i -- true >/dev/null 2>&1 && ok=$((ok+1)); done
+    t=$(date +%s%N); "$bin" vm create --cold --image busybox --memory 256 --name dn >/dev/null 2>&1 || echo "create dn failed"; one=$(ms_since $t)
+    stat() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1; s+=$1} END{printf "min %s median %s max %s mean %.2f", a[1], a[int((NR+1)/2)], a[NR], s/NR}'; }
+    echo "tb-size ${tb} MiB (0: QEMU's default), $n idle VMs ${warm:-(cold creates)}:"
+    echo "  started: $((n-failed))/$n in $all ms; answering vm exec: $ok/$n"
+    echo "  QEMU RSS (MiB):            $(stat "${rss[@]}")"
+    echo "  idle CPU (% of a core):    $(stat "${cpu[@]}"); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "  host MemAvailable: $avail0 MiB before, $avail MiB with them idle; one more (cold) with them idle: $one ms"
+    [ -n "${DENSITY_ALL:-}" ] && { echo "  RSS all: ${rss[*]}"; echo "  CPU all: ${cpu[*]}"; }
     for i in $(seq $n) n; do "$bin" vm rm -f d$i >/dev/null 2>&1; done
   done
 }
@@ -500,10 +511,14 @@ bench_kernel() {
     echo $ms
   }
   kd=$work/state/kernels
-  bc=(); bm=(); cc=(); cm=()
+  bc=(); bm=(); cc=(); cm=(); xc=(); xm=()
   for i in $(seq $runs); do
     bc+=($(bare $kd/debian-cloud-amd64/vmlinuz on))
     bm+=($(bare $kd/microvm-6.1/vmlinuz off))
+    # The same kernels as ELF vmlinux (PVH entry, no decompression: how
+    # Firecracker loads a kernel).
+    xc+=($(bare $kd/debian-cloud-amd64/vmlinux on))
+    xm+=($(bare $kd/microvm-6.1/vmlinux off))
     for k in debian-cloud-amd64 microvm-6.1; do
       t=$(date +%s%N); "$bin" vm create --name bk$i --image busybox --kernel $k >/dev/null 2>&1 || echo "create bk$i ($k) failed"; c=$(ms_since $t)
       [ $k = debian-cloud-amd64 ] && cc+=($c) || cm+=($c)
@@ -514,6 +529,9 @@ bench_kernel() {
   echo "  debian-cloud-amd64 (acpi=on):  ${bc[*]}  mean $(mean "${bc[@]}")"
   echo "  microvm-6.1 (acpi=off):        ${bm[*]}  mean $(mean "${bm[@]}")"
   echo "  ratio built/cloud: $(awk "BEGIN{printf \"%.2f\", $(mean "${bm[@]}")/$(mean "${bc[@]}")}")"
+  echo "  debian-cloud-amd64 vmlinux:    ${xc[*]}  mean $(mean "${xc[@]}")"
+  echo "  microvm-6.1 vmlinux:           ${xm[*]}  mean $(mean "${xm[@]}")"
+  echo "  ratio built/cloud, vmlinux: $(awk "BEGIN{printf \"%.2f\", $(mean "${xm[@]}")/$(mean "${xc[@]}")}"); microvm vmlinux / cloud bzImage: $(awk "BEGIN{printf \"%.2f\", $(mean "${xm[@]}")/$(mean "${bc[@]}")}")"
   echo "vm create -> ready, busybox image (ms):"
   echo "  debian-cloud-amd64: ${cc[*]}  mean $(mean "${cc[@]}")"
   echo "  microvm-6.1:        ${cm[*]}  mean $(mean "${cm[@]}")"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # banger smoke suite: boots real microVMs through the real daemon and CLI.
 #
-#   smoke/run.sh [-j N] [-k] [--kernel NAME] [SCENARIO...]
+#   smoke/run.sh [-j N] [-k] [--kernel NAME] [--warm] [SCENARIO...]
 #
 #   -j N  run pure scenarios in a pool of N workers (default 1)
 #   -k    keep the work dir (logs, state) after the run, for debugging;
@@ -10,6 +10,9 @@
 #         kernel with this catalog kernel instead (the daemon's
 #         default_kernel), e.g. microvm-6.1, which banger builds (cached
 #         under $SMOKE_CACHE/kbuild by source version and config hash)
+#   --warm (or SMOKE_WARM=1): the daemon's warm_start on, so every create
+#         that may start warm does (the first of each shape boots cold and
+#         takes the shape's boot snapshot); scenarios run unchanged
 #
 # Everything runs inside two network namespaces this script creates: the
 # daemon's (bsmk-PID-d: bridge, taps, NAT, vmdns, port forwards, the OCI
@@ -30,11 +33,13 @@ SMOKE_DIR=$ROOT/smoke
 JOBS=1
 KEEP=0
 SMOKE_KERNEL=${SMOKE_KERNEL:-}
+SMOKE_WARM=${SMOKE_WARM:-}
 args=()
 while (($# > 0)); do
 	case $1 in
 	--kernel) SMOKE_KERNEL=${2:?--kernel wants a kernel name}; shift 2 ;;
 	--kernel=*) SMOKE_KERNEL=${1#--kernel=}; shift ;;
+	--warm) SMOKE_WARM=1; shift ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
@@ -198,6 +203,7 @@ cat >"$WORK/config.toml" <<EOF
 ready_timeout = "60s"
 EOF
 [[ -z $SMOKE_KERNEL ]] || echo "default_kernel = \"$SMOKE_KERNEL\"" >>"$WORK/config.toml"
+[[ $SMOKE_WARM != 1 ]] || echo "warm_start = true" >>"$WORK/config.toml"
 SOCK=$RT/banger.sock
 start_daemon() {
 	# setsid: a scenario's timeout (which kills its process group) must not

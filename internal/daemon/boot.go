@@ -149,22 +149,41 @@ func (s *VMService) resolveImage(ctx context.Context, op *operation, spec *model
 }
 
 // defaultKernel picks the kernel for an image whose VM named none: the
-// image's own, or the catalog default, which the config's default_kernel
-// or else the driver may replace (Capabilities.DefaultKernel: one it can
-// boot).
+// image's own, or the catalog default, which the config's default_kernel,
+// else the driver (Capabilities.DefaultKernel: one it can boot), else the
+// built kernel once this host has it (builtKernelPulled) may replace.
 func (d *Daemon) defaultKernel(imageKernel string) string {
 	if imageKernel == "" {
 		imageKernel = kernelcat.DefaultKernel
 	}
-	if imageKernel == kernelcat.DefaultKernel && d.cfg.DefaultKernel != "" {
+	if imageKernel != kernelcat.DefaultKernel {
+		return imageKernel
+	}
+	if d.cfg.DefaultKernel != "" {
 		return d.cfg.DefaultKernel
 	}
-	if imageKernel == kernelcat.DefaultKernel && d.driver != nil {
+	if d.driver != nil {
 		if k := d.driver.Capabilities().DefaultKernel; k != "" {
 			return k
 		}
 	}
+	if d.builtKernelPulled() {
+		return builtKernel
+	}
 	return imageKernel
+}
+
+// builtKernelPulled: the built kernel is in this daemon's kernels dir. It
+// boots faster and passes the whole smoke suite, but building it takes
+// minutes (~14 on a 2-core box), so it becomes the default once someone
+// has pulled it here rather than on a first `vm run`, which the cloud
+// kernel (an apt download) keeps fast.
+func (d *Daemon) builtKernelPulled() bool {
+	if d.kernels == nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(kernelcat.Dir(d.kernels.dir, builtKernel), kernelcat.ManifestFile))
+	return err == nil
 }
 
 // vmRuntimeDir is a short per-VM socket dir (unix socket paths are capped

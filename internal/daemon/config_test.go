@@ -152,9 +152,19 @@ func TestDoctorKernelChecks(t *testing.T) {
 		return ""
 	}
 	d := &Daemon{}
-	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, kernelcat.DefaultKernel+": ") || !strings.Contains(got, `default_kernel = "microvm-6.1"`) {
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, kernelcat.DefaultKernel+": ") || !strings.Contains(got, "`banger kernel pull microvm-6.1`") {
 		t.Fatalf("no driver, no config: %s", got)
 	}
+	// Pulled here: the built kernel is the default, and doctor says how
+	// to go back.
+	kd := kernelcat.Dir(t.TempDir(), builtKernel)
+	os.MkdirAll(kd, 0o755)
+	os.WriteFile(filepath.Join(kd, kernelcat.ManifestFile), []byte("{}"), 0o644)
+	d.kernels = &KernelService{dir: filepath.Dir(kd)}
+	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, "microvm-6.1: built here") || !strings.Contains(got, `default_kernel = "debian-cloud-amd64"`) {
+		t.Fatalf("built kernel pulled: %s", got)
+	}
+	d.kernels = nil
 	d.driver = stubDriver{}
 	if got := detail(d, "default-kernel"); !strings.HasPrefix(got, "firecracker-6.1: the stub driver's choice") {
 		t.Fatalf("driver: %s", got)
@@ -165,5 +175,33 @@ func TestDoctorKernelChecks(t *testing.T) {
 	}
 	if got := detail(d, "firecracker-style"); !strings.Contains(got, "not Firecracker itself") {
 		t.Fatalf("firecracker-style: %s", got)
+	}
+}
+
+// The built kernel becomes the default once it is pulled here (and only
+// then: a first `vm run` must not wait for a kernel build); the config's
+// default_kernel still decides when set, the cloud kernel included.
+func TestDefaultKernelBuiltOncePulled(t *testing.T) {
+	dir := t.TempDir()
+	d := &Daemon{kernels: &KernelService{dir: dir}}
+	if got := d.defaultKernel(""); got != kernelcat.DefaultKernel {
+		t.Fatalf("nothing pulled: %s", got)
+	}
+	kd := kernelcat.Dir(dir, builtKernel)
+	if err := os.MkdirAll(kd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kd, kernelcat.ManifestFile), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.defaultKernel(""); got != builtKernel {
+		t.Fatalf("%s pulled: default %s", builtKernel, got)
+	}
+	if got := d.defaultKernel("mine"); got != "mine" {
+		t.Fatalf("an image's own kernel replaced: %s", got)
+	}
+	d.cfg.DefaultKernel = kernelcat.DefaultKernel
+	if got := d.defaultKernel(""); got != kernelcat.DefaultKernel {
+		t.Fatalf("default_kernel pins the cloud kernel: %s", got)
 	}
 }

@@ -155,12 +155,15 @@ const builtKernel = "microvm-6.1"
 func (d *Daemon) kernelChecks() []api.DoctorCheck {
 	def := d.defaultKernel("")
 	why := "the catalog default: Debian's cloud kernel, fetched with apt, no build needed; " +
-		builtKernel + " boots faster but is not the default here until it passes the whole smoke suite (set default_kernel = \"" + builtKernel + "\" to use it)"
+		builtKernel + " boots faster and passes the smoke suite: `banger kernel pull " + builtKernel + "` builds it (minutes) and makes it the default"
 	switch {
 	case d.cfg.DefaultKernel != "":
 		why = "the config's default_kernel"
 	case d.driver != nil && d.driver.Capabilities().DefaultKernel != "":
 		why = "the " + d.driver.Name() + " driver's choice: it announces virtio-mmio devices on the command line, which Debian's cloud kernel ignores"
+	case def == builtKernel:
+		why = "built here (pulled), so the default: it boots faster than Debian's cloud kernel and passes the smoke suite; default_kernel = \"" +
+			kernelcat.DefaultKernel + "\" in the config goes back to the cloud kernel"
 	}
 	out := []api.DoctorCheck{{Name: "default-kernel", OK: true, Detail: def + ": " + why}}
 	if err := kernelcat.CheckBuildTools(); err != nil {
@@ -170,7 +173,7 @@ func (d *Daemon) kernelChecks() []api.DoctorCheck {
 			Detail: "kernel build tools present: `banger kernel pull " + builtKernel + "` can build it (cached in " + d.cfg.KernelBuildCache + ")"})
 	}
 	out = append(out, api.DoctorCheck{Name: "firecracker-style", OK: true, Detail: "QEMU boots " + builtKernel +
-		" the way Firecracker does (ACPI off, virtio-mmio devices on the command line, no modules): that verifies the guest side of a Firecracker boot" +
+		" the way Firecracker does (ACPI off, virtio-mmio devices on the command line, nothing to load to boot): that verifies the guest side of a Firecracker boot" +
 		" (kernel config, banger-init, disks, network, agent) but not Firecracker itself (its API, jailer, vsock, snapshots), which needs KVM"})
 	return out
 }

@@ -288,7 +288,7 @@ func (s *VMService) saveSnapshotIn(ctx context.Context, op *operation, rec model
 	st, _ := f.Stat()
 	sn = model.Snapshot{
 		ID: id, Name: name, SourceID: rec.ID, SourceName: rec.Name, Spec: rec.Spec,
-		VMM: drv.Name(), Agent: caps.Agent, Network: rec.Runtime.Tap != "", KernelRelease: km.Release,
+		VMM: drv.Name(), Agent: caps.Agent, Network: rec.Runtime.Tap != "", KernelRelease: km.Release, Balloon: rec.Runtime.Balloon,
 		Init: rec.Runtime.Init, InitPath: rec.Runtime.InitPath,
 		StateBytes: st.Size(), DiskBytes: allocated(filepath.Join(dir, cowName)) + allocated(filepath.Join(dir, workDiskName)),
 		Paused: paused, CreatedAt: time.Now().UTC(),

@@ -368,6 +368,7 @@ func (r *startRun) vmSpec() vmm.Spec {
 		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: r.rtDir,
 		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB, Initrd: r.initrd,
 		MMIOCmdline: km.Boot == kernelcat.BootMMIO,
+		Balloon: r.balloon(),
 		// In guestproto's order (vda, vdb, vdc, vdd), with serials where
 		// the driver can set them.
 		Disks: []vmm.Disk{
@@ -400,6 +401,15 @@ func (r *startRun) vmSpec() vmm.Spec {
 	return spec
 }
 
+// balloon: a restore keeps the saved VM's device layout; a boot gets a
+// free page reporting balloon where the driver offers one.
+func (r *startRun) balloon() bool {
+	if r.snap != nil {
+		return r.snap.Balloon
+	}
+	return r.caps.FreePageReporting
+}
+
 // boot records the VM as starting and spawns its VMM; the undo kills it.
 func (r *startRun) boot(ctx context.Context) error {
 	r.spec = r.vmSpec()
@@ -408,6 +418,7 @@ func (r *startRun) boot(ctx context.Context) error {
 	os.Remove(r.spec.Console())
 	r.rec.State = model.StateStarting
 	r.rec.Runtime.CID, r.rec.Runtime.VMM, r.rec.Runtime.LastError = r.spec.CID, r.drv.Name(), ""
+	r.rec.Runtime.Balloon = r.spec.Balloon
 	r.rec.Runtime.MAC = ""
 	r.rec.Runtime.MainExit, r.rec.Runtime.Init, r.rec.Runtime.InitPath = nil, "", ""
 	r.rec.Runtime.Start = model.StartCold

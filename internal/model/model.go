@@ -142,6 +142,9 @@ type VMRuntime struct {
 	// ShareTransport is how the last start served Spec.Shares
 	// (virtiofs or 9p); "" before a start or without shares.
 	ShareTransport string `json:"share_transport,omitempty"`
+	// Balloon: the last start gave the guest a free page reporting
+	// balloon (part of its device layout, which a snapshot records).
+	Balloon bool `json:"balloon,omitempty"`
 }
 
 // VMRuntime.Start values.
@@ -230,6 +233,9 @@ type Snapshot struct {
 	Agent         string `json:"agent"`
 	Network       bool   `json:"network"`
 	KernelRelease string `json:"kernel_release,omitempty"`
+	// Balloon: the source had a free page reporting balloon (device
+	// layout); a restore adds one exactly when it did.
+	Balloon bool `json:"balloon,omitempty"`
 	// Init and InitPath are what the source's boot ran as.
 	Init     string `json:"init,omitempty"`
 	InitPath string `json:"init_path,omitempty"`

@@ -76,6 +76,10 @@ type Spec struct {
 	// built in, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES on. A VMM that always
 	// boots this way (Firecracker) ignores it.
 	MMIOCmdline bool
+	// Balloon adds a virtio-balloon with free page reporting (only where
+	// Capabilities.FreePageReporting). Part of the device layout: a
+	// restore must have it exactly when the saved VM had it.
+	Balloon bool
 	// Cmdline carries the banger.* arguments (guestproto.Config.Args). The
 	// driver prepends its own console, reboot and clock arguments.
 	Cmdline string
@@ -273,6 +277,10 @@ type Capabilities struct {
 	// Spec.Incoming. NoSnapshots says why not when false.
 	Snapshots   bool
 	NoSnapshots string
+	// FreePageReporting: the VMM gives a guest a virtio-balloon that
+	// takes its free page reports (Spec.Balloon): memory the guest frees
+	// goes back to the host, and a snapshot of it is zeros.
+	FreePageReporting bool
 	// Verified is false for a driver whose boots were never observed on a
 	// real host by this project's tests (doctor says so).
 	Verified bool

@@ -23,6 +23,8 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		// Pause/resume (QMP stop/cont), state saved by migration to an
 		// fd and restored with -incoming fd:.
 		Snapshots: true,
+		// virtio-balloon-device,free-page-reporting=on (QEMU ≥ 5.1).
+		FreePageReporting: true,
 		Verified:  true,
 		// Host directories over virtio-fs (virtiofsd) or, without one,
 		// QEMU's own 9p server.

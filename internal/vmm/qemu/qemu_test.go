@@ -404,10 +404,10 @@ func TestArgs(t *testing.T) {
 		`-append console=ttyS0 reboot=t panic=-1 quiet tsc=reliable tsc_early_khz=1234 banger.ip=172.30.0.2/24`,
 		"rtc=on,pit=on,pic=on -rtc base=utc",
 		// Disks as fds (fdsets): read-only, plus read-write when writable.
-		"-add-fd fd=3,set=1 -drive id=vda,file=/dev/fdset/1,format=raw,if=none,discard=unmap,file.locking=off,readonly=on -device virtio-blk-device,drive=vda " +
-			"-add-fd fd=4,set=2 -add-fd fd=5,set=2 -drive id=vdb,file=/dev/fdset/2,format=raw,if=none,discard=unmap,file.locking=off -device virtio-blk-device,drive=vdb " +
-			"-add-fd fd=6,set=3 -add-fd fd=7,set=3 -drive id=vdc,file=/dev/fdset/3,format=raw,if=none,discard=unmap,file.locking=off -device virtio-blk-device,drive=vdc " +
-			"-add-fd fd=8,set=4 -drive id=vdd,file=/dev/fdset/4,format=raw,if=none,discard=unmap,file.locking=off,readonly=on -device virtio-blk-device,drive=vdd,serial=banger-modules",
+		"-add-fd fd=3,set=1 -drive id=vda,file=/dev/fdset/1,format=raw,if=none,discard=unmap,file.locking=off,file.drop-cache=off,readonly=on -device virtio-blk-device,drive=vda " +
+			"-add-fd fd=4,set=2 -add-fd fd=5,set=2 -drive id=vdb,file=/dev/fdset/2,format=raw,if=none,discard=unmap,file.locking=off,file.drop-cache=off -device virtio-blk-device,drive=vdb " +
+			"-add-fd fd=6,set=3 -add-fd fd=7,set=3 -drive id=vdc,file=/dev/fdset/3,format=raw,if=none,discard=unmap,file.locking=off,file.drop-cache=off -device virtio-blk-device,drive=vdc " +
+			"-add-fd fd=8,set=4 -drive id=vdd,file=/dev/fdset/4,format=raw,if=none,discard=unmap,file.locking=off,file.drop-cache=off,readonly=on -device virtio-blk-device,drive=vdd,serial=banger-modules",
 		"-netdev tap,id=net0,ifname=bgrabc,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=02:42:ac:1e:00:02",
 		"-chardev socket,id=agent,path=/r/agent.sock,server=on,wait=off -device virtserialport,chardev=agent,name=banger.agent",
 		"-qmp unix:/r/qmp.sock,server=on,wait=off -pidfile /r/qemu.pid",
@@ -440,6 +440,16 @@ func TestArgs(t *testing.T) {
 	if !strings.Contains(got, ",acpi=on,") {
 		t.Errorf("default boot without acpi=on:\n%s", got)
 	}
+	// A balloon only when asked (it is part of the saved device layout),
+	// before the agent's devices.
+	if strings.Contains(got, "balloon") {
+		t.Errorf("balloon without Spec.Balloon:\n%s", got)
+	}
+	s.Balloon = true
+	if b := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " "); !strings.Contains(b, "-device virtio-balloon-device,free-page-reporting=on -device virtio-serial-device") {
+		t.Errorf("balloon args:\n%s", b)
+	}
+	s.Balloon = false
 	s.MMIOCmdline = true
 	mmio := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " ")
 	if !strings.Contains(mmio, "-M microvm,accel=tcg,acpi=off,") || strings.Contains(mmio, "acpi=on") {
