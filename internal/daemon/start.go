@@ -368,7 +368,7 @@ func (r *startRun) vmSpec() vmm.Spec {
 		ID: rec.ID, Name: rec.Name, Dir: rec.Runtime.Dir, RuntimeDir: r.rtDir,
 		VCPU: rec.Spec.VCPU, MemoryMiB: rec.Spec.MemoryMiB, Initrd: r.initrd,
 		MMIOCmdline: km.Boot == kernelcat.BootMMIO,
-		Balloon: r.balloon(),
+		Balloon:     r.balloon(),
 		// In guestproto's order (vda, vdb, vdc, vdd), with serials where
 		// the driver can set them.
 		Disks: []vmm.Disk{

@@ -25,7 +25,7 @@ func (d *Driver) Capabilities() vmm.Capabilities {
 		Snapshots: true,
 		// virtio-balloon-device,free-page-reporting=on (QEMU ≥ 5.1).
 		FreePageReporting: true,
-		Verified:  true,
+		Verified:          true,
 		// Host directories over virtio-fs (virtiofsd) or, without one,
 		// QEMU's own 9p server.
 		Shares:         true,
