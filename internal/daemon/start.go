@@ -402,12 +402,15 @@ func (r *startRun) vmSpec() vmm.Spec {
 }
 
 // balloon: a restore keeps the saved VM's device layout; a boot gets a
-// free page reporting balloon where the driver offers one.
+// free page reporting balloon where the driver offers one, unless the VM
+// has shares: a VMM's device slots are few (QEMU's microvm without ACPI
+// has 8 virtio-mmio transports, which four disks, the NIC, the agent and
+// two shares fill), and a VM with shares is never snapshotted or warm.
 func (r *startRun) balloon() bool {
 	if r.snap != nil {
 		return r.snap.Balloon
 	}
-	return r.caps.FreePageReporting
+	return r.caps.FreePageReporting && len(r.rec.Spec.Shares) == 0
 }
 
 // boot records the VM as starting and spawns its VMM; the undo kills it.
