@@ -235,7 +235,7 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		// (daemon) is gone QEMU drops console bytes instead of blocking.
 		"-chardev", "socket,id=console,path=" + qemuEscape(p.consoleSock) + ",server=on,wait=on",
 		"-serial", "chardev:console",
-		"-kernel", s.Kernel,
+		"-kernel", bootKernel(s),
 	}
 	a = append(a, accelArgs...)
 	a = append(a, mem...)
@@ -311,6 +311,18 @@ func (d *Driver) Args(s vmm.Spec, accel, agent string) []string {
 		a = append(a, "-runas", d.opt.RunAs)
 	}
 	return a
+}
+
+// bootKernel is the file QEMU loads: a Firecracker-style kernel as the
+// ELF vmlinux where there is one (its PVH entry: no decompression in the
+// guest, ~180 ms of a ~1 s boot under TCG, and how Firecracker loads it),
+// else the bzImage. Deterministic per spec, so a restore loads what the
+// saved VM booted.
+func bootKernel(s vmm.Spec) string {
+	if s.MMIOCmdline && s.Vmlinux != "" {
+		return s.Vmlinux
+	}
+	return s.Kernel
 }
 
 // passedFiles opens what QEMU gets as fds 3, 4, … in Args's order: the
@@ -394,8 +406,8 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handle, error) {
 	if s.Kernel == "" {
 		return nil, errors.New("qemu needs a kernel image (Spec.Kernel)")
 	}
-	if fi, err := os.Stat(s.Kernel); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("kernel %q: not a readable file", s.Kernel)
+	if fi, err := os.Stat(bootKernel(s)); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("kernel %q: not a readable file", bootKernel(s))
 	}
 	for _, p := range []string{s.Dir, s.RuntimeDir} {
 		if strings.ContainsAny(p, ",:") {

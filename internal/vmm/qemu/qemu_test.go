@@ -455,6 +455,16 @@ func TestArgs(t *testing.T) {
 	if !strings.Contains(mmio, "-M microvm,accel=tcg,acpi=off,") || strings.Contains(mmio, "acpi=on") {
 		t.Errorf("mmio boot args:\n%s", mmio)
 	}
+	// A Firecracker-style kernel boots from its ELF vmlinux when it has
+	// one (PVH: no decompression); an ACPI kernel from its bzImage.
+	s.Vmlinux = "/vmlinux"
+	if a := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " "); !strings.Contains(a, "-kernel /vmlinux ") {
+		t.Errorf("mmio kernel with a vmlinux:\n%s", a)
+	}
+	s.MMIOCmdline = false
+	if a := strings.Join(d.Args(s, "tcg", vmm.AgentSerial), " "); !strings.Contains(a, "-kernel /k ") {
+		t.Errorf("acpi kernel:\n%s", a)
+	}
 }
 
 func TestArgsShares(t *testing.T) {
