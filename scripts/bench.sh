@@ -189,8 +189,16 @@ bench_density() {
     if [ -n "$warm" ]; then "$bin" vm create $warm --image busybox --memory 256 --name dseed >/dev/null 2>&1; "$bin" vm rm -f dseed >/dev/null 2>&1; fi
     avail0=$(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo)
     t=$(date +%s%N); failed=0
-    for i in $(seq $n); do "$bin" vm create $warm --image busybox --memory 256 --name d$i >/dev/null 2>&1 || { echo "create d$i failed"; failed=$((failed+1)); }; done
+    # Stop short of starving the host: the goal leaves 4 GiB free, and an
+    # OOM here takes the whole machine (and every other VM) with it.
+    floor=${DENSITY_MIN_AVAIL_MB:-3072}; stopped=""
+    for i in $(seq $n); do
+      a=$(awk '/MemAvailable/{print int($2/1024)}' /proc/meminfo)
+      if [ "$a" -lt "$floor" ]; then stopped="stopped before d$i: MemAvailable $a MiB < $floor MiB"; n=$((i-1)); break; fi
+      "$bin" vm create $warm --image busybox --memory 256 --name d$i >/dev/null 2>&1 || { echo "create d$i failed"; failed=$((failed+1)); }
+    done
     all=$(ms_since $t)
+    [ -n "$stopped" ] && echo "  $stopped"
     sleep 20
     pids=(); for i in $(seq $n); do p=$("$bin" vm inspect d$i -o json 2>/dev/null | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'); [ -n "$p" ] && pids+=($p); done
     ticks() { awk '{print $14+$15}' /proc/$1/stat; }
