@@ -85,6 +85,9 @@ func applyIdentity(id guestproto.Identity) (ssh.Signer, error) {
 	}
 	unix.Sync() // the new key and machine id are on system.cow before we answer
 	logf("new identity: %s %s %s", id.Hostname, id.IP, id.MAC)
+	// A restored VM's console starts here: its boot, and the ready line a
+	// cold boot prints, happened in the snapshot's source.
+	logf("ready (restored from a snapshot)")
 	return key, nil
 }
 
