@@ -599,9 +599,52 @@ func (h *handle) Pause(ctx context.Context) error {
 	return h.qmp(ctx, func(q *QMP) error { return q.Stop(ctx) })
 }
 
-// Resume runs them again (QMP cont).
+// Resume runs them again (QMP cont), after ending a state save still in
+// flight: a daemon killed in SaveState leaves QEMU writing the state into
+// the fd it was given, and if that migration completes after the cont,
+// QEMU stops the VM again (postmigrate) and the guest never answers.
 func (h *handle) Resume(ctx context.Context) error {
-	return h.qmp(ctx, func(q *QMP) error { return q.Cont(ctx) })
+	return h.qmp(ctx, func(q *QMP) error {
+		if err := endMigration(ctx, q); err != nil {
+			return err
+		}
+		return q.Cont(ctx)
+	})
+}
+
+// migrationDone: query-migrate statuses after which nothing more happens.
+func migrationDone(status string) bool {
+	switch status {
+	case "", "none", "completed", "failed", "cancelled":
+		return true
+	}
+	return false
+}
+
+// endMigration cancels a migration in progress and waits until QEMU says
+// it has ended.
+func endMigration(ctx context.Context, q *QMP) error {
+	cancelled := false
+	for {
+		m, err := q.QueryMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		if migrationDone(m.Status) {
+			return nil
+		}
+		if !cancelled {
+			if _, err := q.Execute(ctx, "migrate_cancel", nil); err != nil {
+				return err
+			}
+			cancelled = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("a state save in progress did not end: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Paused asks QEMU (query-status): "paused", and "postmigrate" after a
