@@ -253,13 +253,14 @@ func fetchDebSrc(ctx context.Context, src Source, work, cacheDir string, jobs in
 	if err != nil {
 		return kernelParts{}, err
 	}
-	if err := configure(ctx, tree, config, progress); err != nil {
+	final, err := configure(ctx, tree, config, progress)
+	if err != nil {
 		return kernelParts{}, err
 	}
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
-	modules := kconfigHas(tree, "CONFIG_MODULES")
+	modules := final["CONFIG_MODULES"] == "y"
 	if err := makeKernel(ctx, tree, jobs, modules, progress); err != nil {
 		return kernelParts{}, err
 	}
@@ -302,12 +303,6 @@ func readCachedBuild(entry string) (kernelParts, bool) {
 		p.modRoot, p.closure = moduleRoot(filepath.Join(entry, cacheModules))
 	}
 	return p, true
-}
-
-// kconfigHas reports whether tree's .config sets sym to y.
-func kconfigHas(tree, sym string) bool {
-	b, err := os.ReadFile(filepath.Join(tree, ".config"))
-	return err == nil && parseKconfig(string(b))[sym] == "y"
 }
 
 func storeBuild(ctx context.Context, tree, entry string, info BuildInfo, modules bool) error {
@@ -394,39 +389,41 @@ func unpackSource(ctx context.Context, pkg, version, work string, progress Progr
 	return filepath.Join(srcDir, ents[0].Name()), nil
 }
 
-// configure makes tree/.config: tinyconfig, then the fragment (a later
-// assignment in .config wins), then olddefconfig to settle dependencies.
+// configure makes tree/.config and returns it parsed: tinyconfig, then the
+// fragment (a later assignment in .config wins), then olddefconfig to
+// settle dependencies.
 // An option of the fragment that olddefconfig dropped (its dependencies are
 // off) fails the build by name: silently missing virtio_blk would surface
 // only as a guest that cannot find its disk.
-func configure(ctx context.Context, tree string, fragment []byte, progress Progress) error {
+func configure(ctx context.Context, tree string, fragment []byte, progress Progress) (map[string]string, error) {
 	progress("configure", "make tinyconfig", 0, 0)
 	if err := runStreaming(ctx, tree, nil, "make", "tinyconfig"); err != nil {
-		return fmt.Errorf("make tinyconfig: %w", err)
+		return nil, fmt.Errorf("make tinyconfig: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(tree, ".config"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	_, err = f.Write(append([]byte("\n"), fragment...))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	progress("configure", "make olddefconfig", 0, 0)
 	if err := runStreaming(ctx, tree, nil, "make", "olddefconfig"); err != nil {
-		return fmt.Errorf("make olddefconfig: %w", err)
+		return nil, fmt.Errorf("make olddefconfig: %w", err)
 	}
-	final, err := os.ReadFile(filepath.Join(tree, ".config"))
+	b, err := os.ReadFile(filepath.Join(tree, ".config"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if dropped := droppedOptions(parseKconfig(string(fragment)), parseKconfig(string(final))); len(dropped) > 0 {
-		return fmt.Errorf("kernel config: olddefconfig dropped %s (a dependency is off: add it to the fragment)", strings.Join(dropped, ", "))
+	final := parseKconfig(string(b))
+	if dropped := droppedOptions(parseKconfig(string(fragment)), final); len(dropped) > 0 {
+		return nil, fmt.Errorf("kernel config: olddefconfig dropped %s (a dependency is off: add it to the fragment)", strings.Join(dropped, ", "))
 	}
-	return nil
+	return final, nil
 }
 
 // parseKconfig reads a .config (or fragment) into symbol → value; "is not

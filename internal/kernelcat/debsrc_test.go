@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,14 +327,17 @@ func TestMicroVMConfigOnRealSource(t *testing.T) {
 		testenv.Skip(t, "cannot download %s=%s here: %v", e.Source.Package, version, err)
 	}
 	frag, _ := ConfigFragment(e.Source.Config)
-	if err := configure(t.Context(), tree, frag, func(string, string, int64, int64) {}); err != nil {
+	cfg, err := configure(t.Context(), tree, frag, func(string, string, int64, int64) {})
+	if err != nil {
 		t.Fatal(err)
 	}
 	final, err := os.ReadFile(filepath.Join(tree, ".config"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := parseKconfig(string(final))
+	if onDisk := parseKconfig(string(final)); !maps.Equal(cfg, onDisk) {
+		t.Fatalf("configure returned %d symbols, .config has %d", len(cfg), len(onDisk))
+	}
 	if bootModeOf(cfg) != BootMMIO || cfg["CONFIG_ACPI"] == "y" || cfg["CONFIG_MODULES"] != "y" || cfg["CONFIG_PCI"] == "y" {
 		t.Fatalf("config: boot %q ACPI %q MODULES %q PCI %q", bootModeOf(cfg), cfg["CONFIG_ACPI"], cfg["CONFIG_MODULES"], cfg["CONFIG_PCI"])
 	}
@@ -347,7 +351,7 @@ func TestMicroVMConfigOnRealSource(t *testing.T) {
 	}
 	// A fragment option whose dependency is off fails by name.
 	bad := append(append([]byte{}, frag...), "\n# CONFIG_NET is not set\nCONFIG_VETH=y\n"...)
-	err = configure(t.Context(), tree, bad, func(string, string, int64, int64) {})
+	_, err = configure(t.Context(), tree, bad, func(string, string, int64, int64) {})
 	if err == nil || !strings.Contains(err.Error(), "CONFIG_VETH=y") {
 		t.Fatalf("dropped option error: %v", err)
 	}

@@ -340,19 +340,20 @@ func (w *kernelWriter) addModules(ctx context.Context, p kernelParts, progress P
 	if err != nil {
 		return err
 	}
-	roots := BootModules
-	for _, m := range OptionalBootModules {
-		if _, ok := t.byName[m]; ok {
-			roots = append(slices.Clip(roots), m)
-		}
-	}
+	var roots []string
 	switch {
 	case !p.closure:
 		roots = t.allNames()
 	case p.boot == BootMMIO:
 		// Everything a guest boots with is built in (bootModeOf): the
 		// initramfs loads nothing, the tree is the modules disk's only.
-		roots = nil
+	default:
+		roots = slices.Clone(BootModules)
+		for _, m := range OptionalBootModules {
+			if _, ok := t.byName[m]; ok {
+				roots = append(roots, m)
+			}
+		}
 	}
 	mods, err := t.order(roots)
 	if err != nil {
