@@ -24,17 +24,22 @@ func pitInUse(timerList, clocksource string) bool {
 	if timerList == "" || clocksource == "" {
 		return true
 	}
-	if strings.TrimSpace(clocksource) == "pit" || strings.TrimSpace(clocksource) == "i8253" {
+	if isPIT(clocksource) {
 		return true
 	}
 	for _, line := range strings.Split(timerList, "\n") {
-		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "Clock Event Device:"); ok {
-			if n := strings.TrimSpace(name); n == "pit" || n == "i8253" {
-				return true
-			}
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "Clock Event Device:"); ok && isPIT(name) {
+			return true
 		}
 	}
 	return false
+}
+
+// isPIT: the names Linux gives the i8253 as a clocksource and as a clock
+// event device.
+func isPIT(name string) bool {
+	n := strings.TrimSpace(name)
+	return n == "pit" || n == "i8253"
 }
 
 func stopIdlePIT() {

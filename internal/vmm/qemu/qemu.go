@@ -698,7 +698,7 @@ func (h *handle) SaveState(ctx context.Context, f *os.File) error {
 		select {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			q.Execute(cctx, "migrate_cancel", nil)
+			endMigration(cctx, q)
 			cancel()
 			return ctx.Err()
 		case <-h.Proc.Done():
